@@ -1,0 +1,57 @@
+# The two contract commands: `make serve` and `make test`. Both build .venv from scratch if needed.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+# Constraints apply to every pip call, build environments included (see constraints.txt for why).
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: serve test venv system-deps model-repository demo-model perf bench clean help
+
+help:
+	@echo "make serve   - set up .venv, build model_repository/ from the demo checkpoint, run Triton + web page"
+	@echo "make test    - set up .venv and Chromium, run the test suite"
+	@echo "make demo-model - retrain the committed demo checkpoint (CPU, ~30 min)"
+	@echo "make bench   - full benchmark run (~15 min)"
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	# torch first, on its own: with it installed nothing else can pull a CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0 torchvision==0.28.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Debian packages the tests drive: Chromium for the Playwright browser tests (Playwright's own browser
+# download cannot work offline) and docker-compose 1.29 to validate docker-compose.yml (no Docker engine here).
+SYSTEM_PACKAGES := chromium docker-compose
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+model-repository: venv
+	$(BIN)/deepfake-edge export --if-missing
+
+serve: venv model-repository
+	$(BIN)/deepfake-edge serve
+
+test: venv system-deps
+	$(BIN)/python -m pytest -q
+
+demo-model: venv
+	$(BIN)/python -m deepfake_edge.training.demo
+
+bench: venv model-repository
+	$(BIN)/deepfake-edge bench
+
+perf: venv model-repository
+	$(BIN)/deepfake-edge perf
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,73 @@
+"""The configuration that travels with a model file.
+
+A :class:`ModelCard` is stored inside every checkpoint (safetensors metadata), next to every exported
+ONNX file and in every Triton ``config.pbtxt`` (parameter ``model_card``). Training, export, the
+client and the web app read input size, resize/crop rule, mean/std, labels and the decision threshold
+from here; no other module re-types them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LABELS = ("Real", "Fake")  # index 1 is the positive class: the model's single logit scores "Fake"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything needed to use a detector's weights.
+
+    ``input_size`` is the square side the network sees; images are resized so their shorter side is
+    ``resize_size`` and then centre-cropped to ``input_size``. ``threshold`` applies to the fake
+    probability and is calibrated on the validation split.
+    """
+
+    arch: str
+    input_size: int = 224
+    resize_size: int = 256
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    labels: tuple[str, str] = LABELS
+    threshold: float = 0.5
+    training_data: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def label_for(self, fake_probability: float) -> str:
+        """The class name for a fake probability under this card's threshold."""
+        return self.labels[1] if fake_probability >= self.threshold else self.labels[0]
+
+    def confidence_for(self, fake_probability: float) -> float:
+        """Probability of the predicted class (what a person reads as "Fake – 97.3%")."""
+        return fake_probability if fake_probability >= self.threshold else 1.0 - fake_probability
+
+    def replace(self, **changes: Any) -> "ModelCard":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model card fields: {sorted(unknown)}")
+        values = dict(data)
+        for name in ("mean", "std", "labels"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelCard":
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,60 @@
+"""Detector architectures: any timm backbone with one logit, and a small CNN baseline.
+
+Every model returned by :func:`build_model` has the same three-part contract that export relies on:
+``forward_features(x) -> (N, C, h, w)`` (the last convolutional activation), a global average pool,
+and ``get_classifier() -> nn.Linear(C, 1)``. ``forward(x)`` returns the fake logit, shape (N, 1).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from deepfake_edge._compat import import_timm
+
+SMALL_CNN = "small_cnn"
+
+
+class SmallCNN(nn.Module):
+    """A 5-stage Conv-BN-SiLU baseline (~0.4 M parameters): the "custom CNN" seed projects serve."""
+
+    def __init__(self, widths: tuple[int, ...] = (32, 64, 128, 192, 256), drop_rate: float = 0.2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for width in widths:
+            layers += [
+                nn.Conv2d(in_channels, width, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.SiLU(inplace=True),
+                nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False),
+                nn.BatchNorm2d(width),
+                nn.SiLU(inplace=True),
+            ]
+            in_channels = width
+        self.features = nn.Sequential(*layers)
+        self.num_features = in_channels
+        self.dropout = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(in_channels, 1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def get_classifier(self) -> nn.Linear:
+        return self.classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self.forward_features(x).mean(dim=(2, 3))
+        return self.classifier(self.dropout(pooled))
+
+
+def build_model(arch: str, drop_rate: float = 0.2) -> nn.Module:
+    """Create an untrained detector: ``small_cnn`` or any timm model name (``efficientnet_b0``...)."""
+    if arch == SMALL_CNN:
+        return SmallCNN(drop_rate=drop_rate)
+    timm = import_timm()
+    return timm.create_model(arch, pretrained=False, num_classes=1, drop_rate=drop_rate)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

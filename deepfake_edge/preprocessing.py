@@ -1,0 +1,135 @@
+"""The one definition of preprocessing: decode -> RGB -> resize -> centre crop -> UINT8 tensor.
+
+Training evaluation, export calibration, the client and the web app all call :func:`load_image` and
+:class:`Preprocessor`; a parity test keeps it that way. Normalisation (mean/std) is *not* done here:
+it happens inside the exported graph (and in :func:`normalize` for PyTorch), so requests carry UINT8.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from deepfake_edge.model_card import ModelCard
+
+ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
+
+# Declared-pixel ceiling checked before any pixel is decoded (a 30,000 x 30,000 PNG is a few KB on disk).
+DEFAULT_MAX_PIXELS = 40_000_000
+
+_INTERPOLATIONS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+}
+
+
+class BadImageError(ValueError):
+    """The input is not a decodable image within limits; the message says why, for a person."""
+
+
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``source`` into an RGB image, applying EXIF orientation.
+
+    Any Pillow mode is accepted (L, LA, P, RGBA, CMYK, I, I;16, F); transparency is composited on
+    white, 16-bit images are scaled to 8 bits, animated images use their first frame. Raises
+    :class:`BadImageError` for empty, undecodable, truncated or oversized (declared pixels) input.
+    """
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        if isinstance(source, bytes):
+            if not source:
+                raise BadImageError("empty file (0 bytes)")
+            source = io.BytesIO(source)
+        elif isinstance(source, (str, os.PathLike)) and Path(source).stat().st_size == 0:
+            raise BadImageError("empty file (0 bytes)")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(source)
+        except UnidentifiedImageError:
+            raise BadImageError("not an image (unrecognised format)") from None
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
+            raise BadImageError(f"image too large: {error}") from None
+        except OSError as error:
+            raise BadImageError(f"cannot read image: {error}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise BadImageError(
+            f"image too large: {width}x{height} = {width * height:,} pixels (limit {max_pixels:,})"
+        )
+    if width == 0 or height == 0:
+        raise BadImageError("image has no pixels")
+    try:
+        image.seek(0)  # animated formats: classify the first frame
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return _to_rgb(image)
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
+        # Pillow reports truncated or corrupt pixel data through any of these.
+        raise BadImageError(f"corrupt or truncated image: {error}") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255.0
+        pixels = np.clip(pixels / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(pixels, mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """Resize the shorter side to ``resize_size``, centre-crop ``input_size``, return UINT8 (3, H, W)."""
+
+    input_size: int
+    resize_size: int
+    interpolation: str = "bilinear"
+
+    @classmethod
+    def from_card(cls, card: "ModelCard") -> "Preprocessor":
+        return cls(card.input_size, card.resize_size, card.interpolation)
+
+    def resize_and_crop(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        scale = self.resize_size / min(width, height)
+        new_size = (max(self.input_size, round(width * scale)), max(self.input_size, round(height * scale)))
+        image = image.resize(new_size, _INTERPOLATIONS[self.interpolation])
+        left = (new_size[0] - self.input_size) // 2
+        top = (new_size[1] - self.input_size) // 2
+        return image.crop((left, top, left + self.input_size, top + self.input_size))
+
+    def __call__(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        image = self.resize_and_crop(load_image(source, max_pixels=max_pixels))
+        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+
+    def batch(self, sources: list[ImageSource]) -> np.ndarray:
+        """Stack several images into a UINT8 (N, 3, H, W) batch (raises on the first bad one)."""
+        return np.stack([self(source) for source in sources])
+
+
+def normalize(batch: "torch.Tensor", mean: tuple[float, ...], std: tuple[float, ...]) -> "torch.Tensor":
+    """UINT8 (N, 3, H, W) -> float32 normalised, exactly as the exported graph does it."""
+    import torch
+
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    return (batch.to(torch.float32) / 255.0 - mean_t) / std_t
