@@ -1,0 +1,232 @@
+"""Dataset readers (both layouts, bad files, errors) and self-blended synthesis (masks, determinism)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepfake_edge.training import synth
+from deepfake_edge.training.commands import register
+from deepfake_edge.training.datasets import (
+    DatasetSplits,
+    Sample,
+    balanced_sample_weights,
+    load_splits,
+    pos_weight,
+)
+
+
+def _photo(seed: int, size: int = 40) -> Image.Image:
+    """A small natural-ish image (smooth gradients plus noise), different for every seed."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    base = np.stack([np.sin(6 * x + seed), np.cos(5 * y - seed), x * y], axis=-1)
+    pixels = (base * 0.5 + 0.5) * 200 + rng.normal(0, 12, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _fill(folder: Path, count: int, start: int = 0, suffix: str = ".jpg") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(start, start + count):
+        path = folder / f"img_{index:04d}{suffix}"
+        _photo(index).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_kaggle_layout_with_any_letter_case_and_val_alias(tmp_path: Path) -> None:
+    _fill(tmp_path / "Train" / "REAL", 6)
+    _fill(tmp_path / "Train" / "fake", 4, start=100)
+    _fill(tmp_path / "val" / "Real", 2, start=200)
+    _fill(tmp_path / "val" / "Fake" / "nested", 3, start=300)
+    _fill(tmp_path / "TEST" / "real", 1, start=400, suffix=".png")
+    _fill(tmp_path / "TEST" / "Fake", 2, start=500)
+    splits = load_splits(tmp_path)
+    assert splits.layout == "kaggle"
+    assert splits.class_counts() == {
+        "train": {"Real": 6, "Fake": 4},
+        "validation": {"Real": 2, "Fake": 3},
+        "test": {"Real": 1, "Fake": 2},
+    }
+    assert all(s.label == 0 for s in splits.train if s.path.parent.name == "REAL")
+    assert all(s.label == 1 for s in splits.validation if "Fake" in s.path.parts)
+    assert splits.skipped == []
+    assert "train 6 Real / 4 Fake" in splits.describe()
+
+
+def test_kaggle_layout_without_test_folder_carves_it_from_train(tmp_path: Path) -> None:
+    _fill(tmp_path / "train" / "Real", 20)
+    _fill(tmp_path / "train" / "Fake", 20, start=100)
+    _fill(tmp_path / "validation" / "Real", 3, start=200)
+    _fill(tmp_path / "validation" / "Fake", 3, start=300)
+    splits = load_splits(tmp_path, test_fraction=0.25)
+    assert splits.layout == "kaggle+carved"
+    assert splits.class_counts()["test"] == {"Real": 5, "Fake": 5}
+    assert splits.class_counts()["train"] == {"Real": 15, "Fake": 15}
+    assert not {s.path for s in splits.test} & {s.path for s in splits.train}
+
+
+def test_flat_layout_split_is_stratified_seeded_and_disjoint(tmp_path: Path) -> None:
+    _fill(tmp_path / "real", 40)
+    _fill(tmp_path / "FAKE", 20, start=100)
+    splits = load_splits(tmp_path, val_fraction=0.2, test_fraction=0.1, seed=3)
+    assert splits.layout == "flat"
+    assert splits.class_counts() == {
+        "train": {"Real": 28, "Fake": 14},
+        "validation": {"Real": 8, "Fake": 4},
+        "test": {"Real": 4, "Fake": 2},
+    }
+    parts = [{s.path for s in splits.split(name)} for name in ("train", "validation", "test")]
+    assert len(parts[0] | parts[1] | parts[2]) == 60 and sum(map(len, parts)) == 60
+    again = load_splits(tmp_path, val_fraction=0.2, test_fraction=0.1, seed=3)
+    assert again.test == splits.test and again.validation == splits.validation
+    other = load_splits(tmp_path, val_fraction=0.2, test_fraction=0.1, seed=4)
+    assert {s.path for s in other.test} != parts[2]
+
+
+def test_bad_files_are_skipped_with_a_warning_and_counted(tmp_path: Path) -> None:
+    good = _fill(tmp_path / "Real", 5) + _fill(tmp_path / "Fake", 5, start=100)
+    (tmp_path / "Real" / "empty.jpg").write_bytes(b"")
+    (tmp_path / "Real" / "text.png").write_text("not an image")
+    truncated = good[0].read_bytes()
+    (tmp_path / "Fake" / "truncated.jpg").write_bytes(truncated[: len(truncated) // 2])
+    (tmp_path / "Fake" / "notes.txt").write_text("hello")
+    (tmp_path / "Fake" / ".DS_Store").write_bytes(b"\0\0")  # hidden files are not dataset files
+    with pytest.warns(UserWarning, match="skipping") as record:
+        splits = load_splits(tmp_path, val_fraction=0.2, test_fraction=0.2)
+    skipped = {path.name: reason for path, reason in splits.skipped}
+    assert set(skipped) == {"empty.jpg", "text.png", "truncated.jpg", "notes.txt"}
+    assert "empty" in skipped["empty.jpg"] and "truncated" in skipped["truncated.jpg"].lower()
+    assert len(record) == 4
+    assert sum(sum(c.values()) for c in splits.class_counts().values()) == 10
+    assert "4 unreadable file(s) skipped" in splits.describe()
+
+
+def test_empty_or_missing_class_folder_is_a_clear_error(tmp_path: Path) -> None:
+    _fill(tmp_path / "a" / "Real", 3)
+    (tmp_path / "a" / "Fake").mkdir()
+    with pytest.raises(ValueError, match=r"a/Fake has no readable images"):
+        load_splits(tmp_path / "a")
+    _fill(tmp_path / "b" / "train" / "Real", 3)
+    with pytest.raises(ValueError, match=r"missing class folder .*b/train/Fake"):
+        load_splits(tmp_path / "b")
+    (tmp_path / "c" / "cats").mkdir(parents=True)
+    with pytest.raises(ValueError, match="neither split folders"):
+        load_splits(tmp_path / "c")
+
+
+def test_pos_weight_and_sample_weights_balance_the_classes() -> None:
+    samples = [Sample(Path(f"r{i}"), 0) for i in range(6)] + [Sample(Path(f"f{i}"), 1) for i in range(2)]
+    assert pos_weight(samples) == 3.0
+    weights = balanced_sample_weights(samples)
+    assert sum(weights[:6]) == pytest.approx(1.0) and sum(weights[6:]) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="both classes"):
+        pos_weight(samples[:6])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fake_differs_from_real_only_inside_the_mask(seed: int) -> None:
+    photo = np.asarray(_photo(seed, size=120))
+    pair = synth.blend_pair(photo, np.random.default_rng(seed), work_size=96)
+    assert pair.real.shape == pair.fake.shape == (96, 96, 3) and pair.mask.shape == (96, 96)
+    assert 0.0 <= pair.mask.min() and pair.mask.max() <= 1.0
+    border = np.concatenate([pair.mask[0], pair.mask[-1], pair.mask[:, 0], pair.mask[:, -1]])
+    assert not border.any(), "the mask must lie inside the image, away from its border"
+    changed = np.any(pair.real != pair.fake, axis=-1)
+    assert changed.any(), "the blend changed nothing"
+    assert not (changed & (pair.mask == 0)).any(), "pixels outside the mask were modified"
+
+
+def test_masks_are_varied_and_soft() -> None:
+    masks = [synth.random_blend_mask(64, np.random.default_rng(seed)) for seed in range(20)]
+    areas = [float((m > 0).mean()) for m in masks]
+    assert min(areas) > 0.03 and max(areas) < 0.9
+    assert len({round(a, 3) for a in areas}) > 15
+    assert all(((m > 0) & (m < 1)).any() for m in masks), "masks must have soft edges"
+
+
+def test_splits_get_disjoint_source_photos_spread_over_categories() -> None:
+    photos = [synth.Photo(f"{c}{i}", _photo(i), c, f"{c}{i}") for c in "abc" for i in range(10)]
+    photos.append(synth.Photo("a0_twin", _photo(99), "a", "a0"))  # same scene as a0
+    assigned = synth.assign_splits(photos, val_fraction=0.2, test_fraction=0.2, seed=0)
+    names = {split: {p.name for p in members} for split, members in assigned.items()}
+    assert sum(map(len, names.values())) == 31
+    assert not names["train"] & names["test"] and not names["validation"] & names["test"]
+    assert not names["train"] & names["validation"]
+    assert {len(names["validation"] - {"a0_twin"}), len(names["test"] - {"a0_twin"})} == {6}
+    twin_split = next(split for split, n in names.items() if "a0_twin" in n)
+    assert "a0" in names[twin_split]
+    assert {p.category for p in assigned["test"]} == {"a", "b", "c"}
+
+
+def test_packaged_photos_load_offline() -> None:
+    photos = synth.packaged_photos()
+    names = {name for name, _ in photos}
+    assert {"astronaut", "coffee", "grace_hopper", "lfw_face_000"} <= names
+    assert all(image.mode == "RGB" and min(image.size) >= 25 for _, image in photos)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_synthesis_is_deterministic_readable_and_masks_are_not_samples(tmp_path: Path) -> None:
+    source = tmp_path / "photos"
+    for index in range(6):
+        source.mkdir(exist_ok=True)
+        _photo(index, size=90).save(source / f"p{index}.png")
+    (source / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    kwargs = dict(source=source, count=24, image_size=48, seed=7, progress=False)
+    manifest = synth.synthesize(tmp_path / "a", **kwargs)
+    synth.synthesize(tmp_path / "b", **kwargs)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    synth.synthesize(tmp_path / "a", **{**kwargs, "seed": 8})  # replaces its own earlier output
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "b")
+
+    photos = manifest["photos"]
+    assert not set(photos["train"]) & set(photos["test"]) and not set(photos["validation"]) & set(photos["test"])
+    assert "broken.jpg" not in sum(photos.values(), [])
+    splits = load_splits(tmp_path / "b")
+    assert isinstance(splits, DatasetSplits) and splits.layout == "kaggle" and not splits.skipped
+    counts = splits.class_counts()
+    assert sum(sum(c.values()) for c in counts.values()) == 24
+    assert all(c["Real"] == c["Fake"] for c in counts.values())
+    assert not any("masks" in s.path.parts for name in ("train", "validation", "test") for s in splits.split(name))
+    for sample in splits.test:
+        assert Image.open(sample.path).size == (48, 48)
+        if sample.label == 1:
+            mask = Image.open(sample.path.parent.parent / synth.MASK_FOLDER / f"{sample.path.stem}.png")
+            assert mask.size == (48, 48) and np.asarray(mask).max() > 0
+    assert "not real deepfakes" in splits.describe()
+    assert json.loads((tmp_path / "b" / "synth.json").read_text())["seed"] == 7
+
+
+def test_synthesis_refuses_to_overwrite_foreign_folders(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("user data")
+    with pytest.raises(ValueError, match="not empty"):
+        synth.synthesize(tmp_path, count=6, image_size=32, progress=False)
+    assert (tmp_path / "keep.txt").read_text() == "user data"
+
+
+def test_data_info_command_reports_counts_and_skips(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    _fill(tmp_path / "real", 10)
+    _fill(tmp_path / "fake", 10, start=100)
+    (tmp_path / "fake" / "bad.jpg").write_bytes(b"garbage")
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(["data", "info", str(tmp_path)])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "layout: flat" in out and "skipped: 1 file(s)" in out and "bad.jpg" in out
+    args = parser.parse_args(["data", "info", str(tmp_path / "nowhere")])
+    assert args.func(args) == 2
+    assert "not found" in capsys.readouterr().out

@@ -1,0 +1,119 @@
+"""CLI verbs of the training area: ``data`` (synth, info); ``train`` and ``evaluate`` register here too."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+_DATA_EPILOG = """\
+examples:
+  deepfake-edge data synth                      # self-blended set from packaged photos -> data/synth
+  deepfake-edge data synth ~/photos --count 20000 --image-size 224 --out data/my_sbi
+  deepfake-edge data info data/synth            # layout, class counts, skipped files
+  deepfake-edge data info ~/datasets/deepfake-and-real-images
+
+dataset layouts (folder names in any letter case):
+  ROOT/{train,validation,test}/{Real,Fake}/*   kaggle layout (val/valid also mean validation)
+  ROOT/{Real,Fake}/*                           flat layout, split stratified and seeded
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add this area's verbs to the ``deepfake-edge`` parser."""
+    _register_data(subparsers)
+
+
+def _register_data(subparsers: argparse._SubParsersAction) -> None:
+    data = subparsers.add_parser(
+        "data",
+        help="build a self-blended training set, or inspect a dataset folder",
+        description="Prepare and inspect real/fake image datasets.",
+        epilog=_DATA_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbs = data.add_subparsers(dest="data_verb", metavar="SUBVERB", required=True)
+
+    synth = verbs.add_parser(
+        "synth",
+        help="make fakes from real photos by self-blending (SBI)",
+        description=(
+            "Self-Blended Images (Shiohara & Yamasaki, CVPR 2022): every fake is a real crop blended with a "
+            "colour/sharpness/geometry-perturbed copy of itself inside a soft, deformed mask; its real twin is "
+            "the untouched crop. Both are resized and JPEG-compressed alike. Output: OUT/{train,validation,test}/"
+            "{Real,Fake}/NNNNNN.jpg, the blend masks in OUT/<split>/masks/NNNNNN.png and OUT/synth.json. "
+            "Whole source photos go to one split, so test photos are never seen in training. "
+            "The same arguments write identical files. These are NOT real deepfakes: use them for "
+            "pipeline checks and pre-training, and real data for real use."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    from deepfake_edge.training import synth as synth_module
+
+    synth.add_argument("source", nargs="?", type=Path, default=None, metavar="SOURCE_DIR",
+                       help="folder of real images (searched recursively); default: the photos that ship "
+                            "inside scikit-image and matplotlib (including 100 LFW face crops)")
+    synth.add_argument("--out", type=Path, default=synth_module.DEFAULT_OUT,
+                       help="output folder; an earlier synth output there is replaced")
+    synth.add_argument("--count", type=int, default=synth_module.DEFAULT_COUNT,
+                       help="total images, half Real and half Fake")
+    synth.add_argument("--image-size", type=int, default=synth_module.DEFAULT_IMAGE_SIZE, metavar="PX",
+                       help="side of the square output images")
+    synth.add_argument("--seed", type=int, default=0, help="random seed")
+    synth.add_argument("--val-fraction", type=float, default=0.15, help="share of images (and photos) for validation")
+    synth.add_argument("--test-fraction", type=float, default=0.15, help="share of images (and photos) for test")
+    synth.add_argument("--jpeg-quality", type=int, nargs=2, default=list(synth_module.DEFAULT_JPEG_QUALITY),
+                       metavar=("LOW", "HIGH"), help="final JPEG quality, uniform in [LOW, HIGH]")
+    synth.set_defaults(func=_run_synth)
+
+    info = verbs.add_parser(
+        "info",
+        help="show a dataset's layout, class counts and unreadable files",
+        description="Read a dataset folder exactly as 'deepfake-edge train' will, and report what it finds.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    info.add_argument("root", type=Path, metavar="ROOT", help="dataset folder (kaggle or flat layout)")
+    info.add_argument("--val-fraction", type=float, default=0.15, help="validation share when splitting")
+    info.add_argument("--test-fraction", type=float, default=0.15, help="test share when splitting")
+    info.add_argument("--seed", type=int, default=0, help="split seed")
+    info.add_argument("--no-verify", action="store_true", help="trust file extensions, do not decode")
+    info.set_defaults(func=_run_info)
+
+
+def _run_synth(args: argparse.Namespace) -> int:
+    from deepfake_edge.training.synth import synthesize
+
+    try:
+        synthesize(args.out, source=args.source, count=args.count, image_size=args.image_size, seed=args.seed,
+                   val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                   jpeg_quality=tuple(args.jpeg_quality))
+    except ValueError as error:
+        print(f"error: {error}")
+        return 2
+    return 0
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    import warnings
+
+    from deepfake_edge.training.datasets import load_splits
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # skipped files are listed below instead
+            splits = load_splits(args.root, args.val_fraction, args.test_fraction, args.seed,
+                                 verify=not args.no_verify)
+    except ValueError as error:
+        print(f"error: {error}")
+        return 2
+    print(f"root:   {splits.root}")
+    print(f"layout: {splits.layout}")
+    print(f"{'split':<12}{'Real':>8}{'Fake':>8}{'total':>8}")
+    for split, counts in splits.class_counts().items():
+        print(f"{split:<12}" + "".join(f"{n:>8}" for n in counts.values()) + f"{sum(counts.values()):>8}")
+    print(f"skipped: {len(splits.skipped)} file(s)")
+    for path, reason in splits.skipped[:20]:
+        print(f"  {path}: {reason}")
+    if len(splits.skipped) > 20:
+        print(f"  ... and {len(splits.skipped) - 20} more")
+    print(splits.describe())
+    return 0
