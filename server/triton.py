@@ -1,0 +1,352 @@
+"""Launch the real ``tritonserver`` binary shipped in the ``nvidia-pytriton`` wheel on a model repository.
+
+The wheel holds a Triton Inference Server 2.51 build with only the Python backend. Running it directly
+(rather than through PyTriton's Python API) needs three things, all assembled here:
+
+* a backend directory ``python/`` holding ``libtriton_python.so``, ``triton_python_backend_utils.py`` and
+  the ``triton_python_backend_stub`` built for the running Python (symlinks in a private work dir);
+* ``LD_LIBRARY_PATH`` with the running Python's ``LIBDIR`` (the stub links ``libpython3.X.so``) and
+  ``site-packages/nvidia_pytriton.libs`` (the stub links a hashed ``libcudart``);
+* ``PATH`` starting with the interpreter's ``bin`` so the stub imports this environment's numpy.
+
+The server runs in its own process group (the Python stubs are its children) so that ``stop()`` can end
+all of it, and it uses a private shared-memory prefix so that ``stop()`` removes exactly its regions.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import ctypes
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+SHM_DIR = Path("/dev/shm")
+# The Python backend names its regions "<prefix><uuid>"; keeping Triton's default stem makes them recognisable.
+SHM_STEM = "triton_python_backend_shm_region_"
+
+
+class TritonServerError(RuntimeError):
+    """Base class for every launcher failure."""
+
+
+class TritonNotFoundError(TritonServerError):
+    """The nvidia-pytriton wheel (or its stub for this Python) is not installed."""
+
+
+class PortInUseError(TritonServerError):
+    """A requested port is already bound by another process."""
+
+
+class TritonStartupError(TritonServerError):
+    """The server exited or did not become ready in time; the message ends with its log tail."""
+
+
+@dataclass(frozen=True)
+class TritonInstallation:
+    """Paths inside the nvidia-pytriton wheel that the launcher needs."""
+
+    binary: Path
+    python_backend: Path
+    stub: Path
+    libs: Path
+
+    @classmethod
+    def locate(cls) -> "TritonInstallation":
+        """Find the wheel's ``tritonserver``; raise ``TritonNotFoundError`` with the fix if anything is missing."""
+        try:
+            import pytriton  # noqa: PLC0415 - only its location is needed
+        except ImportError as error:
+            raise TritonNotFoundError("nvidia-pytriton is not installed: pip install nvidia-pytriton==0.7.0") from error
+        root = Path(pytriton.__file__).resolve().parent
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        install = cls(
+            binary=root / "tritonserver" / "bin" / "tritonserver",
+            python_backend=root / "tritonserver" / "backends" / "python",
+            stub=root / "tritonserver" / "python_backend_stubs" / version / "triton_python_backend_stub",
+            libs=root.parent / "nvidia_pytriton.libs",
+        )
+        for path in (install.binary, install.python_backend / "libtriton_python.so", install.stub, install.libs):
+            if not path.exists():
+                raise TritonNotFoundError(f"{path} is missing: the nvidia-pytriton wheel lacks it for Python {version}")
+        return install
+
+    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Environment for the server: library path for the stub, this interpreter's ``bin`` first on PATH."""
+        env = dict(os.environ if base is None else base)
+        python_libdir = sysconfig.get_config_var("LIBDIR") or ""
+        libraries = [p for p in (python_libdir, str(self.libs), env.get("LD_LIBRARY_PATH", "")) if p]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(libraries)
+        # sys.prefix is the venv; sys.executable may be a symlink into the base interpreter.
+        env["PATH"] = os.pathsep.join([str(Path(sys.prefix) / "bin"), env.get("PATH", "")])
+        return env
+
+    def make_backend_directory(self, parent: Path) -> Path:
+        """Create ``parent/backends/python`` with the backend files and the matching stub; return ``parent/backends``."""
+        backend_dir = parent / "backends" / "python"
+        backend_dir.mkdir(parents=True, exist_ok=True)
+        for source in (self.python_backend / "libtriton_python.so",
+                       self.python_backend / "triton_python_backend_utils.py", self.stub):
+            (backend_dir / source.name).symlink_to(source)
+        return backend_dir.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_port_free(host: str, port: int, purpose: str) -> None:
+    """Raise ``PortInUseError`` naming ``port`` if it cannot be bound on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Triton binds with SO_REUSEADDR too, so a port in TIME_WAIT is not reported as busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise PortInUseError(
+                f"{purpose} port {port} on {host} is already in use ({error.strerror}); "
+                f"stop whatever listens there or choose another port"
+            ) from error
+
+
+def has_cuda_gpu() -> bool:
+    """True when an NVIDIA device node exists (cheap; does not load CUDA)."""
+    return any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: if the launching process dies hard, the kernel sends SIGTERM to the
+    # server, which then unloads its models and ends its stubs, so nothing is orphaned.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+_RUNNING: "weakref.WeakSet[TritonServer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_running() -> None:
+    for server in list(_RUNNING):
+        server.stop()
+
+
+class TritonServer:
+    """The real ``tritonserver`` on ``model_repository``, reachable over HTTP, gRPC and metrics ports.
+
+    ``start()`` checks the ports, launches the binary and returns once the server and every model in the
+    repository are ready (``TritonStartupError`` with the server's log tail otherwise). ``stop()`` sends
+    SIGTERM, escalates to SIGKILL of the whole process group, and removes the server's shared memory.
+    Use it as a context manager so that this happens even when the body raises.
+    """
+
+    def __init__(
+        self,
+        model_repository: str | os.PathLike[str],
+        *,
+        host: str = "127.0.0.1",
+        http_port: int = 8000,
+        grpc_port: int = 8001,
+        metrics_port: int = 8002,
+        startup_timeout_s: float = 120.0,
+        stop_timeout_s: float = 15.0,
+        log_file: str | os.PathLike[str] | None = None,
+        log_verbose: int = 0,
+        extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.model_repository = Path(model_repository).resolve()
+        self.host = host
+        self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
+        self.startup_timeout_s = startup_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self._requested_log_file = Path(log_file) if log_file is not None else None
+        self._log_verbose = log_verbose
+        self._extra_args = tuple(extra_args)
+        self._base_env = env
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self._shm_prefix = ""
+        self.log_file: Path | None = None
+
+    # -- addresses -------------------------------------------------------------------------------------
+    @property
+    def http_url(self) -> str:
+        """``host:port`` of the HTTP endpoint (the form tritonclient expects)."""
+        return f"{self._client_host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the gRPC endpoint."""
+        return f"{self._client_host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Full URL of the Prometheus metrics page."""
+        return f"http://{self._client_host}:{self.metrics_port}/metrics"
+
+    @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    @property
+    def shm_prefix(self) -> str:
+        """Name prefix of this server's Python-backend regions in /dev/shm (set by ``start()``)."""
+        return self._shm_prefix
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    def __enter__(self) -> "TritonServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def start(self) -> "TritonServer":
+        """Launch the server and block until it and all its models are ready."""
+        if self._process is not None:
+            raise TritonServerError("this TritonServer was already started")
+        if not (self.model_repository / ".").is_dir():
+            raise TritonServerError(f"model repository {self.model_repository} does not exist")
+        for purpose, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port), ("metrics", self.metrics_port)):
+            check_port_free(self.host, port, purpose)
+        install = TritonInstallation.locate()
+        self._workdir = tempfile.TemporaryDirectory(prefix="deepfake-edge-triton-")
+        workdir = Path(self._workdir.name)
+        self.log_file = self._requested_log_file or workdir / "tritonserver.log"
+        self._shm_prefix = f"{SHM_STEM}dfe{os.getpid()}_{secrets.token_hex(4)}_"
+        command = self._command(install, install.make_backend_directory(workdir))
+        env = install.environment(self._base_env)
+        with open(self.log_file, "wb") as log:
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                cwd=workdir, start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        _RUNNING.add(self)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _command(self, install: TritonInstallation, backend_directory: Path) -> list[str]:
+        gpu = has_cuda_gpu()
+        command = [
+            str(install.binary),
+            f"--model-repository={self.model_repository}",
+            f"--backend-directory={backend_directory}",
+            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true", "--allow-cpu-metrics=true", f"--allow-gpu-metrics={str(gpu).lower()}",
+            "--strict-readiness=true", "--exit-on-error=true",
+            # Unloading a Python model takes ~1.5 s; anything beyond a few seconds is a hung request.
+            "--exit-timeout-secs=5",
+            f"--log-verbose={self._log_verbose}",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            # A 224 px batch of 32 UINT8 images is 4.8 MB: start big enough that the region rarely grows.
+            "--backend-config=python,shm-default-byte-size=16777216",
+            "--backend-config=python,shm-growth-byte-size=16777216",
+        ]
+        if not gpu:  # avoids a CUDA probe failing at start-up on CPU-only machines
+            command += ["--pinned-memory-pool-byte-size=0"]
+        return command + list(self._extra_args)
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        while True:
+            if self._process is not None and self._process.poll() is not None:
+                raise self._startup_error(f"tritonserver exited with code {self._process.returncode} before ready")
+            if self._http_ok("/v2/health/ready") and self._metrics_listening():
+                break
+            if time.monotonic() > deadline:
+                raise self._startup_error(f"tritonserver not ready after {self.startup_timeout_s:.0f} s")
+            time.sleep(0.05)
+        not_ready = [m for m in self.repository_index() if m.get("state") != "READY"]
+        if not_ready:
+            raise self._startup_error(f"models not ready: {not_ready}")
+
+    def _startup_error(self, reason: str) -> TritonStartupError:
+        return TritonStartupError(f"{reason} (repository {self.model_repository}).\n"
+                                  f"--- tritonserver log tail ({self.log_file}) ---\n{self.log_tail()}")
+
+    def _http_ok(self, path: str) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}{path}", timeout=1.0) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _metrics_listening(self) -> bool:
+        try:
+            with socket.create_connection((self._client_host, self.metrics_port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    def repository_index(self) -> list[dict[str, str]]:
+        """Triton's repository index: one ``{"name", "version", "state"[, "reason"]}`` per model version."""
+        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=5.0) as response:
+            return list(json.load(response))
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last ``lines`` lines the server wrote (stdout and stderr)."""
+        if self.log_file is None or not self.log_file.exists():
+            return "(no log)"
+        with open(self.log_file, "rb") as log:
+            tail = collections.deque(log, maxlen=lines)
+        return b"".join(tail).decode("utf-8", "replace")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL the whole process group after ``stop_timeout_s``; remove shm and work dir.
+
+        Safe to call twice, and on a server whose start failed.
+        """
+        process, self._process = self._process, None
+        _RUNNING.discard(self)
+        if process is not None:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=self.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+            # The stubs share the server's process group; SIGKILL catches any left behind.
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            process.wait()
+        if self._shm_prefix:
+            for region in SHM_DIR.glob(f"{self._shm_prefix}*"):
+                region.unlink(missing_ok=True)
+        if self._workdir is not None:
+            if self._requested_log_file is None:
+                self.log_file = None  # it lived in the work dir
+            self._workdir.cleanup()
+            self._workdir = None
