@@ -108,14 +108,23 @@ class Preprocessor:
     def from_card(cls, card: "ModelCard") -> "Preprocessor":
         return cls(card.input_size, card.resize_size, card.interpolation)
 
-    def resize_and_crop(self, image: Image.Image) -> Image.Image:
-        width, height = image.size
+    def _geometry(self, width: int, height: int) -> tuple[tuple[int, int], int, int]:
+        """Resized size and the crop's top-left corner in it."""
         scale = self.resize_size / min(width, height)
         new_size = (max(self.input_size, round(width * scale)), max(self.input_size, round(height * scale)))
+        return new_size, (new_size[0] - self.input_size) // 2, (new_size[1] - self.input_size) // 2
+
+    def resize_and_crop(self, image: Image.Image) -> Image.Image:
+        new_size, left, top = self._geometry(*image.size)
         image = image.resize(new_size, _INTERPOLATIONS[self.interpolation])
-        left = (new_size[0] - self.input_size) // 2
-        top = (new_size[1] - self.input_size) // 2
         return image.crop((left, top, left + self.input_size, top + self.input_size))
+
+    def crop_box(self, size: tuple[int, int]) -> tuple[float, float, float, float]:
+        """The part of an image of ``size`` (width, height) that :meth:`resize_and_crop` keeps, as
+        (left, top, right, bottom) in that image's pixels: where a heatmap of the crop belongs."""
+        (new_width, new_height), left, top = self._geometry(*size)
+        sx, sy = size[0] / new_width, size[1] / new_height
+        return (left * sx, top * sy, (left + self.input_size) * sx, (top + self.input_size) * sy)
 
     def __call__(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         image = self.resize_and_crop(load_image(source, max_pixels=max_pixels))

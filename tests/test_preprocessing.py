@@ -84,3 +84,13 @@ def test_centre_crop_keeps_the_centre():
     pixels[:, 20:60] = 255  # bright centre band, dark sides that the crop must cut away
     tensor = Preprocessor(input_size=40, resize_size=40)(Image.fromarray(pixels))
     assert tensor.min() == 255
+
+
+@pytest.mark.parametrize("size", [(150, 90), (90, 150), (64, 64), (1000, 37)])
+def test_crop_box_locates_the_crop_in_the_original(size):
+    # Noise makes any misplaced box differ by far more than the resampling round-off of 1.
+    preprocessor = Preprocessor(input_size=32, resize_size=40)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    cropped = np.asarray(preprocessor.resize_and_crop(image), dtype=np.int16)
+    from_box = image.resize((32, 32), Image.Resampling.BILINEAR, box=preprocessor.crop_box(image.size))
+    assert np.abs(cropped - np.asarray(from_box, dtype=np.int16)).max() <= 1

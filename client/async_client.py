@@ -1,0 +1,221 @@
+"""``AsyncDeepfakeClient``: the asyncio twin of :class:`DeepfakeClient` (tritonclient grpc.aio / http.aio).
+
+    async with AsyncDeepfakeClient("127.0.0.1:8001") as client:
+        detection = await client.detect("photo.jpg")
+        results = await client.detect_many(paths, concurrency=4)
+
+Same contract as the sync client: model configuration read from the server, the shared preprocessing
+(run in a worker thread so decoding never blocks the event loop), batched concurrent requests, one
+result per input in order, timeouts on every call, retries with back-off only for connection failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, TypeVar
+
+import numpy as np
+
+from deepfake_edge.client.errors import (
+    DeepfakeClientError,
+    ModelNotReadyError,
+    RequestTimeoutError,
+    ServerUnreachableError,
+    is_transient,
+    translate,
+)
+from deepfake_edge.client.results import Detection, Failure, Result
+from deepfake_edge.client.sync_client import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT_S, backoff_s
+from deepfake_edge.client.triton_io import (
+    ModelInfo,
+    config_as_dict,
+    decode_result,
+    load_tensor,
+    make_inputs,
+    make_outputs,
+    normalize_url,
+    parse_model_config,
+)
+from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, BadImageError, ImageSource
+
+T = TypeVar("T")
+
+
+class AsyncDeepfakeClient:
+    """Asyncio client for one model on one Triton server; use it from one event loop."""
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        protocol: str = "grpc",
+        model: str = "deepfake_b0",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = 2,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        self.protocol = protocol
+        self.url = normalize_url(url, protocol)
+        self.model = model
+        self.timeout_s = float(timeout_s)
+        self.retries = int(retries)
+        self.max_pixels = max_pixels
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+            import tritonclient.grpc.aio as aio_module
+        else:
+            import tritonclient.http as module
+            import tritonclient.http.aio as aio_module
+        self._module, self._aio_module = module, aio_module
+        self._call_options = {"client_timeout": self.timeout_s} if protocol == "grpc" else {}
+        self._json_options = {"as_json": True, **self._call_options} if protocol == "grpc" else {}
+        self._triton: Any = None  # created inside the running loop (grpc.aio and aiohttp bind to it)
+        self._info: Optional[ModelInfo] = None
+
+    async def __aenter__(self) -> "AsyncDeepfakeClient":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._triton is not None:
+            triton, self._triton = self._triton, None
+            await triton.close()
+
+    async def model_info(self) -> ModelInfo:
+        """The served model's card and limits (fetched once)."""
+        if self._info is None:
+            self._info = await self._with_retries(self._fetch_info)
+        return self._info
+
+    async def detect(self, source: ImageSource, heatmap: bool = False) -> Detection:
+        """Classify one image. Raises BadImageError or a DeepfakeClientError subclass."""
+        info = await self.model_info()
+        tensor = await asyncio.to_thread(load_tensor, info, source, self.max_pixels)
+        detections = await self._with_retries(lambda: self._infer(info, tensor[None], [source], heatmap))
+        return detections[0]
+
+    async def detect_many(
+        self,
+        sources: Iterable[ImageSource],
+        concurrency: int = 4,
+        heatmap: bool = False,
+        batch_size: Optional[int] = None,
+    ) -> list[Result]:
+        """One Detection or Failure per source, in order (see :meth:`iter_detect`)."""
+        return [r async for r in self.iter_detect(sources, concurrency=concurrency, heatmap=heatmap, batch_size=batch_size)]
+
+    async def iter_detect(
+        self,
+        sources: Iterable[ImageSource],
+        concurrency: int = 4,
+        heatmap: bool = False,
+        batch_size: Optional[int] = None,
+    ) -> AsyncIterator[Result]:
+        """Yield one Detection or Failure per source in input order; same contract as the sync
+        ``DeepfakeClient.iter_detect`` (lazy, bounded memory, nothing raises per input)."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        sources = iter(sources)
+        try:
+            info = await self.model_info()
+        except DeepfakeClientError as error:
+            for source in sources:
+                yield Failure(source, error)
+            return
+        size = min(batch_size or DEFAULT_BATCH_SIZE, info.max_batch_size)
+        if size < 1:
+            raise ValueError("batch_size must be >= 1")
+        unreachable: list[ServerUnreachableError] = []
+        pending: deque[asyncio.Task] = deque()
+        try:
+            while chunk := list(itertools.islice(sources, size)):
+                pending.append(asyncio.create_task(self._run_chunk(info, chunk, heatmap, unreachable)))
+                while len(pending) >= concurrency:
+                    for result in await pending.popleft():
+                        yield result
+            while pending:
+                for result in await pending.popleft():
+                    yield result
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _run_chunk(
+        self, info: ModelInfo, chunk: list[ImageSource], heatmap: bool, unreachable: list[ServerUnreachableError]
+    ) -> list[Result]:
+        results: list[Optional[Result]] = [None] * len(chunk)
+        tensors, good = await asyncio.to_thread(self._load_chunk, info, chunk, results)
+        if good:
+            good_sources = [chunk[i] for i in good]
+            try:
+                if unreachable:
+                    raise unreachable[0]
+                batch = np.stack(tensors)
+                del tensors
+                detections: list[Result] = await self._with_retries(
+                    lambda: self._infer(info, batch, good_sources, heatmap)
+                )
+            except DeepfakeClientError as error:
+                if isinstance(error, ServerUnreachableError) and not unreachable:
+                    unreachable.append(error)
+                detections = [Failure(source, error) for source in good_sources]
+            for index, result in zip(good, detections):
+                results[index] = result
+        return results  # type: ignore[return-value]
+
+    def _load_chunk(self, info: ModelInfo, chunk: list[ImageSource], results: list) -> tuple[list, list[int]]:
+        tensors, good = [], []
+        for index, source in enumerate(chunk):
+            try:
+                tensors.append(load_tensor(info, source, self.max_pixels))
+                good.append(index)
+            except BadImageError as error:
+                results[index] = Failure(source, error)
+        return tensors, good
+
+    async def _with_retries(self, operation: Callable[[], Awaitable[T]]) -> T:
+        for attempt in itertools.count():
+            try:
+                # The outer bound also covers connection setup, which the per-call timeouts do not.
+                return await asyncio.wait_for(operation(), self.timeout_s + 1.0)
+            except asyncio.TimeoutError:
+                error: BaseException = RequestTimeoutError(self.url, self.timeout_s)
+                raw: BaseException = error
+            except Exception as caught:
+                raw, error = caught, translate(caught, self.url, self.timeout_s)
+                if error is raw and not isinstance(raw, DeepfakeClientError):
+                    raise
+            if not is_transient(error) or attempt >= self.retries:
+                raise error from (None if error is raw else raw)
+            await asyncio.sleep(backoff_s(attempt))
+        raise AssertionError("unreachable")
+
+    def _client(self) -> Any:
+        if self._triton is None:
+            if self.protocol == "grpc":
+                self._triton = self._aio_module.InferenceServerClient(self.url)
+            else:
+                self._triton = self._aio_module.InferenceServerClient(self.url, conn_timeout=self.timeout_s)
+        return self._triton
+
+    async def _fetch_info(self) -> ModelInfo:
+        triton = self._client()
+        if not await triton.is_server_live(**self._call_options):
+            raise ServerUnreachableError(self.url, "the server is not live")
+        if not await triton.is_model_ready(self.model, **self._call_options):
+            raise ModelNotReadyError(f"model {self.model!r} is not ready on the Triton server at {self.url}")
+        config = await triton.get_model_config(self.model, **self._json_options)
+        return parse_model_config(self.model, config_as_dict(config))
+
+    async def _infer(self, info: ModelInfo, batch: np.ndarray, sources: list[ImageSource], heatmap: bool) -> list[Detection]:
+        result = await self._client().infer(
+            self.model,
+            make_inputs(self._module, batch),
+            outputs=make_outputs(self._module, heatmap),
+            **self._call_options,
+        )
+        return decode_result(result, sources, info, heatmap)

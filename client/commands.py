@@ -1,0 +1,171 @@
+"""``deepfake-edge detect``: classify image files and folders with a running deepfake-edge Triton server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 1
+EXIT_USAGE = 2  # argparse's own code for a bad command line
+EXIT_UNREACHABLE = 3
+EXIT_SERVER_ERROR = 4
+
+EXIT_CODES_HELP = f"""\
+exit codes:
+  {EXIT_OK}  every image was classified
+  {EXIT_BAD_INPUT}  some inputs were not usable images (missing, empty, corrupt, not an image, too large)
+     or no image was found; the others were classified
+  {EXIT_USAGE}  bad command line
+  {EXIT_UNREACHABLE}  the Triton server could not be reached (or stopped answering during the run)
+  {EXIT_SERVER_ERROR}  the model is not ready on the server, or the server returned errors
+
+examples:
+  deepfake-edge detect photo.jpg
+  deepfake-edge detect --recursive --json photos/ > results.jsonl
+  deepfake-edge detect --heatmaps heatmaps/ --protocol http --url 127.0.0.1:8000 photos/
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "detect",
+        help="classify images as Real or Fake with a running server",
+        description=(
+            "Classify image files (and the images in folders) with a deepfake-edge model served by Triton. "
+            "Prints one line per image, e.g. 'photo.jpg  Fake – 97.3%%', in input order; inputs that are not "
+            "usable images are reported with the reason and do not stop the run."
+        ),
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    parser.add_argument("--url", help="Triton host:port (default 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http)")
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="default grpc")
+    parser.add_argument("--model", default="deepfake_b0", help="served model name (default deepfake_b0)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
+    parser.add_argument("--heatmaps", type=Path, metavar="DIR", help="write heatmap overlays as PNG files to DIR")
+    parser.add_argument("-r", "--recursive", action="store_true", help="also classify images in subfolders")
+    parser.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default 4)")
+    parser.add_argument("--batch-size", type=_positive_int, default=8,
+                        help="images per request, capped by the model's max_batch_size (default 8)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per request (default 30)")
+    parser.add_argument("--shared-memory", action="store_true",
+                        help="pass images through system shared memory (server on this machine only)")
+    parser.set_defaults(func=run_detect)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from deepfake_edge.client import DeepfakeClient, DeepfakeClientError, Detection, ServerUnreachableError
+    from deepfake_edge.client.sources import iter_image_paths
+
+    paths = list(iter_image_paths(args.paths, recursive=args.recursive))
+    if not paths:
+        print(f"error: no image files found in {', '.join(args.paths)}"
+              + ("" if args.recursive else " (use --recursive for subfolders)"), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    client = DeepfakeClient(args.url, protocol=args.protocol, model=args.model, timeout_s=args.timeout,
+                            shared_memory=args.shared_memory)
+    with client:
+        try:
+            info = client.model_info()
+        except ServerUnreachableError as error:
+            print(f"error: {error}\n(is the server running? start it with 'deepfake-edge serve')", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        except DeepfakeClientError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_SERVER_ERROR
+        heatmaps = _HeatmapWriter(args.heatmaps, info.card) if args.heatmaps else None
+        by_path = {str(item.path): item for item in paths}
+        failures: Counter[str] = Counter()
+        labels: Counter[str] = Counter()
+        with tqdm(total=len(paths), unit="img", file=sys.stderr, disable=None if len(paths) > 1 else True) as bar:
+            results = client.iter_detect((str(item.path) for item in paths), concurrency=args.concurrency,
+                                         heatmap=heatmaps is not None, batch_size=args.batch_size)
+            for result in results:
+                heatmap_file = None
+                if isinstance(result, Detection):
+                    labels[result.label] += 1
+                    if heatmaps is not None:
+                        heatmap_file = heatmaps.write(by_path[result.source].relative, result)
+                else:
+                    failures[_failure_class(result.error, ServerUnreachableError)] += 1
+                line = json.dumps(_record(result, heatmap_file)) if args.json else _line(result, heatmap_file)
+                bar.write(line, file=sys.stdout)
+                bar.update()
+    if len(paths) > 1:
+        summary = ", ".join(f"{n} {label}" for label, n in sorted(labels.items())) or "none"
+        problems = ", ".join(f"{n} {kind}" for kind, n in failures.items())
+        print(f"{sum(labels.values())} of {len(paths)} classified ({summary})"
+              + (f"; not classified: {problems}" if problems else ""), file=sys.stderr)
+    if failures["server unreachable"]:
+        return EXIT_UNREACHABLE
+    if failures["server error"]:
+        return EXIT_SERVER_ERROR
+    return EXIT_BAD_INPUT if failures else EXIT_OK
+
+
+def _failure_class(error: Exception, unreachable: type) -> str:
+    from deepfake_edge.preprocessing import BadImageError
+
+    if isinstance(error, BadImageError):
+        return "bad input"
+    return "server unreachable" if isinstance(error, unreachable) else "server error"
+
+
+def _line(result: Any, heatmap_file: Optional[Path]) -> str:
+    if not result.ok:
+        return f"{result.source}  error: {result.reason}"
+    line = f"{result.source}  {result.label} – {result.confidence:.1%}"
+    return f"{line}  (heatmap: {heatmap_file})" if heatmap_file else line
+
+
+def _record(result: Any, heatmap_file: Optional[Path]) -> dict[str, Any]:
+    """The JSON Lines schema: every key always present, null where it does not apply."""
+    ok = result.ok
+    return {
+        "path": str(result.source),
+        "label": result.label if ok else None,
+        "confidence": round(result.confidence, 6) if ok else None,
+        "fake_probability": round(result.fake_probability, 6) if ok else None,
+        "logit": round(result.logit, 6) if ok else None,
+        "model": result.model if ok else None,
+        "model_version": result.model_version if ok else None,
+        "heatmap": str(heatmap_file) if heatmap_file else None,
+        "error": None if ok else result.reason,
+        "error_type": None if ok else result.kind,
+    }
+
+
+class _HeatmapWriter:
+    """Writes ``DIR/<path relative to its argument>.png``, never overwriting a file of this run."""
+
+    def __init__(self, directory: Path, card: Any):
+        self.directory = directory
+        self.card = card
+        self._used: set[Path] = set()
+
+    def write(self, relative: Path, detection: Any) -> Path:
+        from deepfake_edge.heatmap import overlay_heatmap
+
+        target = self.directory / relative.parent / f"{relative.name}.png"
+        stem, counter = target.with_suffix(""), 1
+        while target in self._used:
+            target, counter = stem.with_name(f"{stem.name}-{counter}.png"), counter + 1
+        self._used.add(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        overlay_heatmap(detection.source, detection.heatmap, self.card).save(target)
+        return target

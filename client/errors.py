@@ -1,0 +1,131 @@
+"""One exception class per failure a caller can act on, and the mapping from tritonclient's errors.
+
+tritonclient reports failures differently per protocol (gRPC status codes, HTTP status codes, raw socket
+and aiohttp exceptions); :func:`translate` folds them into the classes below so callers and the CLI
+never see a transport-specific exception. :func:`is_transient` says which failures deserve a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from deepfake_edge.preprocessing import BadImageError
+
+__all__ = [
+    "BadImageError",
+    "DeepfakeClientError",
+    "ModelNotReadyError",
+    "RequestTimeoutError",
+    "ServerError",
+    "ServerUnreachableError",
+    "is_transient",
+    "translate",
+]
+
+
+class DeepfakeClientError(Exception):
+    """Base class of the client's own errors. ``BadImageError`` is preprocessing's (a ``ValueError``, since
+    preprocessing must not depend on the client); catch ``(DeepfakeClientError, BadImageError)`` for both."""
+
+
+class ServerUnreachableError(DeepfakeClientError):
+    """Nothing answers at the URL (connection refused, reset, DNS, TLS ...). The message names the URL."""
+
+    def __init__(self, url: str, detail: str = ""):
+        self.url = url
+        super().__init__(f"cannot reach the Triton server at {url}" + (f": {detail}" if detail else ""))
+
+
+class RequestTimeoutError(ServerUnreachableError):
+    """The server did not answer within the client's timeout."""
+
+    def __init__(self, url: str, timeout_s: float):
+        self.timeout_s = timeout_s
+        DeepfakeClientError.__init__(self, f"no answer from the Triton server at {url} within {timeout_s:g} s")
+        self.url = url
+
+
+class ModelNotReadyError(DeepfakeClientError):
+    """The server answers but the model is unknown, still loading or failed to load."""
+
+
+class ServerError(DeepfakeClientError):
+    """The server answered with an error (bad request, inference failure, broken model config)."""
+
+
+_UNREACHABLE_HINTS = (
+    "failed to connect",
+    "connection refused",
+    "connect failed",
+    "socket closed",
+    "connection reset",
+    "broken pipe",
+    "dns resolution failed",
+    "name resolution",
+    "network is unreachable",
+    "unavailable: ipv",
+)
+_NOT_READY_HINTS = ("unknown model", "is not found", "not ready", "no available versions", "is not loaded")
+
+
+def translate(error: BaseException, url: str, timeout_s: float) -> BaseException:
+    """The client exception for ``error`` raised by tritonclient, or ``error`` itself if it is not a
+    transport or server failure (a programming error must surface unchanged)."""
+    if isinstance(error, (DeepfakeClientError, BadImageError)):
+        return error
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(error, InferenceServerException):
+        return _translate_server_exception(error, url, timeout_s)
+    if isinstance(error, (TimeoutError, socket.timeout, asyncio.TimeoutError)) or _is_gevent_timeout(error):
+        return RequestTimeoutError(url, timeout_s)
+    if isinstance(error, (ConnectionError, socket.gaierror)) or _is_aiohttp_connection_error(error):
+        return ServerUnreachableError(url, _describe(error))
+    if isinstance(error, OSError) and error.errno is not None:  # EHOSTUNREACH, ENETUNREACH, ...
+        return ServerUnreachableError(url, _describe(error))
+    return error
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth retrying after a back-off: the server was unreachable (not slow: a timeout is not retried,
+    retrying would only add load to a server that is already behind)."""
+    return isinstance(error, ServerUnreachableError) and not isinstance(error, RequestTimeoutError)
+
+
+def _translate_server_exception(error, url: str, timeout_s: float) -> DeepfakeClientError:
+    status = str(error.status() or "")
+    message = str(error.message() or "")
+    lowered = message.lower()
+    if status == "StatusCode.DEADLINE_EXCEEDED":
+        return RequestTimeoutError(url, timeout_s)
+    if status in ("StatusCode.UNAVAILABLE", "503") and not any(h in lowered for h in _NOT_READY_HINTS):
+        if status == "503" or any(h in lowered for h in _UNREACHABLE_HINTS):
+            return ServerUnreachableError(url, message)
+    if status == "StatusCode.NOT_FOUND" or any(h in lowered for h in _NOT_READY_HINTS):
+        return ModelNotReadyError(f"{message} (server {url})")
+    if status == "StatusCode.UNAVAILABLE":  # e.g. the model is being unloaded
+        return ModelNotReadyError(f"{message} (server {url})")
+    if not status:  # raised inside tritonclient before anything was sent
+        return DeepfakeClientError(message)
+    return ServerError(f"{message} (server {url}, status {status})")
+
+
+def _describe(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+def _is_gevent_timeout(error: BaseException) -> bool:
+    try:
+        from gevent import Timeout
+    except ImportError:  # pragma: no cover - gevent comes with tritonclient[http]
+        return False
+    return isinstance(error, Timeout)
+
+
+def _is_aiohttp_connection_error(error: BaseException) -> bool:
+    try:
+        from aiohttp import ClientConnectionError
+    except ImportError:  # pragma: no cover - aiohttp comes with tritonclient[http]
+        return False
+    return isinstance(error, ClientConnectionError)

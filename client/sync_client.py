@@ -1,0 +1,285 @@
+"""``DeepfakeClient``: classify images with a deepfake-edge model served by Triton (gRPC or HTTP).
+
+    with DeepfakeClient("127.0.0.1:8001") as client:
+        detection = client.detect("photo.jpg", heatmap=True)
+        results = client.detect_many(paths, concurrency=4)   # one Detection or Failure per path, in order
+
+Everything the client needs about the model (input size, crop rule, labels, threshold, max batch size)
+is read from the server's model config. Images are preprocessed with the project's one shared
+definition, sent as batched UINT8 requests from several threads at once (so Triton's dynamic batcher
+has work to combine), optionally through system shared memory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
+
+import numpy as np
+
+from deepfake_edge.client.errors import (
+    DeepfakeClientError,
+    ModelNotReadyError,
+    ServerUnreachableError,
+    is_transient,
+    translate,
+)
+from deepfake_edge.client.results import Detection, Failure, Result
+from deepfake_edge.client.shared_memory import InputRegion
+from deepfake_edge.client.triton_io import (
+    ModelInfo,
+    config_as_dict,
+    decode_result,
+    load_tensor,
+    make_inputs,
+    make_outputs,
+    normalize_url,
+    parse_model_config,
+)
+from deepfake_edge.client.workers import LanePool, Worker
+from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, BadImageError, ImageSource
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_BATCH_SIZE = 8  # per request; with several requests in flight the server batches across them
+
+
+def backoff_s(attempt: int) -> float:
+    """0.25 s, 0.5 s, 1 s, ... capped at 4 s."""
+    return min(4.0, 0.25 * 2**attempt)
+
+
+@dataclass
+class _Lane:
+    """One worker thread's tritonclient client and, with shared memory on, its registered input region."""
+
+    triton: Any
+    region: Optional[InputRegion] = None
+
+    def close(self) -> None:
+        try:
+            if self.region is not None:
+                self.triton.unregister_system_shared_memory(self.region.name)
+        except Exception:  # server gone: it dropped the registration with its process
+            pass
+        finally:
+            if self.region is not None:
+                self.region.close()
+            self.triton.close()
+
+
+class DeepfakeClient:
+    """A thread-safe client for one model on one Triton server.
+
+    ``url`` is ``host:port`` (default 127.0.0.1 and the protocol's default port). Every call is bounded
+    by ``timeout_s``; connection failures are retried ``retries`` times with exponential back-off.
+    ``shared_memory=True`` passes inputs through system shared memory (server on this host only).
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        protocol: str = "grpc",
+        model: str = "deepfake_b0",
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        retries: int = 2,
+        shared_memory: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        self.protocol = protocol
+        self.url = normalize_url(url, protocol)
+        self.model = model
+        self.timeout_s = float(timeout_s)
+        self.retries = int(retries)
+        self.shared_memory = shared_memory
+        self.max_pixels = max_pixels
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+        self._module = module
+        # gRPC takes a timeout per call and returns protobufs unless asked for JSON; HTTP has neither option.
+        self._call_options = {"client_timeout": self.timeout_s} if protocol == "grpc" else {}
+        self._json_options = {"as_json": True, **self._call_options} if protocol == "grpc" else {}
+        self._pool: LanePool[_Lane] = LanePool(self._make_lane)
+        self._info: Optional[ModelInfo] = None
+
+    def __enter__(self) -> "DeepfakeClient":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close every connection; unregister and unlink every shared-memory region."""
+        self._pool.shutdown(timeout_s=self.timeout_s + 5.0)
+
+    def model_info(self) -> ModelInfo:
+        """The served model's card and limits (fetched once). Raises ServerUnreachableError,
+        ModelNotReadyError or ServerError."""
+        if self._info is None:
+            self._info = self._pool.submit(lambda worker: self._with_retries(worker, self._fetch_info)).result()
+        return self._info
+
+    def preprocess(self, source: ImageSource) -> np.ndarray:
+        """The UINT8 (3, H, W) tensor this client sends for ``source`` (raises BadImageError)."""
+        return load_tensor(self.model_info(), source, self.max_pixels)
+
+    def detect(self, source: ImageSource, heatmap: bool = False) -> Detection:
+        """Classify one image. Raises BadImageError or a DeepfakeClientError subclass."""
+        info = self.model_info()
+        tensor = load_tensor(info, source, self.max_pixels)
+        task = lambda worker: self._with_retries(worker, lambda lane: self._infer(lane, tensor[None], [source], heatmap))
+        return self._pool.submit(task).result()[0]
+
+    def detect_many(
+        self,
+        sources: Iterable[ImageSource],
+        concurrency: int = 4,
+        heatmap: bool = False,
+        batch_size: Optional[int] = None,
+    ) -> list[Result]:
+        """One Detection or Failure per source, in order (see :meth:`iter_detect`)."""
+        return list(self.iter_detect(sources, concurrency=concurrency, heatmap=heatmap, batch_size=batch_size))
+
+    def iter_detect(
+        self,
+        sources: Iterable[ImageSource],
+        concurrency: int = 4,
+        heatmap: bool = False,
+        batch_size: Optional[int] = None,
+    ) -> Iterator[Result]:
+        """Yield one Detection or Failure per source, in input order, as results arrive.
+
+        Sources are read lazily, ``batch_size`` (default 8, at most the model's max_batch_size) per
+        request with ``concurrency`` requests in flight, so memory stays bounded for any number of
+        inputs. Nothing raises per input: a bad image, a server error or an unreachable server becomes
+        that input's Failure. Once the server is unreachable (after retries), the remaining inputs fail
+        with that error without being sent.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        sources = iter(sources)
+        try:
+            info = self.model_info()
+        except DeepfakeClientError as error:
+            yield from (Failure(source, error) for source in sources)
+            return
+        size = min(batch_size or DEFAULT_BATCH_SIZE, info.max_batch_size)
+        if size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self._pool.ensure(concurrency)
+        unreachable: list[ServerUnreachableError] = []
+        pending: deque[Future] = deque()
+        try:
+            while chunk := list(itertools.islice(sources, size)):
+                pending.append(self._pool.submit(lambda worker, chunk=chunk: self._run_chunk(worker, info, chunk, heatmap, unreachable)))
+                # Keep one chunk queued beyond the ones in flight so no worker waits for the consumer.
+                while len(pending) > concurrency:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def _run_chunk(
+        self,
+        worker: Worker[_Lane],
+        info: ModelInfo,
+        chunk: list[ImageSource],
+        heatmap: bool,
+        unreachable: list[ServerUnreachableError],
+    ) -> list[Result]:
+        results: list[Optional[Result]] = [None] * len(chunk)
+        tensors, good = [], []
+        for index, source in enumerate(chunk):
+            try:
+                tensors.append(load_tensor(info, source, self.max_pixels))
+                good.append(index)
+            except BadImageError as error:
+                results[index] = Failure(source, error)
+        if good:
+            good_sources = [chunk[i] for i in good]
+            try:
+                if unreachable:
+                    raise unreachable[0]
+                batch = np.stack(tensors)
+                del tensors
+                detections: list[Result] = self._with_retries(
+                    worker, lambda lane: self._infer(lane, batch, good_sources, heatmap)
+                )
+            except DeepfakeClientError as error:
+                if isinstance(error, ServerUnreachableError) and not unreachable:
+                    unreachable.append(error)
+                detections = [Failure(source, error) for source in good_sources]
+            for index, result in zip(good, detections):
+                results[index] = result
+        return results  # type: ignore[return-value]
+
+    def _with_retries(self, worker: Worker[_Lane], operation: Callable[[_Lane], T]) -> T:
+        for attempt in itertools.count():
+            try:
+                return operation(worker.lane())
+            except Exception as raw:
+                error = translate(raw, self.url, self.timeout_s)
+                if error is raw and not isinstance(raw, DeepfakeClientError):
+                    raise
+                if isinstance(error, ServerUnreachableError):
+                    worker.reset_lane()
+                if not is_transient(error) or attempt >= self.retries:
+                    raise error from (None if error is raw else raw)
+                time.sleep(backoff_s(attempt))
+        raise AssertionError("unreachable")
+
+    def _make_lane(self) -> _Lane:
+        if self.protocol == "grpc":
+            return _Lane(self._module.InferenceServerClient(self.url))
+        return _Lane(
+            self._module.InferenceServerClient(
+                self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+            )
+        )
+
+    def _fetch_info(self, lane: _Lane) -> ModelInfo:
+        if not lane.triton.is_server_live(**self._call_options):
+            raise ServerUnreachableError(self.url, "the server is not live")
+        if not lane.triton.is_model_ready(self.model, **self._call_options):
+            raise ModelNotReadyError(self._not_ready_message(lane))
+        config = lane.triton.get_model_config(self.model, **self._json_options)
+        return parse_model_config(self.model, config_as_dict(config))
+
+    def _not_ready_message(self, lane: _Lane) -> str:
+        index = lane.triton.get_model_repository_index(**self._json_options)
+        index = index.get("models", index) if isinstance(index, dict) else index
+        states = ", ".join(f"{m.get('name')} ({m.get('state') or 'UNAVAILABLE'})" for m in index) or "none"
+        return f"model {self.model!r} is not ready on the Triton server at {self.url}; its models: {states}"
+
+    def _infer(self, lane: _Lane, batch: np.ndarray, sources: list[ImageSource], heatmap: bool) -> list[Detection]:
+        info = self._info
+        assert info is not None
+        region = self._region(lane, info) if self.shared_memory else None
+        if region is not None:
+            region.write(batch)
+        result = lane.triton.infer(
+            self.model,
+            make_inputs(self._module, batch, shm_region=None if region is None else region.name),
+            outputs=make_outputs(self._module, heatmap),
+            **self._call_options,
+        )
+        return decode_result(result, sources, info, heatmap)
+
+    def _region(self, lane: _Lane, info: ModelInfo) -> InputRegion:
+        if lane.region is None:
+            region = InputRegion(info.max_batch_size * info.request_bytes_per_image)
+            try:
+                lane.triton.register_system_shared_memory(region.name, region.key, region.byte_size, **self._call_options)
+            except BaseException:
+                region.close()
+                raise
+            lane.region = region
+        return lane.region

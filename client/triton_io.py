@@ -1,0 +1,151 @@
+"""The Triton side of the contract, shared by the sync and asyncio clients.
+
+Reads a served model's configuration into :class:`ModelInfo` (the model card travels in the config's
+``model_card`` parameter, so input size, crop rule, labels and threshold are never re-typed here),
+builds the request tensors and turns a response back into :class:`Detection` objects.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from types import ModuleType
+from typing import Any, Sequence
+
+import numpy as np
+
+from deepfake_edge.client.errors import ServerError
+from deepfake_edge.client.results import Detection
+from deepfake_edge.model_card import ModelCard
+from deepfake_edge.preprocessing import BadImageError, ImageSource, Preprocessor
+
+INPUT_NAME = "image"
+SCORE_OUTPUTS = ("fake_probability", "logit")
+HEATMAP_OUTPUT = "heatmap"
+DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
+
+
+def normalize_url(url: str | None, protocol: str) -> str:
+    """``host:port`` as tritonclient wants it: scheme stripped, default port of the protocol added."""
+    if protocol not in DEFAULT_PORTS:
+        raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
+    url = (url or "127.0.0.1").strip()
+    for scheme in ("http://", "https://", "grpc://"):
+        if url.startswith(scheme):
+            url = url[len(scheme) :]
+    url = url.rstrip("/")
+    if ":" not in url.rsplit("]", 1)[-1]:
+        url = f"{url}:{DEFAULT_PORTS[protocol]}"
+    return url
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the client needs to know about a served model, all of it read from the server."""
+
+    name: str
+    card: ModelCard
+    max_batch_size: int
+    input_shape: tuple[int, int, int]
+
+    @cached_property
+    def preprocessor(self) -> Preprocessor:
+        return Preprocessor.from_card(self.card)
+
+    @property
+    def request_bytes_per_image(self) -> int:
+        return int(np.prod(self.input_shape))
+
+
+def parse_model_config(name: str, config: dict[str, Any]) -> ModelInfo:
+    """``config`` is ``get_model_config(..., as_json=True)`` of either protocol (gRPC wraps it in ``config``)."""
+    config = config.get("config", config)
+    try:
+        card_json = config["parameters"]["model_card"]["string_value"]
+    except KeyError:
+        raise ServerError(f"model {name!r} has no 'model_card' parameter in its config: not a deepfake-edge model") from None
+    card = ModelCard.from_json(card_json)
+    max_batch_size = int(config.get("max_batch_size", 0))
+    inputs = {spec["name"]: spec for spec in config.get("input", [])}
+    if INPUT_NAME not in inputs or max_batch_size < 1:
+        raise ServerError(f"model {name!r} does not follow the contract (batched UINT8 input {INPUT_NAME!r})")
+    shape = tuple(int(d) for d in inputs[INPUT_NAME].get("dims", []))
+    if shape != (3, card.input_size, card.input_size):
+        raise ServerError(f"model {name!r}: input dims {list(shape)} disagree with its model card (input_size {card.input_size})")
+    return ModelInfo(name=name, card=card, max_batch_size=max_batch_size, input_shape=shape)
+
+
+def make_inputs(module: ModuleType, batch: np.ndarray, shm_region: str | None = None) -> list:
+    """The request's ``image`` input: ``batch`` inline, or (if ``shm_region`` names a registered region
+    already holding it) a reference to system shared memory."""
+    infer_input = module.InferInput(INPUT_NAME, list(batch.shape), "UINT8")
+    if shm_region is None:
+        infer_input.set_data_from_numpy(batch)
+    else:
+        infer_input.set_shared_memory(shm_region, batch.nbytes)
+    return [infer_input]
+
+
+def make_outputs(module: ModuleType, heatmap: bool) -> list:
+    names = SCORE_OUTPUTS + ((HEATMAP_OUTPUT,) if heatmap else ())
+    return [module.InferRequestedOutput(name) for name in names]
+
+
+def response_version(result: Any) -> str:
+    """The version that answered (gRPC responses are protobufs, HTTP ones dicts)."""
+    response = result.get_response()
+    if isinstance(response, dict):
+        return str(response.get("model_version", ""))
+    return str(getattr(response, "model_version", ""))
+
+
+def decode_result(result: Any, sources: Sequence[ImageSource], info: ModelInfo, heatmap: bool) -> list[Detection]:
+    """One Detection per source from a batched response; a response of the wrong size is a ServerError."""
+    probabilities = result.as_numpy("fake_probability")
+    logits = result.as_numpy("logit")
+    heatmaps = result.as_numpy(HEATMAP_OUTPUT) if heatmap else None
+    if probabilities is None or logits is None or (heatmap and heatmaps is None):
+        raise ServerError(f"model {info.name!r} answered without the expected outputs")
+    probabilities, logits = probabilities.reshape(-1), logits.reshape(-1)
+    if len(probabilities) != len(sources) or len(logits) != len(sources):
+        raise ServerError(f"model {info.name!r} answered {len(probabilities)} scores for {len(sources)} images")
+    version = response_version(result)
+    detections = []
+    for index, source in enumerate(sources):
+        probability = float(probabilities[index])
+        detections.append(
+            Detection(
+                source=source,
+                label=info.card.label_for(probability),
+                confidence=info.card.confidence_for(probability),
+                fake_probability=probability,
+                logit=float(logits[index]),
+                model=info.name,
+                model_version=version,
+                heatmap=None if heatmaps is None else np.array(heatmaps[index], dtype=np.float32),
+            )
+        )
+    return detections
+
+
+def config_as_dict(config: Any) -> dict[str, Any]:
+    """HTTP returns a dict; gRPC ``as_json=True`` returns a dict too, older versions a JSON string."""
+    return json.loads(config) if isinstance(config, (str, bytes)) else config
+
+
+def load_tensor(info: ModelInfo, source: ImageSource, max_pixels: int) -> np.ndarray:
+    """The UINT8 (3, H, W) request tensor of one source; every way a source can be unusable (missing
+    file, not an image, too large ...) is a BadImageError naming the reason."""
+    try:
+        return info.preprocessor(source, max_pixels=max_pixels)
+    except FileNotFoundError:
+        raise BadImageError("file not found") from None
+    except IsADirectoryError:
+        raise BadImageError("is a directory, not an image file") from None
+    except PermissionError:
+        raise BadImageError("permission denied") from None
+    except OSError as error:
+        raise BadImageError(f"cannot read file: {error.strerror or error}") from None
+    except MemoryError:
+        raise BadImageError("not enough memory to decode this image") from None
