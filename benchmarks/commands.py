@@ -1,0 +1,66 @@
+"""``deepfake-edge bench``: latency and throughput of our service vs the raw engine and the naive design."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from deepfake_edge.benchmarks.settings import DEFAULT_CHECKPOINT, DEFAULT_MODELS, DEFAULT_REPOSITORY, BenchSettings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="benchmark engine, served Triton, naive Flask servers and perf_analyzer in one run",
+        description="Measure, in one run on this machine: the in-process onnxruntime engine (batch 1-32), our "
+        "Triton service through the project's client (gRPC/HTTP, FP32/INT8, concurrency 1-32), the naive "
+        "Flask + PyTorch server (and Flask + onnxruntime without batching) under the same load, and Triton's "
+        "perf_analyzer against our server. Writes bench.json, bench.md and PNG plots to --out and prints "
+        "every comparison as a ratio. All servers run on free 127.0.0.1 ports and are stopped at the end.",
+    )
+    parser.add_argument("--quick", action="store_true", help="CI preset: fewer, shorter points (under 2 minutes)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="output directory (default runs/bench)")
+    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
+                        help=f"Triton model names to measure (default: {' '.join(DEFAULT_MODELS)})")
+    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
+                        help="checkpoint the naive servers and PyTorch load (must be the served model's)")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
+                        help="embedded Triton model repository (default model_repository/embedded)")
+    parser.add_argument("--duration-s", type=float, default=None,
+                        help="seconds per load point (default 8, quick 2); each point is also capped in requests")
+    parser.add_argument("--max-requests", type=int, default=None, help="requests per load point at most")
+    parser.add_argument("--no-perf-analyzer", action="store_true", help="skip the perf_analyzer sweep")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepfake_edge.benchmarks.runner import output_files, run_benchmark, summary_lines
+
+    settings = BenchSettings(out=args.out, checkpoint=args.checkpoint, repository=args.repository,
+                             models=tuple(args.models))
+    if args.quick:
+        settings = settings.with_quick()
+    if args.duration_s is not None:
+        settings = replace(settings, max_seconds=args.duration_s)
+    if args.max_requests is not None:
+        settings = replace(settings, max_requests=args.max_requests)
+    if args.no_perf_analyzer:
+        settings = replace(settings, perf_analyzer=False)
+    _ensure_repository(settings)
+    results = run_benchmark(settings)
+    print("\n".join(summary_lines(results)))
+    print("wrote " + ", ".join(str(p) for p in output_files(settings.out)))
+    return 1 if results["failures"] else 0
+
+
+def _ensure_repository(settings: BenchSettings) -> None:
+    """Build the default repository from the demo checkpoint if it is missing (as ``make serve`` does)."""
+    if (settings.repository / settings.models[0] / "config.pbtxt").is_file():
+        return
+    if settings.repository != DEFAULT_REPOSITORY:
+        raise SystemExit(f"{settings.repository} has no model {settings.models[0]}: export into it first")
+    from deepfake_edge.cli import main
+
+    if main(["export", "--if-missing"]) != 0:
+        raise SystemExit("could not build model_repository/ (deepfake-edge export --if-missing failed)")

@@ -1,0 +1,100 @@
+"""The engine limit: the exported model run in-process, no server, no client, at fixed batch sizes.
+
+This is the ceiling a served model can approach. onnxruntime sessions are opened with the same
+session options as the server's Python-backend model (see :func:`session_for`), so "served /
+in-process" compares like with like. PyTorch eager is measured the same way as the reference for the
+naive Flask server.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from deepfake_edge.benchmarks.workload import Workload
+
+BatchRunner = Callable[[np.ndarray], object]
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    """One (engine, precision, batch) point: median milliseconds per batch and images per second."""
+
+    engine: str
+    precision: str
+    batch: int
+    iterations: int
+    ms_per_batch: float
+    images_per_s: float
+    threads: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def time_batches(run: BatchRunner, workload: Workload, batch: int, max_seconds: float, max_iterations: int,
+                 warmup: int = 2) -> tuple[int, float, float]:
+    """Run ``run`` on successive batches; return (iterations, median ms/batch, images/s over the loop)."""
+    for number in range(warmup):
+        run(workload.batch(batch, offset=number * batch))
+    inputs = [workload.batch(batch, offset=number * batch) for number in range(4)]  # prepared outside timing
+    durations: list[float] = []
+    began = time.perf_counter()
+    while len(durations) < max_iterations and time.perf_counter() - began < max_seconds:
+        tick = time.perf_counter()
+        run(inputs[len(durations) % len(inputs)])
+        durations.append(time.perf_counter() - tick)
+    total = sum(durations)
+    return len(durations), float(np.median(durations) * 1e3), len(durations) * batch / total
+
+
+def session_for(onnx_path: str | Path, threads: int, providers: Sequence[str] = ("CPUExecutionProvider",)):
+    """An onnxruntime session configured like the server's model (see ``_server_session_options``)."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(onnx_path), sess_options=_server_session_options(threads),
+                                providers=list(providers))
+
+
+def _server_session_options(threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def onnxruntime_runner(session) -> BatchRunner:
+    """Run every output of the graph, as the server does for a request that asks for all of them."""
+    input_name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {input_name: batch})
+
+
+def torch_runner(model, mean: Sequence[float], std: Sequence[float]) -> BatchRunner:
+    """PyTorch eager on UINT8 batches, normalised with the shared :func:`normalize` (no autograd)."""
+    import torch
+
+    from deepfake_edge.preprocessing import normalize
+
+    def run(batch: np.ndarray) -> object:
+        with torch.inference_mode():
+            return model(normalize(torch.from_numpy(batch), mean, std))
+
+    return run
+
+
+def bench_engine(engine: str, precision: str, run: BatchRunner, workload: Workload, batches: Sequence[int],
+                 threads: int, max_seconds: float, max_iterations: int) -> list[EngineResult]:
+    """One :class:`EngineResult` per batch size."""
+    results = []
+    for batch in batches:
+        iterations, ms, images_per_s = time_batches(run, workload, batch, max_seconds, max_iterations)
+        results.append(EngineResult(engine, precision, batch, iterations, round(ms, 3), round(images_per_s, 2), threads))
+    return results

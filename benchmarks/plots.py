@@ -1,0 +1,111 @@
+"""PNG plots of a run: latency vs throughput per system, latency percentiles vs concurrency, engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _series(results: dict) -> dict[str, list[dict]]:
+    """Served points by system (ours, naive and perf_analyzer), sorted by concurrency."""
+    series: dict[str, list[dict]] = {}
+    for row in results.get("load", []) + results.get("perf_analyzer", []):
+        series.setdefault(row["system"], []).append(row)
+    return {name: sorted(rows, key=lambda r: r["concurrency"]) for name, rows in sorted(series.items())}
+
+
+def _style(system: str) -> dict:
+    if system.startswith("flask"):
+        return {"linestyle": ":", "marker": "s"}
+    if system.startswith("perf_analyzer"):
+        return {"linestyle": "--", "marker": "^"}
+    return {"linestyle": "-", "marker": "o"}
+
+
+def plot_latency_vs_throughput(results: dict, path: Path) -> Path:
+    """p50 and p99 latency against throughput, one curve per system, points labelled by concurrency."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5.5), sharey=True)
+    for axis, key in zip(axes, ("p50_ms", "p99_ms")):
+        for system, rows in _series(results).items():
+            rows = [r for r in rows if r.get(key) == r.get(key) and r["throughput"] > 0]  # drop NaN
+            if not rows:
+                continue
+            axis.plot([r["throughput"] for r in rows], [r[key] for r in rows], label=system, **_style(system))
+            for r in rows:
+                axis.annotate(str(r["concurrency"]), (r["throughput"], r[key]), fontsize=7,
+                              textcoords="offset points", xytext=(3, 3))
+        axis.set_yscale("log")
+        axis.set_xlabel("throughput (images/s)")
+        axis.set_title(f"{key.split('_')[0]} latency vs throughput (labels: concurrency)")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("latency (ms, log scale)")
+    axes[1].legend(fontsize=8, loc="best")
+    figure.suptitle(results.get("title", "deepfake-edge: served throughput and latency"))
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def plot_latency_vs_concurrency(results: dict, path: Path) -> Path:
+    """p50 / p95 / p99 latency against client concurrency, one panel per percentile."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 3, figsize=(16, 5), sharey=True)
+    for axis, key in zip(axes, ("p50_ms", "p95_ms", "p99_ms")):
+        for system, rows in _series(results).items():
+            rows = [r for r in rows if r.get(key) == r.get(key)]
+            if rows:
+                axis.plot([r["concurrency"] for r in rows], [r[key] for r in rows], label=system, **_style(system))
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("client concurrency (requests in flight)")
+        axis.set_title(key.split("_")[0])
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("latency (ms, log scale)")
+    axes[2].legend(fontsize=8, loc="best")
+    figure.suptitle("latency percentiles vs concurrency")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def plot_engine(results: dict, path: Path) -> Path:
+    """In-process images/s against batch size, one line per engine and precision."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(7, 5))
+    keys = sorted({(r["engine"], r["precision"]) for r in results.get("engine", [])})
+    for engine, precision in keys:
+        rows = sorted((r for r in results["engine"] if (r["engine"], r["precision"]) == (engine, precision)),
+                      key=lambda r: r["batch"])
+        axis.plot([r["batch"] for r in rows], [r["images_per_s"] for r in rows], marker="o", label=f"{engine} {precision}")
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("batch size")
+    axis.set_ylabel("images/s")
+    axis.set_title("engine limit (in-process)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def write_plots(results: dict, out_dir: Path) -> list[Path]:
+    """Every plot the run's figures allow."""
+    paths = []
+    if results.get("load") or results.get("perf_analyzer"):
+        paths.append(plot_latency_vs_throughput(results, out_dir / "latency_vs_throughput.png"))
+        paths.append(plot_latency_vs_concurrency(results, out_dir / "latency_vs_concurrency.png"))
+    if results.get("engine"):
+        paths.append(plot_engine(results, out_dir / "engine.png"))
+    return paths

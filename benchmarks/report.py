@@ -1,0 +1,83 @@
+"""Write a run's figures as JSON (everything) and Markdown (the tables a person reads)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:,.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
+            *("| " + " | ".join(row) + " |" for row in rows)]
+
+
+def write_json(results: dict, path: Path) -> Path:
+    path.write_text(json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
+    return path
+
+
+def machine_line(machine: dict) -> str:
+    load = machine.get("load_average_before", [])
+    return (f"{machine.get('cpu_model', '?')}, {machine.get('cpu_cores', '?')} cores, "
+            f"{machine.get('memory_gib', '?')} GiB RAM, GPU: {machine.get('gpu') or 'none'}; load average "
+            f"before the run {', '.join(_fmt(v, 2) for v in load)}; onnxruntime {machine.get('onnxruntime')}, "
+            f"torch {machine.get('torch')}, Triton {machine.get('triton')}")
+
+
+def markdown(results: dict) -> str:
+    """The run as Markdown: machine, engine table, service table, perf_analyzer table, ratios."""
+    machine, settings = results.get("machine", {}), results.get("settings", {})
+    lines = [f"# deepfake-edge benchmark ({results.get('mode', 'full')} run, {results.get('started', '')})", "",
+             f"Machine: {machine_line(machine)}.", "",
+             f"Command: `{results.get('command', '')}`; model `{settings.get('checkpoint', '')}` "
+             f"({settings.get('input_size', '?')} px), {settings.get('images', '?')} real photos, "
+             f"load per point ≤ {settings.get('max_requests', '?')} requests and ≤ {settings.get('max_seconds', '?')} s; "
+             f"onnxruntime threads: {settings.get('engine_threads', '?')}; "
+             f"load average after: {', '.join(_fmt(v, 2) for v in machine.get('load_average_after', []))}.", ""]
+    engine = results.get("engine", [])
+    if engine:
+        lines += ["## Engine limit (in-process, no server)", ""]
+        rows = [[r["engine"], r["precision"], str(r["batch"]), _fmt(r["ms_per_batch"], 2), _fmt(r["images_per_s"])]
+                for r in engine]
+        lines += _table(["engine", "precision", "batch", "ms/batch (median)", "images/s"], rows) + [""]
+    load = results.get("load", [])
+    if load:
+        lines += ["## Served (single-image requests from N concurrent clients)", ""]
+        rows = [[r["system"], str(r["concurrency"]), _fmt(r["throughput"]), _fmt(r["p50_ms"]), _fmt(r["p95_ms"]),
+                 _fmt(r["p99_ms"]), str(r["requests"]), str(r["errors"]), _fmt(r.get("mean_batch"))] for r in load]
+        lines += _table(["system", "concurrency", "images/s", "p50 ms", "p95 ms", "p99 ms", "requests", "errors",
+                         "executed batch"], rows) + [""]
+    perf = results.get("perf_analyzer", [])
+    if perf:
+        lines += ["## Triton perf_analyzer against the same server", ""]
+        rows = [[r["system"], str(r["concurrency"]), _fmt(r["throughput"]), _fmt(r.get("p50_ms")),
+                 _fmt(r.get("p95_ms")), _fmt(r.get("p99_ms"))] for r in perf]
+        lines += _table(["system", "concurrency", "images/s", "p50 ms", "p95 ms", "p99 ms"], rows) + [""]
+    ratios = results.get("ratios", [])
+    if ratios:
+        lines += ["## Ratios (same run)", ""]
+        rows = []
+        for r in ratios:
+            target = "" if r["target"] is None else ("≥ " if r["higher_is_better"] else "≤ ") + _fmt(r["target"], 2)
+            verdict = {True: "yes", False: "**no**", None: ""}[r["meets"]]
+            rows.append([r["name"], _fmt(r["value"], 2), _fmt(r["numerator"]), _fmt(r["denominator"]), target, verdict])
+        lines += _table(["comparison", "ratio", "numerator", "denominator", "target", "met"], rows) + [""]
+    failures = results.get("failures", [])
+    if failures:
+        lines += ["## Stages that failed (details in bench.json)", "", *(f"- {f.splitlines()[0]}" for f in failures), ""]
+    plots = results.get("plots", [])
+    if plots:
+        lines += ["## Plots", "", *(f"![{Path(p).stem}]({Path(p).name})" for p in plots), ""]
+    return "\n".join(lines)
+
+
+def write_markdown(results: dict, path: Path) -> Path:
+    path.write_text(markdown(results))
+    return path

@@ -1,0 +1,122 @@
+"""One benchmark run on one machine: engine, our server, the naive servers, perf_analyzer; then the report.
+
+Systems are measured one at a time (only the system under test is running), all with the same
+images. Every server is started here on free 127.0.0.1 ports inside one ``ExitStack``, so it is
+stopped when its stage ends, when a stage fails and on Ctrl-C. A stage that fails is recorded under
+``failures`` and the run goes on with the others (the command then exits non-zero).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+import traceback
+from contextlib import ExitStack
+from datetime import datetime, timezone
+from pathlib import Path
+
+from deepfake_edge.benchmarks import plots, report
+from deepfake_edge.benchmarks.machine import describe_machine, load_average
+from deepfake_edge.benchmarks.ratios import compute_ratios
+from deepfake_edge.benchmarks.served import ServedModel, read_served_model
+from deepfake_edge.benchmarks.settings import BenchSettings, precision_of
+from deepfake_edge.benchmarks.stages import engine_stage, naive_stage, perf_stage, served_stage
+from deepfake_edge.benchmarks.workload import build_workload
+
+
+def _count_points(settings: BenchSettings) -> int:
+    models = len(settings.models)
+    return (models + int(settings.torch_engine)
+            + models * len(settings.protocols) * len(settings.concurrencies)
+            + len(settings.naive_engines) * (1 + len(settings.naive_concurrencies))
+            + (models * len(settings.perf_protocols) * len(settings.concurrencies) if settings.perf_analyzer else 0))
+
+
+def _served_models(settings: BenchSettings) -> dict[str, ServedModel]:
+    from deepfake_edge.checkpoint import read_card
+
+    models = {name: read_served_model(settings.repository, name) for name in settings.models}
+    checkpoint_card = read_card(settings.checkpoint)
+    for model in models.values():
+        if model.card.input_size != checkpoint_card.input_size or model.card.arch != checkpoint_card.arch:
+            raise ValueError(f"{settings.checkpoint} ({checkpoint_card.arch}, {checkpoint_card.input_size} px) is not "
+                             f"the model served as {model.name} ({model.card.arch}, {model.card.input_size} px)")
+    return models
+
+
+def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dict:
+    """Measure everything ``settings`` asks for; write JSON, Markdown and PNGs to ``settings.out``."""
+    from tqdm import tqdm
+
+    from deepfake_edge.server.triton import TritonServer, free_port
+
+    started = time.perf_counter()
+    settings.out.mkdir(parents=True, exist_ok=True)
+    models = _served_models(settings)
+    first = next(iter(models.values()))
+    workload = build_workload(first.card)
+    results: dict = {
+        "schema": 1, "mode": "quick" if settings.quick else "full",
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(argv if argv is not None else ["deepfake-edge", *sys.argv[1:]]),
+        "machine": describe_machine(),
+        "settings": settings.to_dict() | {
+            "input_size": first.card.input_size, "images": len(workload), "image_names": list(workload.names),
+            "engine_threads": {name: m.intra_op_threads for name, m in models.items()},
+            "triton_instances": {name: m.instances for name, m in models.items()},
+            "triton_max_queue_delay_us": {name: m.max_queue_delay_us for name, m in models.items()},
+        },
+        "engine": [], "load": [], "perf_analyzer": [], "failures": [],
+    }
+    bar = tqdm(total=_count_points(settings), desc="bench", unit="point", dynamic_ncols=True)
+
+    def progress(description: str) -> None:
+        bar.set_postfix_str(description, refresh=False)
+        bar.update(1)
+
+    def attempt(stage: str, measure) -> list[dict]:
+        try:
+            return measure()
+        except Exception as error:  # noqa: BLE001 - one failed stage must not lose the others' figures
+            results["failures"].append(f"{stage}: {type(error).__name__}: {error}")
+            traceback.print_exc(file=sys.stderr)
+            return []
+
+    try:
+        results["engine"] = attempt("engine", lambda: engine_stage(settings, models, workload, progress))
+        with ExitStack() as servers:
+            triton = attempt("triton start", lambda: [servers.enter_context(TritonServer(
+                settings.repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()))])
+            if triton:
+                grpc_url, http_url = triton[0].grpc_url, triton[0].http_url
+                results["load"] += attempt("served", lambda: served_stage(
+                    settings, grpc_url, http_url, models, workload, progress))
+                if settings.perf_analyzer:
+                    results["perf_analyzer"] = attempt("perf_analyzer", lambda: perf_stage(
+                        settings, grpc_url, http_url, models, workload, progress))
+        fp32 = next((m.onnx_path for name, m in models.items() if precision_of(name) == "fp32"), None)
+        results["load"] += attempt("naive", lambda: naive_stage(settings, fp32, workload, progress))
+    finally:
+        bar.close()
+    results["machine"]["load_average_after"] = load_average()
+    results["duration_s"] = round(time.perf_counter() - started, 1)
+    results["ratios"] = [r.to_dict() for r in compute_ratios(results)]
+    results["plots"] = [str(p) for p in plots.write_plots(results, settings.out)]
+    report.write_json(results, settings.out / "bench.json")
+    report.write_markdown(results, settings.out / "bench.md")
+    return results
+
+
+def summary_lines(results: dict) -> list[str]:
+    """What the command prints at the end: every ratio, the failures and where the files are."""
+    lines = [f"benchmark ({results['mode']}) took {results['duration_s']} s on {report.machine_line(results['machine'])}"]
+    for ratio in results["ratios"]:
+        verdict = {True: "  [target met]", False: "  [target MISSED]", None: ""}[ratio["meets"]]
+        lines.append(f"  {ratio['value']:8.2f}x  {ratio['name']}{verdict}")
+    lines += [f"  FAILED {failure}" for failure in results["failures"]]
+    return lines
+
+
+def output_files(out: Path) -> list[Path]:
+    return [out / "bench.json", out / "bench.md", *sorted(out.glob("*.png"))]

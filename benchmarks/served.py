@@ -1,0 +1,116 @@
+"""Our service under load: the project's client against the real Triton, plus what Triton itself reports.
+
+The repository helpers read what the server will run (latest version's ``model.onnx``, the model card
+and thread count from ``config.pbtxt``), so the engine benchmark opens exactly the same file with the
+same settings. :class:`BatchingStats` diffs Triton's own statistics around a load point to tell how
+large the batches the dynamic batcher formed were and where server time went.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from deepfake_edge.benchmarks.loadgen import Sender
+from deepfake_edge.model_card import ModelCard
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model of an ``embedded`` repository as the server will load it."""
+
+    name: str
+    onnx_path: Path
+    card: ModelCard
+    intra_op_threads: int
+    instances: int
+    max_batch_size: int
+    max_queue_delay_us: int
+
+
+def read_served_model(repository: str | Path, name: str) -> ServedModel:
+    """Parse ``<repository>/<name>/config.pbtxt`` and locate the latest version's ONNX file."""
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    model_dir = Path(repository) / name
+    config_path = model_dir / "config.pbtxt"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: build the repository with `deepfake-edge export`")
+    config = json_format.MessageToDict(text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig()),
+                                       preserving_proto_field_name=True)
+    versions = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    if not versions:
+        raise FileNotFoundError(f"{model_dir} has no version folder")
+    parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+    instances = max(1, sum(int(g.get("count", 1)) for g in config.get("instance_group", [])))
+    threads = int(parameters.get("intra_op_threads") or 0)
+    if threads <= 0:  # the rule of the server's model.py (export/triton_model.py): usable cores / instances
+        threads = max(1, len(os.sched_getaffinity(0)) // instances)
+    return ServedModel(
+        name=name, onnx_path=model_dir / str(versions[-1]) / "model.onnx",
+        card=ModelCard.from_json(parameters["model_card"]), intra_op_threads=threads, instances=instances,
+        max_batch_size=int(config.get("max_batch_size", 0)),
+        max_queue_delay_us=int(config.get("dynamic_batching", {}).get("max_queue_delay_microseconds", 0)),
+    )
+
+
+def client_sender(url: str, protocol: str, model: str, images: tuple[bytes, ...], timeout_s: float = 60.0,
+                  shared_memory: bool = False) -> Sender:
+    """A load-generator sender: its own ``DeepfakeClient`` (own connection), one image per request.
+
+    Each call goes the whole client path: decode + preprocess the JPEG bytes, send UINT8, decode the answer.
+    """
+    from deepfake_edge.client import DeepfakeClient
+
+    client = DeepfakeClient(url, protocol=protocol, model=model, timeout_s=timeout_s, retries=0,
+                            shared_memory=shared_memory)
+    client.model_info()
+
+    def send(number: int) -> object:
+        return client.detect(images[number % len(images)])
+
+    send.close = client.close  # type: ignore[attr-defined]
+    return send
+
+
+@dataclass(frozen=True)
+class BatchingStats:
+    """Triton's cumulative counters for one model (``/v2/models/<name>/stats``)."""
+
+    inferences: int
+    executions: int
+    queue_ns: int
+    compute_infer_ns: int
+    success_count: int
+
+    @classmethod
+    def read(cls, http_url: str, model: str) -> "BatchingStats":
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/stats", timeout=10) as response:
+            stats = json.load(response)["model_stats"]
+        inferences = executions = queue = infer = success = 0
+        for version in stats:
+            inferences += int(version.get("inference_count", 0))
+            executions += int(version.get("execution_count", 0))
+            detail = version.get("inference_stats", {})  # per request
+            queue += int(detail.get("queue", {}).get("ns", 0))
+            success += int(detail.get("success", {}).get("count", 0))
+            # per execution: inference_stats would count a batch's compute once for each of its requests
+            infer += sum(int(b.get("compute_infer", {}).get("ns", 0)) for b in version.get("batch_stats", []))
+        return cls(inferences, executions, queue, infer, success)
+
+    def since(self, before: "BatchingStats") -> dict[str, float]:
+        """Mean executed batch, mean queue wait per request, mean compute per execution (ms)."""
+        inferences = self.inferences - before.inferences
+        executions = self.executions - before.executions
+        requests = self.success_count - before.success_count
+        return {
+            "mean_batch": round(inferences / executions, 2) if executions else float("nan"),
+            "server_queue_ms": round((self.queue_ns - before.queue_ns) / requests / 1e6, 3) if requests else float("nan"),
+            "server_compute_ms_per_execution": (round((self.compute_infer_ns - before.compute_infer_ns) / executions / 1e6, 3)
+                                                if executions else float("nan")),
+        }

@@ -1,0 +1,133 @@
+"""The four measurements of a benchmark run; each returns plain rows for the JSON report.
+
+1. :func:`engine_stage` - in-process onnxruntime (the server's file and settings) and PyTorch eager.
+2. :func:`served_stage` - our Triton through the project's client, per model, protocol, concurrency.
+3. :func:`naive_stage` - the Flask servers (PyTorch eager; onnxruntime without batching), same load.
+4. :func:`perf_stage` - Triton's own perf_analyzer against the same server, same concurrency levels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from deepfake_edge.benchmarks.engine import bench_engine, onnxruntime_runner, session_for, torch_runner
+from deepfake_edge.benchmarks.loadgen import run_closed_loop
+from deepfake_edge.benchmarks.served import BatchingStats, ServedModel, client_sender
+from deepfake_edge.benchmarks.settings import BenchSettings, precision_of
+from deepfake_edge.benchmarks.workload import Workload
+
+Progress = Callable[[str], None]
+_ANY_STABILITY = 1000.0  # percent: perf_analyzer then accepts its first three windows as they are
+
+
+def engine_stage(settings: BenchSettings, models: dict[str, ServedModel], workload: Workload,
+                 progress: Progress) -> list[dict]:
+    """images/s and ms/batch per (engine, precision, batch); sessions opened like the server's."""
+    rows: list[dict] = []
+    for name, model in models.items():
+        progress(f"engine onnxruntime {precision_of(name)}")
+        session = session_for(model.onnx_path, model.intra_op_threads)
+        results = bench_engine("onnxruntime", precision_of(name), onnxruntime_runner(session), workload,
+                               settings.batches, model.intra_op_threads, settings.engine_seconds,
+                               settings.engine_iterations)
+        rows += [r.to_dict() | {"model": name} for r in results]
+        del session
+    if settings.torch_engine:
+        import torch
+
+        from deepfake_edge.checkpoint import load_checkpoint
+
+        progress("engine torch fp32")
+        model, card = load_checkpoint(settings.checkpoint)
+        results = bench_engine("torch", "fp32", torch_runner(model, card.mean, card.std), workload, settings.batches,
+                               torch.get_num_threads(), settings.engine_seconds, settings.engine_iterations)
+        rows += [r.to_dict() | {"model": settings.checkpoint.name} for r in results]
+    return rows
+
+
+def served_stage(settings: BenchSettings, grpc_url: str, http_url: str, models: dict[str, ServedModel],
+                 workload: Workload, progress: Progress) -> list[dict]:
+    """Single-image requests from N client workers (one connection each); Triton batches them."""
+    rows: list[dict] = []
+    for name in models:
+        for protocol in settings.protocols:
+            url = grpc_url if protocol == "grpc" else http_url
+            system = f"triton-{protocol}-{precision_of(name)}"
+            for concurrency in settings.concurrencies:
+                progress(f"{system} c={concurrency}")
+                senders: list = []
+
+                def make_sender(protocol=protocol, url=url, name=name):
+                    sender = client_sender(url, protocol, name, workload.encoded, settings.request_timeout_s)
+                    senders.append(sender)
+                    return sender
+
+                before = BatchingStats.read(http_url, name)
+                try:
+                    result = run_closed_loop(system, make_sender, concurrency, settings.max_requests,
+                                             settings.max_seconds)
+                finally:
+                    for sender in senders:
+                        sender.close()
+                batching = BatchingStats.read(http_url, name).since(before)
+                rows.append(result.to_dict() | {"model": name, "protocol": protocol,
+                                                "precision": precision_of(name)} | batching)
+    return rows
+
+
+def naive_stage(settings: BenchSettings, fp32_onnx: Path | None, workload: Workload, progress: Progress) -> list[dict]:
+    """The same load against each naive Flask server, started and stopped here."""
+    from deepfake_edge.benchmarks.naive_server import NaiveServer, predict_sender
+    from deepfake_edge.server.triton import free_port
+
+    rows: list[dict] = []
+    for engine in settings.naive_engines:
+        if engine == "onnxruntime" and fp32_onnx is None:
+            continue
+        system = f"flask-{engine}-fp32"
+        progress(f"{system} starting")
+        with NaiveServer(settings.checkpoint, free_port(), engine=engine,
+                         onnx_path=fp32_onnx if engine == "onnxruntime" else None) as server:
+            for concurrency in settings.naive_concurrencies:
+                progress(f"{system} c={concurrency}")
+                result = run_closed_loop(system, lambda: predict_sender(server.port, workload.encoded,
+                                                                        settings.request_timeout_s),
+                                         concurrency, settings.max_requests, settings.max_seconds)
+                rows.append(result.to_dict() | {"model": settings.checkpoint.name, "protocol": "http",
+                                                "precision": "fp32"})
+    return rows
+
+
+def perf_stage(settings: BenchSettings, grpc_url: str, http_url: str, models: dict[str, ServedModel],
+               workload: Workload, progress: Progress) -> list[dict]:
+    """perf_analyzer at the same concurrency levels (one invocation per level: powers of two)."""
+    from deepfake_edge.server.perf import PerfAnalyzerError, run_perf_analyzer
+
+    rows: list[dict] = []
+    for name in models:
+        for protocol in settings.perf_protocols:
+            system = f"perf_analyzer-{protocol}-{precision_of(name)}"
+            for concurrency in settings.concurrencies:
+                progress(f"{system} c={concurrency}")
+                measure = partial(run_perf_analyzer, grpc_url if protocol == "grpc" else http_url, workload.tensors,
+                                  model=name, protocol=protocol, concurrency_range=(concurrency, concurrency, 1),
+                                  measurement_interval_ms=settings.perf_interval_ms, max_trials=settings.perf_max_trials)
+                stable = True
+                try:
+                    figures = measure(stability_percentage=settings.perf_stability)
+                except PerfAnalyzerError as error:
+                    if "stable" not in str(error):
+                        raise
+                    # A busy machine keeps windows from agreeing: keep the last windows' figures, flagged.
+                    stable = False
+                    figures = measure(stability_percentage=_ANY_STABILITY)
+                for row in figures:
+                    rows.append({"system": system, "model": name, "protocol": protocol, "stable": stable,
+                                 "precision": precision_of(name), "concurrency": int(row["concurrency"]),
+                                 "throughput": row["throughput_per_s"], "p50_ms": row.get("p50_ms"),
+                                 "p95_ms": row.get("p95_ms"), "p99_ms": row.get("p99_ms"),
+                                 "server_queue_ms": row.get("server_queue_ms"),
+                                 "server_compute_infer_ms": row.get("server_compute_infer_ms")})
+    return rows
