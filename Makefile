@@ -27,7 +27,8 @@ venv: $(VENV)/.installed
 
 # Debian packages the tests drive: Chromium for the Playwright browser tests (Playwright's own browser
 # download cannot work offline) and docker-compose 1.29 to validate docker-compose.yml (no Docker engine here).
-SYSTEM_PACKAGES := chromium docker-compose
+# fonts-noto-color-emoji: headless Chromium has no emoji font otherwise (the page's 👋 renders as a box).
+SYSTEM_PACKAGES := chromium docker-compose fonts-noto-color-emoji
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
