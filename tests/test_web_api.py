@@ -1,0 +1,204 @@
+"""The web API: every bad input answers a 4xx JSON error, Triton down answers 503, a real image a verdict.
+
+Validation paths use Flask's test client (they are decided before Triton is contacted); the detect
+happy path runs through the real werkzeug server against the real Triton server, and "Triton down"
+against a real closed port.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from PIL import Image
+from web_support import VERDICT_PATTERN, get_json, jpeg_bytes, png_bomb, post_file, running_web_server
+
+from deepfake_edge.server.triton import free_port
+from deepfake_edge.webapp.app import DEFAULT_MAX_UPLOAD_BYTES, InMemoryRequest, create_app
+
+
+def _closed_port_url() -> str:
+    return f"127.0.0.1:{free_port()}"  # nothing listens there: a real refused connection
+
+
+@pytest.fixture(scope="module")
+def offline_client():
+    """A test client whose Triton URL refuses connections: only validation can succeed."""
+    app = create_app(_closed_port_url(), protocol="grpc")
+    return app.test_client()
+
+
+def _upload(client, data: bytes, filename: str = "photo.jpg", **fields):
+    return client.post("/api/detect", data={"file": (io.BytesIO(data), filename), **fields},
+                       content_type="multipart/form-data")
+
+
+def _assert_json_error(response, status: int, *words: str) -> str:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    message = response.get_json()["error"]
+    assert isinstance(message, str) and message
+    for word in words:
+        assert word.lower() in message.lower(), message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("data", "filename", "words"),
+    [
+        (b"", "empty.jpg", ("empty", "0 bytes")),
+        (b"hello, I am a text file pretending to be a photo\n", "notes.jpg", ("notes.jpg", "not an image")),
+        (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n", "report.pdf", ("not an image",)),
+        (jpeg_bytes()[:400], "truncated.jpg", ("truncated.jpg", "truncated")),
+        (png_bomb(30_000, 30_000), "bomb.png", ("too large", "decompression bomb")),
+        (png_bomb(8_000, 8_000), "big.png", ("too large", "64,000,000 pixels")),
+    ],
+    ids=["empty", "text", "pdf", "truncated-jpeg", "png-bomb-pillow-guard", "png-bomb-max-pixels"],
+)
+def test_bad_images_are_a_400_with_a_human_message(offline_client, data, filename, words):
+    _assert_json_error(_upload(offline_client, data, filename), 400, *words)
+
+
+def test_missing_file_field_is_a_400(offline_client):
+    response = offline_client.post("/api/detect", data={"image": "nothing"}, content_type="multipart/form-data")
+    _assert_json_error(response, 400, "field 'file'")
+    _assert_json_error(offline_client.post("/api/detect"), 400, "no image")
+
+
+def test_upload_over_the_default_limit_is_a_413(offline_client):
+    message = _assert_json_error(_upload(offline_client, b"\xff" * (DEFAULT_MAX_UPLOAD_BYTES + 1)), 413, "10 MB")
+    assert "too large" in message
+
+
+def test_upload_limit_is_configurable():
+    client = create_app(_closed_port_url(), max_upload_bytes=50_000).test_client()
+    # Just over the file limit (inside the multipart slack) and far over it (whole body refused).
+    _assert_json_error(_upload(client, b"\xff" * 50_001), 413, "48.8281 KB")
+    _assert_json_error(_upload(client, b"\xff" * 400_000), 413, "too large")
+    _assert_json_error(_upload(client, b"\xff" * 50_000), 400, "not an image")
+
+
+def test_invalid_heatmap_alpha_is_a_400(offline_client):
+    _assert_json_error(_upload(offline_client, jpeg_bytes(), heatmap_alpha="lots"), 400, "heatmap_alpha")
+    _assert_json_error(_upload(offline_client, jpeg_bytes(), heatmap_alpha="1.5"), 400, "between 0 and 1")
+
+
+def test_unknown_routes_and_methods_answer_json(offline_client):
+    _assert_json_error(offline_client.get("/api/nothing-here"), 404, "not found")
+    _assert_json_error(offline_client.get("/api/detect"), 405, "method")
+
+
+def test_uploads_are_kept_in_memory():
+    """werkzeug spools multipart files over 500 KB to temporary files; this app must not."""
+    app = create_app(_closed_port_url())
+    assert app.request_class is InMemoryRequest
+    big = b"\x00" * (3 * 1024 * 1024)
+    with app.test_request_context("/api/detect", method="POST", data={"file": (io.BytesIO(big), "big.bin")}):
+        from flask import request
+
+        stream = request.files["file"].stream
+        assert isinstance(stream, io.BytesIO)
+        assert stream.getbuffer().nbytes == len(big)
+
+
+def test_triton_down_is_a_503_naming_the_server():
+    url = _closed_port_url()
+    client = create_app(url, timeout_s=5.0).test_client()
+    message = _assert_json_error(_upload(client, jpeg_bytes()), 503, "cannot be reached", url)
+    assert "deepfake-edge serve" in message
+    health = client.get("/api/health")
+    assert health.status_code == 503
+    assert health.get_json()["status"] == "unavailable"
+
+
+def test_openapi_describes_the_api(offline_client):
+    spec = offline_client.get("/api/openapi.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    detect = spec["paths"]["/api/detect"]["post"]
+    assert set(detect["responses"]) >= {"200", "400", "413", "503"}
+    schema = detect["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert schema["required"] == ["file"]
+    assert {"/api/health", "/api/openapi.json"} <= set(spec["paths"])
+    assert str(DEFAULT_MAX_UPLOAD_BYTES) in schema["properties"]["file"]["description"]
+
+
+def test_page_is_served_without_external_resources(offline_client):
+    response = offline_client.get("/")
+    assert response.status_code == 200
+    html = response.get_data(as_text=True)
+    assert "Upload Image" in html and "Choose Image" in html
+    assert "never stored" in html
+    assert not re.search(r"(src|href)=\"(https?:)?//", html), "the page must not load anything from elsewhere"
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    for asset in ("style.css", "app.js", "theme.js"):
+        assert offline_client.get(f"/static/{asset}").status_code == 200
+
+
+# ---------------------------------------------------------------- against the real Triton server
+
+
+@pytest.fixture(scope="module")
+def live_web_url(triton_server):
+    app = create_app(triton_server.grpc_url, protocol="grpc")
+    with running_web_server(app) as base_url:
+        yield base_url
+
+
+def _decode_data_url(data_url: str, image_format: str) -> Image.Image:
+    prefix = f"data:image/{image_format.lower()};base64,"
+    assert data_url.startswith(prefix)
+    image = Image.open(io.BytesIO(base64.b64decode(data_url[len(prefix):])))
+    assert image.format == image_format
+    return image.convert("RGB")
+
+
+@pytest.mark.server
+def test_detect_returns_both_models_and_a_heatmap(live_web_url):
+    status, result = post_file(f"{live_web_url}/api/detect", "gradient.jpg", jpeg_bytes((320, 240)))
+    assert status == 200, result
+    assert result["label"] in ("Real", "Fake")
+    assert re.match(VERDICT_PATTERN, result["verdict"])
+    assert result["model"] == "deepfake_b0" and result["model_title"] == "EfficientNet-B0"
+    assert result["model_version"]
+    p = result["fake_probability"]
+    assert 0.0 <= p <= 1.0
+    assert result["confidence"] == pytest.approx(p if result["label"] == "Fake" else 1.0 - p)
+    by_name = {m["name"]: m for m in result["models"]}
+    assert list(by_name) == ["deepfake_b0", "deepfake_cnn"]
+    assert by_name["deepfake_cnn"]["role"] == "baseline" and by_name["deepfake_cnn"]["error"] is None
+    assert by_name["deepfake_cnn"]["title"] == "CNN baseline"
+    assert set(result["raw_scores"]) == {"deepfake_b0", "deepfake_cnn"}
+    heatmap = result["heatmap"]
+    image, overlay = _decode_data_url(heatmap["image"], "JPEG"), _decode_data_url(heatmap["overlay"], "PNG")
+    assert image.size == overlay.size == (heatmap["width"], heatmap["height"]) == (320, 240)
+    assert image.tobytes() != overlay.tobytes()
+    assert result["filename"] == "gradient.jpg"
+    assert (result["image"]["width"], result["image"]["height"]) == (320, 240)
+
+
+@pytest.mark.server
+def test_detect_without_heatmap_and_health(live_web_url):
+    status, result = post_file(f"{live_web_url}/api/detect", "g.jpg", jpeg_bytes(), fields={"heatmap": "0"})
+    assert status == 200 and result["heatmap"] is None
+    status, health = get_json(f"{live_web_url}/api/health")
+    assert status == 200 and health["status"] == "ok"
+    assert health["models"] == {"deepfake_b0": "ready", "deepfake_cnn": "ready"}
+
+
+@pytest.mark.server
+def test_concurrent_uploads_and_bad_ones_mixed(live_web_url):
+    uploads = [("ok.jpg", jpeg_bytes((200 + 8 * i, 180))) for i in range(6)]
+    uploads += [("bad.jpg", b"not an image"), ("bomb.png", png_bomb()), ("empty.png", b"")]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda item: post_file(f"{live_web_url}/api/detect", *item), uploads))
+    assert [status for status, _ in answers] == [200] * 6 + [400] * 3
+    assert all(re.match(VERDICT_PATTERN, body["verdict"]) for _, body in answers[:6])
+
+
+@pytest.mark.server
+def test_oversized_upload_over_a_real_socket_is_a_413(live_web_url):
+    status, body = post_file(f"{live_web_url}/api/detect", "huge.jpg", b"\xff" * (DEFAULT_MAX_UPLOAD_BYTES + 200_000))
+    assert status == 413 and "too large" in body["error"]

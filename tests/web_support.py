@@ -1,0 +1,101 @@
+"""Helpers shared by the web tests: a real werkzeug server in a thread, multipart POSTs, test images."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import threading
+import urllib.error
+import urllib.request
+import uuid
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from flask import Flask
+
+from deepfake_edge.webapp.app import make_web_server
+
+VERDICT_PATTERN = r"^(Real|Fake) – \d{1,3}\.\d%$"
+
+
+@contextmanager
+def running_web_server(app: Flask) -> Iterator[str]:
+    """Serve ``app`` on a free 127.0.0.1 port in a thread; yields the base URL; always shuts down."""
+    server = make_web_server(app, host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.serve_forever, name="test-web-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def post_file(url: str, filename: str, data: bytes, fields: dict[str, str] | None = None,
+              timeout_s: float = 60.0) -> tuple[int, dict]:
+    """POST ``data`` as multipart field ``file`` (plus ``fields``); returns (status, JSON body)."""
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in (fields or {}).items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        f"Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n"
+    )
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    request = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
+    return _send(request, timeout_s)
+
+
+def get_json(url: str, timeout_s: float = 30.0) -> tuple[int, dict]:
+    return _send(urllib.request.Request(url), timeout_s)
+
+
+def _send(request: urllib.request.Request, timeout_s: float) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A valid-looking PNG of a few hundred bytes that declares ``width`` x ``height`` grey pixels."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (width + 1) * 4)  # a few rows; the rest never gets decoded
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b"")
+
+
+def synthetic_test_images(out_dir: Path) -> dict[str, Path]:
+    """One Real and one Fake image from the project's synthetic test split (deterministic, seed 0)."""
+    from deepfake_edge.training.synth import synthesize
+
+    synthesize(out_dir, count=12, seed=0, progress=False)
+    return {
+        "Real": sorted((out_dir / "test" / "Real").glob("*.jpg"))[0],
+        "Fake": sorted((out_dir / "test" / "Fake").glob("*.jpg"))[0],
+    }
+
+
+def jpeg_bytes(size: tuple[int, int] = (320, 240)) -> bytes:
+    """A small colourful JPEG (a gradient), valid for every model."""
+    import numpy as np
+    from PIL import Image
+
+    width, height = size
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    pixels = np.stack([x + 0 * y, y + 0 * x, (x + y) / 2], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()

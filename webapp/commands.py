@@ -1,0 +1,55 @@
+"""``deepfake-edge web``: the web page alone, in front of a Triton server that is already running."""
+
+from __future__ import annotations
+
+import argparse
+
+_DEFAULT_TRITON_PORTS = {"grpc": 8001, "http": 8000}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "web",
+        help="run the web page against a running Triton server",
+        description=(
+            "Serve the upload page and its JSON API (POST /api/detect, GET /api/openapi.json, "
+            "GET /api/health). Needs a Triton server with the deepfake models, e.g. from "
+            "'deepfake-edge serve' (which starts both). Uploads stay in memory and are never stored."
+        ),
+    )
+    parser.add_argument(
+        "--triton-url",
+        help="Triton address host:port (default 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http)",
+    )
+    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="how to talk to Triton")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: only this machine)"
+    )
+    parser.add_argument("--port", type=int, default=8080, help="port of the web page (default 8080)")
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=10.0, help="largest accepted upload in MB (default 10)"
+    )
+    parser.set_defaults(func=run_web)
+
+
+def run_web(args: argparse.Namespace) -> int:
+    from deepfake_edge.webapp.app import create_app, make_web_server
+
+    if args.max_upload_mb <= 0:
+        print("error: --max-upload-mb must be positive")
+        return 2
+    triton_url = args.triton_url or f"127.0.0.1:{_DEFAULT_TRITON_PORTS[args.protocol]}"
+    app = create_app(triton_url, protocol=args.protocol, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    try:
+        server = make_web_server(app, host=args.host, port=args.port)
+    except OSError as error:
+        print(f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
+        return 2
+    print(f"Web page: http://{args.host}:{server.server_port}  (Triton {args.protocol} at {triton_url}; Ctrl+C stops)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
