@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepfake_edge.training import synth
+from deepfake_edge.training import blending, synth
 from deepfake_edge.training.commands import register
 from deepfake_edge.training.datasets import (
     DatasetSplits,
@@ -133,7 +133,7 @@ def test_pos_weight_and_sample_weights_balance_the_classes() -> None:
 @pytest.mark.parametrize("seed", range(6))
 def test_fake_differs_from_real_only_inside_the_mask(seed: int) -> None:
     photo = np.asarray(_photo(seed, size=120))
-    pair = synth.blend_pair(photo, np.random.default_rng(seed), work_size=96)
+    pair = blending.blend_pair(photo, np.random.default_rng(seed), work_size=96)
     assert pair.real.shape == pair.fake.shape == (96, 96, 3) and pair.mask.shape == (96, 96)
     assert 0.0 <= pair.mask.min() and pair.mask.max() <= 1.0
     border = np.concatenate([pair.mask[0], pair.mask[-1], pair.mask[:, 0], pair.mask[:, -1]])
@@ -144,16 +144,35 @@ def test_fake_differs_from_real_only_inside_the_mask(seed: int) -> None:
 
 
 def test_masks_are_varied_and_soft() -> None:
-    masks = [synth.random_blend_mask(64, np.random.default_rng(seed)) for seed in range(20)]
+    masks = [blending.random_blend_mask(64, np.random.default_rng(seed)) for seed in range(20)]
     areas = [float((m > 0).mean()) for m in masks]
     assert min(areas) > 0.03 and max(areas) < 0.9
     assert len({round(a, 3) for a in areas}) > 15
     assert all(((m > 0) & (m < 1)).any() for m in masks), "masks must have soft edges"
 
 
+def test_face_centred_crops_put_the_mask_on_the_face(monkeypatch: pytest.MonkeyPatch) -> None:
+    import matplotlib
+
+    from deepfake_edge.preprocessing import load_image
+
+    grace = np.asarray(load_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"))
+    faces = blending.detect_faces(grace)
+    assert len(faces) == 1
+    x, y, w, h = faces[0]
+    assert 0.15 < (x + w / 2) / grace.shape[1] < 0.85 and (y + h / 2) / grace.shape[0] < 0.6  # her face
+    monkeypatch.setattr(blending, "FACE_CROP_PROBABILITY", 1.0)
+    for seed in range(8):
+        pair = blending.blend_pair(grace, np.random.default_rng(seed), work_size=96, faces=faces)
+        rows, cols = np.nonzero(pair.mask)
+        # the crop is centred on the face (+-10 % jitter), so the mask's centre is near the crop's
+        assert abs(rows.mean() - 48) < 20 and abs(cols.mean() - 48) < 20
+        assert not (np.any(pair.real != pair.fake, axis=-1) & (pair.mask == 0)).any()
+
+
 def test_splits_get_disjoint_source_photos_spread_over_categories() -> None:
-    photos = [synth.Photo(f"{c}{i}", _photo(i), c, f"{c}{i}") for c in "abc" for i in range(10)]
-    photos.append(synth.Photo("a0_twin", _photo(99), "a", "a0"))  # same scene as a0
+    photos = [synth.Photo(f"{c}{i}", c, f"{c}{i}", _photo(i)) for c in "abc" for i in range(10)]
+    photos.append(synth.Photo("a0_twin", "a", "a0", _photo(99)))  # same scene as a0
     assigned = synth.assign_splits(photos, val_fraction=0.2, test_fraction=0.2, seed=0)
     names = {split: {p.name for p in members} for split, members in assigned.items()}
     assert sum(map(len, names.values())) == 31
@@ -187,6 +206,7 @@ def test_synthesis_is_deterministic_readable_and_masks_are_not_samples(tmp_path:
     manifest = synth.synthesize(tmp_path / "a", **kwargs)
     synth.synthesize(tmp_path / "b", **kwargs)
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "photos"]  # no staging left behind
     synth.synthesize(tmp_path / "a", **{**kwargs, "seed": 8})  # replaces its own earlier output
     assert _digest(tmp_path / "a") != _digest(tmp_path / "b")
 

@@ -1,20 +1,15 @@
-"""Self-Blended Images (Shiohara & Yamasaki, CVPR 2022): fakes made from real photos only.
+"""``deepfake-edge data synth``: a self-blended real/fake dataset from real photos (see blending.py).
 
-A fake is a real crop blended with a colour-, sharpness- and geometry-perturbed copy of itself inside
-a soft, randomly deformed mask, which leaves the blending boundary and statistics mismatch that face
-swaps leave. The real sample is the same crop untouched. Both then get the same final processing
-(resize to ``image_size`` and JPEG at a random quality), so the only difference is the blend.
-
-Output is the kaggle layout ``OUT/{train,validation,test}/{Real,Fake}/NNNNNN.jpg``; the blend mask of
-``Fake/NNNNNN.jpg`` is ``OUT/<split>/masks/NNNNNN.png`` (8-bit alpha of the perturbed copy, at output
-resolution), a folder the dataset readers never enter. ``OUT/synth.json`` records how it was made.
-Whole source photos are assigned to one split, so the test split holds only unseen photos.
-Everything is seeded per sample: the same arguments write identical bytes.
+Output is the kaggle layout ``OUT/{train,validation,test}/{Real,Fake}/NNNNNN.jpg``. ``Real/N`` and
+``Fake/N`` come from the same crop; the blend mask of ``Fake/N`` is ``OUT/<split>/masks/N.png`` (8-bit
+weight of the perturbed copy, at output resolution), a folder the dataset readers never enter.
+``OUT/synth.json`` records how the set was made. Whole source photos are assigned to one split, so the
+test split holds only photos never seen in training. Every sample has its own seed derived from
+(seed, split, index): the same arguments write identical bytes.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import shutil
@@ -22,22 +17,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from deepfake_edge.model_card import LABELS
 from deepfake_edge.preprocessing import BadImageError, load_image
-from deepfake_edge.training.datasets import IMAGE_SUFFIXES, SPLITS, SYNTH_MANIFEST
+from deepfake_edge.training.blending import blend_pair, detect_faces, finish, finish_mask
+from deepfake_edge.training.datasets import IMAGE_SUFFIXES, SPLITS, SYNTH_MANIFEST, verify_image
 
 DEFAULT_OUT = Path("data/synth")
 DEFAULT_COUNT = 4000
 DEFAULT_IMAGE_SIZE = 160
 DEFAULT_JPEG_QUALITY = (75, 100)
 MASK_FOLDER = "masks"
-# SBI's blend ratios: a full swap half the time, partial blends otherwise.
-_BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
+# Blending happens at 1-1.5x the output size, so the final resize softens it as video pipelines do.
+_WORK_SCALE = (1.0, 1.5)
 
 # Real photographs bundled with scikit-image (loaded offline) -> (category, scene). Photos of the same
 # scene share a split; categories are spread over the splits (see assign_splits).
@@ -55,59 +50,63 @@ _LFW_FACES = 100  # lfw_subset.npy: 100 face crops (25x25 grey) followed by 100 
 
 @dataclass(frozen=True)
 class Photo:
-    """A source photograph: ``category`` stratifies the split, photos of one ``scene`` stay together."""
+    """A source photograph, loaded on demand. ``category`` spreads photos over the splits, photos of
+    one ``scene`` stay in one split, ``find_faces`` turns on face-centred crops."""
 
     name: str
-    image: Image.Image
     category: str
     scene: str
+    source: Path | Image.Image
+    find_faces: bool = False
 
+    @property
+    def size(self) -> tuple[int, int]:
+        if isinstance(self.source, Image.Image):
+            return self.source.size
+        with Image.open(self.source) as image:
+            return image.size
 
-@dataclass(frozen=True)
-class BlendPair:
-    """One real/fake pair before final processing: uint8 (H, W, 3) images and a float32 (H, W) mask."""
-
-    real: np.ndarray
-    fake: np.ndarray
-    mask: np.ndarray
+    def load(self) -> Image.Image:
+        return self.source if isinstance(self.source, Image.Image) else load_image(self.source)
 
 
 def packaged_photos() -> list[tuple[str, Image.Image]]:
     """The real photographs that ship inside installed packages, as ``(name, RGB image)``."""
-    return [(photo.name, photo.image) for photo in _packaged_photo_records()]
+    return [(photo.name, photo.load()) for photo in _packaged_photo_records()]
 
 
 def _packaged_photo_records() -> list[Photo]:
     import matplotlib
     import skimage.data
 
-    photos = []
-    for name, (category, scene) in _SKIMAGE_PHOTOS.items():
+    images = {}
+    for name in _SKIMAGE_PHOTOS:
         if name.startswith("motorcycle_"):
             array = skimage.data.stereo_motorcycle()[0 if name.endswith("left") else 1]
         else:
             array = getattr(skimage.data, name)()
-        photos.append(Photo(name, Image.fromarray(array).convert("RGB"), category, scene))
-    grace = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    photos.append(Photo("grace_hopper", load_image(grace), "people", "grace_hopper"))
-    faces = skimage.data.lfw_subset()[:_LFW_FACES]
-    for index, face in enumerate(faces):
-        grey = Image.fromarray(np.round(face * 255).astype(np.uint8))
-        photos.append(Photo(f"lfw_face_{index:03d}", grey.convert("RGB"), "faces", f"lfw_{index:03d}"))
+        images[name] = Image.fromarray(array).convert("RGB")
+    images["grace_hopper"] = load_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    categories = {**_SKIMAGE_PHOTOS, "grace_hopper": ("people", "grace_hopper")}
+    photos = [Photo(name, *categories[name], image, find_faces=categories[name][0] == "people")
+              for name, image in images.items()]
+    for index, face in enumerate(skimage.data.lfw_subset()[:_LFW_FACES]):
+        image = Image.fromarray(np.round(face * 255).astype(np.uint8)).convert("RGB")
+        photos.append(Photo(f"lfw_face_{index:03d}", "faces", f"lfw_{index:03d}", image))
     return photos
 
 
 def folder_photos(folder: Path) -> list[Photo]:
-    """Every readable image below ``folder``; unreadable files are reported and left out."""
+    """Every readable image below ``folder`` (searched recursively); unreadable ones are reported and left out."""
     photos = []
     for path in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         try:
-            image = load_image(path)
+            verify_image(path)
         except BadImageError as error:
             print(f"skipping {path}: {error}")
             continue
         name = str(path.relative_to(folder))
-        photos.append(Photo(name, image, "photos", name))
+        photos.append(Photo(name, "photos", name, path, find_faces=True))
     return photos
 
 
@@ -147,123 +146,6 @@ def _evenly_spaced(items: list[int], n: int, phase: float) -> list[int]:
     return [items[int((i + phase) * len(items) / n)] for i in range(n)]
 
 
-def blend_pair(photo: np.ndarray, rng: np.random.Generator, work_size: int) -> BlendPair:
-    """Cut a random square crop of ``photo`` (uint8 HxWx3), resize it to ``work_size`` and self-blend it.
-
-    ``fake`` equals ``real`` wherever ``mask`` is 0; ``mask`` is 0 on the image border.
-    """
-    height, width = photo.shape[:2]
-    short = min(height, width)
-    low = min(short, max(0.2 * short, 48.0))
-    side = int(round(rng.uniform(low, max(low, 0.9 * short))))
-    top = int(rng.integers(0, height - side + 1))
-    left = int(rng.integers(0, width - side + 1))
-    crop = photo[top:top + side, left:left + side]
-    if rng.random() < 0.5:
-        crop = crop[:, ::-1]
-    interpolation = cv2.INTER_AREA if side > work_size else cv2.INTER_CUBIC
-    real = cv2.resize(np.ascontiguousarray(crop), (work_size, work_size), interpolation=interpolation)
-    mask = random_blend_mask(work_size, rng) * rng.choice(_BLEND_RATIOS)
-    source = perturb(real, rng)
-    blended = mask[..., None] * source.astype(np.float32) + (1.0 - mask[..., None]) * real.astype(np.float32)
-    fake = np.clip(np.round(blended), 0, 255).astype(np.uint8)
-    return BlendPair(real, fake, mask)
-
-
-def random_blend_mask(size: int, rng: np.random.Generator) -> np.ndarray:
-    """A soft float32 (size, size) mask in [0, 1] with maximum 1: an ellipse, a random convex hull or a
-    rounded box, elastically deformed, possibly eroded or dilated, then Gaussian-blurred. It is zero
-    within one pixel of the border, so the whole blending boundary is in the picture."""
-    blur_sigma = size * rng.uniform(0.01, 0.05)
-    warp = size * 0.04
-    margin = int(math.ceil(3 * blur_sigma + warp + size * 0.03)) + 2
-    region = rng.uniform(0.3, 0.7) * size
-    region = min(region, size - 2 * margin)
-    cx, cy = rng.uniform(margin + region / 2, size - margin - region / 2, size=2)
-    hard = np.zeros((size, size), np.uint8)
-    shape = rng.integers(3)
-    if shape == 0:
-        axes = (int(region / 2), int(region / 2 * rng.uniform(0.6, 1.0)))
-        cv2.ellipse(hard, (int(cx), int(cy)), axes, float(rng.uniform(0, 180)), 0, 360, 255, -1)
-    elif shape == 1:
-        points = rng.uniform(-region / 2, region / 2, size=(int(rng.integers(5, 16)), 2)) + (cx, cy)
-        cv2.fillConvexPoly(hard, cv2.convexHull(points.astype(np.int32)), 255)
-    else:
-        half_w, half_h = region / 2, region / 2 * rng.uniform(0.7, 1.0)
-        radius = int(min(half_w, half_h) * rng.uniform(0.2, 0.6))
-        box = (int(cx - half_w + radius), int(cy - half_h + radius), int(cx + half_w - radius), int(cy + half_h - radius))
-        cv2.rectangle(hard, box[:2], box[2:], 255, -1)
-        cv2.rectangle(hard, box[:2], box[2:], 255, 2 * radius)
-    mask = _elastic(hard.astype(np.float32) / 255.0, warp, rng)
-    if rng.random() < 0.5:
-        k = 2 * int(rng.integers(1, max(2, int(size * 0.02) + 1))) + 1
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-        mask = cv2.erode(mask, kernel) if rng.random() < 0.5 else cv2.dilate(mask, kernel)
-    mask = cv2.GaussianBlur(mask, (0, 0), blur_sigma, borderType=cv2.BORDER_CONSTANT)
-    mask[mask < 1e-3] = 0.0  # cut the Gaussian tails: "inside the mask" has a crisp meaning
-    mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = 0.0
-    peak = float(mask.max())
-    if peak <= 0:
-        raise RuntimeError("empty blend mask")  # cannot happen with the margins above
-    return np.clip(mask / peak, 0.0, 1.0).astype(np.float32)
-
-
-def _elastic(mask: np.ndarray, amplitude: float, rng: np.random.Generator) -> np.ndarray:
-    """Displace pixels by a smooth random field of at most ``amplitude`` pixels."""
-    size = mask.shape[0]
-    sigma = size * 0.08
-    field = rng.uniform(-1, 1, size=(2, size, size)).astype(np.float32)
-    field = np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in field])
-    field *= amplitude / max(float(np.abs(field).max()), 1e-6)
-    grid_y, grid_x = np.mgrid[0:size, 0:size].astype(np.float32)
-    return cv2.remap(mask, grid_x + field[0], grid_y + field[1], cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-
-
-def perturb(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The blended-in copy: colour jitter, then blur (downscale) or sharpen, then a small scale/shift.
-
-    Ranges follow SBI's source transforms. Grey photos stay grey, so colour is never the tell.
-    """
-    out = image.astype(np.float32)
-    contrast, brightness = rng.uniform(0.9, 1.1), rng.uniform(-0.1, 0.1) * 255
-    out = (out - out.mean()) * contrast + out.mean() + brightness
-    if rng.random() < 0.5:
-        out += rng.uniform(-20, 20, size=3)
-    grey = out.mean(axis=2, keepdims=True)
-    out = grey + (out - grey) * rng.uniform(0.8, 1.2)
-    if _is_grey(image):
-        out = np.repeat(out.mean(axis=2, keepdims=True), 3, axis=2)
-    out = np.clip(out, 0, 255)
-    size = image.shape[0]
-    if rng.random() < 0.5:
-        factor = rng.choice((2, 4))
-        small = cv2.resize(out, (max(1, size // factor),) * 2, interpolation=cv2.INTER_LINEAR)
-        out = cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
-    else:
-        amount = rng.uniform(0.3, 1.0)
-        out = out + amount * (out - cv2.GaussianBlur(out, (0, 0), 1.0))
-    scale = rng.uniform(0.95, 1 / 0.95)
-    shift_x, shift_y = rng.uniform(-0.03, 0.03) * size, rng.uniform(-0.015, 0.015) * size
-    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), 0.0, scale)
-    matrix[:, 2] += (shift_x, shift_y)
-    out = cv2.warpAffine(out, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
-def _is_grey(image: np.ndarray) -> bool:
-    return bool(np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2]))
-
-
-def finish(image: np.ndarray, image_size: int, quality: int) -> bytes:
-    """The final processing both classes share: area-resize to ``image_size``, JPEG at ``quality``."""
-    if image.shape[0] != image_size:
-        image = cv2.resize(image, (image_size, image_size), interpolation=cv2.INTER_AREA)
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=int(quality))
-    return buffer.getvalue()
-
-
 def synthesize(
     out_dir: str | Path = DEFAULT_OUT,
     source: str | Path | None = None,
@@ -288,15 +170,19 @@ def synthesize(
     low_q, high_q = jpeg_quality
     if not 1 <= low_q <= high_q <= 100:
         raise ValueError(f"jpeg_quality must be 1 <= low <= high <= 100, got {jpeg_quality}")
+    out_dir = Path(out_dir)
+    _check_replaceable(out_dir)
     started = time.perf_counter()
     photos = folder_photos(Path(source)) if source is not None else _packaged_photo_records()
     assigned = assign_splits(photos, val_fraction, test_fraction, seed)
-    out_dir = Path(out_dir)
-    _prepare_output(out_dir)
+    staging = out_dir.with_name(f".{out_dir.name}.partial")  # readers never see a half-written set
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
     pairs = _pairs_per_split(count, val_fraction, test_fraction)
+    face_photos = []
     for split_index, split in enumerate(SPLITS):
-        _write_split(out_dir / split, assigned[split], pairs[split], image_size, (low_q, high_q),
-                     [seed, split_index], progress)
+        face_photos += _write_split(staging / split, assigned[split], pairs[split], image_size,
+                                    (low_q, high_q), [seed, split_index], progress)
     manifest = {
         "description": _description(source, photos, seed, image_size, (low_q, high_q)),
         "generator": "deepfake-edge data synth (self-blended images)",
@@ -304,12 +190,13 @@ def synthesize(
         "seed": seed, "count": 2 * sum(pairs.values()), "image_size": image_size,
         "jpeg_quality": [low_q, high_q], "val_fraction": val_fraction, "test_fraction": test_fraction,
         "pairs": pairs, "photos": {split: sorted(p.name for p in assigned[split]) for split in SPLITS},
+        "face_centred_photos": sorted(face_photos),
         "masks": f"<split>/{MASK_FOLDER}/NNNNNN.png: 8-bit alpha of the perturbed copy in <split>/Fake/NNNNNN.jpg",
     }
-    (out_dir / SYNTH_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    manifest_seconds = time.perf_counter() - started
+    (staging / SYNTH_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    _swap_in(staging, out_dir)
     if progress:
-        print(summary(out_dir, manifest, manifest_seconds))
+        print(summary(out_dir, manifest, time.perf_counter() - started))
     return manifest
 
 
@@ -336,14 +223,20 @@ def _description(source: str | Path | None, photos: list[Photo], seed: int, imag
             f"source photos are disjoint across splits. These are not real deepfakes.")
 
 
-def _prepare_output(out_dir: Path) -> None:
-    if out_dir.exists() and any(out_dir.iterdir()):
-        if not (out_dir / SYNTH_MANIFEST).is_file():
-            raise ValueError(f"{out_dir} is not empty and was not written by 'data synth'; choose another --out")
-        for split in SPLITS:
-            shutil.rmtree(out_dir / split, ignore_errors=True)
-        (out_dir / SYNTH_MANIFEST).unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _check_replaceable(out_dir: Path) -> None:
+    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir())
+                             and not (out_dir / SYNTH_MANIFEST).is_file()):
+        raise ValueError(f"{out_dir} is not empty and was not written by 'data synth'; choose another --out")
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` (an earlier synth output, or nothing) with ``staging`` by renames."""
+    retired = out_dir.with_name(f".{out_dir.name}.old")
+    shutil.rmtree(retired, ignore_errors=True)
+    if out_dir.exists():
+        out_dir.rename(retired)
+    staging.rename(out_dir)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def _pairs_per_split(count: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
@@ -354,22 +247,28 @@ def _pairs_per_split(count: int, val_fraction: float, test_fraction: float) -> d
 
 
 def _write_split(folder: Path, photos: list[Photo], n_pairs: int, image_size: int,
-                 quality: tuple[int, int], seed: list[int], progress: bool) -> None:
+                 quality: tuple[int, int], seed: list[int], progress: bool) -> list[str]:
+    """Write one split; returns the names of the photos whose crops were centred on a detected face."""
     for name in (*LABELS, MASK_FOLDER):
         (folder / name).mkdir(parents=True, exist_ok=True)
-    areas = np.array([math.sqrt(p.image.width * p.image.height) for p in photos])
-    chosen = np.random.default_rng([*seed, 1]).choice(len(photos), size=n_pairs, p=areas / areas.sum())
-    pixels: dict[int, np.ndarray] = {}
-    for index in tqdm(range(n_pairs), desc=f"synth {folder.name}", unit="pair", disable=not progress):
-        photo_index = int(chosen[index])
-        if photo_index not in pixels:
-            pixels[photo_index] = np.asarray(photos[photo_index].image, dtype=np.uint8)
-        rng = np.random.default_rng([*seed, 2, index])
-        work_size = int(round(image_size * rng.uniform(1.0, 1.5)))
-        pair = blend_pair(pixels[photo_index], rng, work_size)
-        jpeg_quality = int(rng.integers(quality[0], quality[1] + 1))
-        stem = f"{index:06d}"
-        (folder / LABELS[0] / f"{stem}.jpg").write_bytes(finish(pair.real, image_size, jpeg_quality))
-        (folder / LABELS[1] / f"{stem}.jpg").write_bytes(finish(pair.fake, image_size, jpeg_quality))
-        mask = cv2.resize(pair.mask, (image_size, image_size), interpolation=cv2.INTER_AREA)
-        Image.fromarray(np.round(mask * 255).astype(np.uint8)).save(folder / MASK_FOLDER / f"{stem}.png")
+    weights = np.array([math.sqrt(width * height) for width, height in (p.size for p in photos)])
+    chosen = np.random.default_rng([*seed, 1]).choice(len(photos), size=n_pairs, p=weights / weights.sum())
+    with_faces = []
+    with tqdm(total=n_pairs, desc=f"synth {folder.name}", unit="pair", disable=not progress) as bar:
+        for photo_index in np.unique(chosen):  # each photo is loaded (and searched for faces) once
+            photo = photos[photo_index]
+            pixels = np.asarray(photo.load(), dtype=np.uint8)
+            faces = detect_faces(pixels) if photo.find_faces else []
+            if faces:
+                with_faces.append(photo.name)
+            for index in np.flatnonzero(chosen == photo_index):
+                rng = np.random.default_rng([*seed, 2, int(index)])
+                work_size = int(round(image_size * rng.uniform(*_WORK_SCALE)))
+                pair = blend_pair(pixels, rng, work_size, faces)
+                jpeg_quality = int(rng.integers(quality[0], quality[1] + 1))
+                stem = f"{index:06d}"
+                (folder / LABELS[0] / f"{stem}.jpg").write_bytes(finish(pair.real, image_size, jpeg_quality))
+                (folder / LABELS[1] / f"{stem}.jpg").write_bytes(finish(pair.fake, image_size, jpeg_quality))
+                finish_mask(pair.mask, image_size).save(folder / MASK_FOLDER / f"{stem}.png")
+                bar.update()
+    return sorted(with_faces)
