@@ -1,0 +1,207 @@
+"""``deepfake-edge serve`` (Triton + web page) and ``deepfake-edge perf`` (Triton's perf_analyzer)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+DEFAULT_REPOSITORY = Path("model_repository") / "embedded"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the real Triton Inference Server on the model repository, plus the web page",
+        description=(
+            "Start the tritonserver binary from the nvidia-pytriton wheel on a Python-backend model "
+            "repository (onnxruntime inside; CUDA when a GPU and onnxruntime-gpu are present), wait until "
+            "every model is ready, then serve the web page from this process. Ctrl+C or SIGTERM stops both."
+        ),
+    )
+    _add_server_arguments(serve)
+    serve.add_argument("--web-port", type=int, default=8080, help="port of the web page (default 8080)")
+    serve.add_argument("--web-protocol", choices=("grpc", "http"), default="grpc",
+                       help="how the web page talks to Triton (default grpc)")
+    serve.add_argument("--no-web", action="store_true", help="serve Triton only")
+    serve.set_defaults(func=run_serve)
+
+    perf = subparsers.add_parser(
+        "perf",
+        help="measure a served model with Triton's perf_analyzer",
+        description=(
+            "Run Triton's own perf_analyzer (from the tritonclient wheel, unmodified) against a served model "
+            "with real preprocessed photographs as input, and print throughput and latency percentiles per "
+            "concurrency level. Targets --url, or a server it starts itself with --start-server."
+        ),
+    )
+    perf.add_argument("--model", default="deepfake_b0", help="served model (default deepfake_b0)")
+    perf.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="default grpc")
+    perf.add_argument("--url", help="host:port of a running server (default 127.0.0.1:8001 grpc / 8000 http)")
+    perf.add_argument("--start-server", action="store_true",
+                      help="start Triton on --model-repository on free loopback ports for this run")
+    perf.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY,
+                      help=f"repository for --start-server (default {DEFAULT_REPOSITORY})")
+    perf.add_argument("--concurrency-range", type=_concurrency_range, default=(1, 8, 2), metavar="START:END:STEP",
+                      help="concurrency levels as perf_analyzer takes them (default 1:8:2)")
+    perf.add_argument("--batch-size", type=int, default=1, help="images per request (default 1)")
+    perf.add_argument("--measurement-interval-ms", type=int, default=2000, help="window length (default 2000)")
+    perf.add_argument("--max-trials", type=int, default=6, help="windows per level before giving up (default 6)")
+    perf.add_argument("--stability-percentage", type=float, default=20.0,
+                      help="how far three windows may disagree (default 20)")
+    perf.add_argument("--shared-memory", choices=("none", "system"), default="none",
+                      help="send inputs through system shared memory (server on this machine only)")
+    perf.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    perf.set_defaults(func=run_perf)
+
+
+def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY,
+                        help=f"Triton model repository (default {DEFAULT_REPOSITORY}; 'deepfake-edge export' writes it)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address every endpoint binds (default 127.0.0.1: this machine only)")
+    parser.add_argument("--http-port", type=int, default=8000, help="Triton HTTP/REST port (default 8000)")
+    parser.add_argument("--grpc-port", type=int, default=8001, help="Triton gRPC port (default 8001)")
+    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
+    parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for ready (default 120)")
+    parser.add_argument("--log-file", type=Path, help="keep Triton's log here (default: a temporary file)")
+
+
+def _concurrency_range(text: str) -> tuple[int, int, int]:
+    parts = text.split(":")
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START[:END[:STEP]] integers, got {text!r}") from None
+    if not 1 <= len(values) <= 3:
+        raise argparse.ArgumentTypeError(f"expected START[:END[:STEP]], got {text!r}")
+    start, end, step = values[0], values[1] if len(values) > 1 else values[0], values[2] if len(values) > 2 else 1
+    if not 1 <= start <= end or step < 1:
+        raise argparse.ArgumentTypeError(f"need 1 <= START <= END and STEP >= 1, got {text!r}")
+    return start, end, step
+
+
+def _stop_on_signals() -> None:
+    # SIGTERM takes the same clean path as Ctrl+C: KeyboardInterrupt unwinds the context managers. SIGINT
+    # is set too because a shell that starts us in the background leaves it ignored.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.default_int_handler)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from deepfake_edge.server.triton import TritonServer, TritonServerError, check_port_free
+
+    if not args.model_repository.is_dir():
+        print(f"error: model repository {args.model_repository} does not exist; build it with "
+              f"'deepfake-edge export --if-missing' (what 'make serve' runs first)", file=sys.stderr)
+        return 2
+    web_app = None
+    if not args.no_web:
+        try:
+            from deepfake_edge.webapp.app import create_app, make_web_server
+        except ImportError as error:
+            print(f"error: the web page cannot be loaded ({error}); run with --no-web to serve Triton only",
+                  file=sys.stderr)
+            return 2
+    _stop_on_signals()
+    try:
+        with ExitStack() as stack:
+            if not args.no_web:
+                check_port_free(args.host, args.web_port, "web")
+            server = stack.enter_context(TritonServer(
+                args.model_repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                metrics_port=args.metrics_port, startup_timeout_s=args.startup_timeout, log_file=args.log_file))
+            print(f"Triton Inference Server ready (pid {server.pid}, repository {server.model_repository})")
+            print(f"  models:  {', '.join(sorted({m['name'] for m in server.repository_index()}))}")
+            print(f"  HTTP:    http://{server.http_url}   (health: /v2/health/ready)")
+            print(f"  gRPC:    {server.grpc_url}")
+            print(f"  metrics: {server.metrics_url}")
+            print(f"  log:     {server.log_file}")
+            if not args.no_web:
+                triton_url = server.grpc_url if args.web_protocol == "grpc" else server.http_url
+                web_app = make_web_server(create_app(triton_url, protocol=args.web_protocol), args.host, args.web_port)
+                stack.callback(web_app.server_close)
+                thread = threading.Thread(target=web_app.serve_forever, name="web", daemon=True)
+                thread.start()
+                stack.callback(thread.join, 5.0)
+                stack.callback(web_app.shutdown)
+                print(f"  web:     http://{args.host}:{web_app.server_port}/")
+            print("Ctrl+C stops everything.", flush=True)
+            while server.is_running():
+                time.sleep(0.5)
+            print(f"error: tritonserver exited unexpectedly:\n{server.log_tail()}", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+        return 0
+    except TritonServerError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def fetch_model_card(url: str, protocol: str, model: str):
+    """The ``ModelCard`` a served model carries in its config (``model_card`` parameter)."""
+    from deepfake_edge.model_card import ModelCard
+
+    if protocol == "grpc":
+        import tritonclient.grpc as triton_client
+
+        config = triton_client.InferenceServerClient(url).get_model_config(model, as_json=True)["config"]
+    else:
+        import tritonclient.http as triton_client
+
+        config = triton_client.InferenceServerClient(url).get_model_config(model)
+    return ModelCard.from_json(config["parameters"]["model_card"]["string_value"])
+
+
+def run_perf(args: argparse.Namespace) -> int:
+    from tritonclient.utils import InferenceServerException
+
+    from deepfake_edge.benchmarks.workload import build_workload
+    from deepfake_edge.server.perf import PerfAnalyzerError, run_perf_analyzer
+    from deepfake_edge.server.triton import TritonServer, TritonServerError, free_port
+
+    _stop_on_signals()
+    try:
+        with ExitStack() as stack:
+            url = args.url or f"127.0.0.1:{8001 if args.protocol == 'grpc' else 8000}"
+            if args.start_server:
+                server = stack.enter_context(TritonServer(
+                    args.model_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()))
+                url = server.grpc_url if args.protocol == "grpc" else server.http_url
+            try:
+                card = fetch_model_card(url, args.protocol, args.model)
+            except (InferenceServerException, OSError) as error:
+                print(f"error: cannot read model {args.model!r} from {args.protocol} server {url} ({error}); "
+                      f"start one with 'deepfake-edge serve' or pass --start-server", file=sys.stderr)
+                return 2
+            images = build_workload(card).tensors
+            print(f"perf_analyzer: {args.model} over {args.protocol} at {url}, {len(images)} real images "
+                  f"{card.input_size}x{card.input_size} UINT8, batch {args.batch_size}, "
+                  f"concurrency {':'.join(map(str, args.concurrency_range))}", flush=True)
+            rows = run_perf_analyzer(
+                url, images, model=args.model, protocol=args.protocol, concurrency_range=args.concurrency_range,
+                batch_size=args.batch_size, measurement_interval_ms=args.measurement_interval_ms,
+                max_trials=args.max_trials, stability_percentage=args.stability_percentage,
+                shared_memory=args.shared_memory,
+            )
+    except (PerfAnalyzerError, TritonServerError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print(f"{'concurrency':>11} {'images/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+          f"{'queue ms':>8} {'infer ms':>8}")
+    for row in rows:
+        print(f"{row['concurrency']:>11} {row['throughput_per_s']:>9.1f} {row['p50_ms']:>8.2f} {row['p90_ms']:>8.2f} "
+              f"{row['p95_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['server_queue_ms']:>8.2f} "
+              f"{row['server_compute_infer_ms']:>8.2f}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=2))
+        print(f"wrote {args.json}")
+    return 0
