@@ -249,4 +249,4 @@ def test_data_info_command_reports_counts_and_skips(tmp_path: Path, capsys: pyte
     assert "layout: flat" in out and "skipped: 1 file(s)" in out and "bad.jpg" in out
     args = parser.parse_args(["data", "info", str(tmp_path / "nowhere")])
     assert args.func(args) == 2
-    assert "not found" in capsys.readouterr().out
+    assert "not found" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 _DATA_EPILOG = """\
@@ -87,7 +88,7 @@ def _run_synth(args: argparse.Namespace) -> int:
                    val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                    jpeg_quality=tuple(args.jpeg_quality))
     except ValueError as error:
-        print(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
 
@@ -103,7 +104,7 @@ def _run_info(args: argparse.Namespace) -> int:
             splits = load_splits(args.root, args.val_fraction, args.test_fraction, args.seed,
                                  verify=not args.no_verify)
     except ValueError as error:
-        print(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"root:   {splits.root}")
     print(f"layout: {splits.layout}")

@@ -14,9 +14,12 @@ or empty class folder is a :class:`ValueError` naming the folder.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import warnings
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,8 +32,10 @@ from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, BadImageError, load_
 
 SPLITS = ("train", "validation", "test")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+
 SYNTH_MANIFEST = "synth.json"  # written by deepfake_edge.training.synth; describe() quotes it
 
+_VERIFY_THREADS = min(8, os.cpu_count() or 1)
 _SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
                   "valid": "validation", "test": "test", "testing": "test"}
 _CLASS_FOLDERS = {name.lower(): index for index, name in enumerate(LABELS)}  # {"real": 0, "fake": 1}
@@ -199,9 +204,11 @@ def _read_class_folders(folder: Path, skipped: list[tuple[Path, str]], verify: b
                              f"any letter case)")
         files = sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
         readable = []
-        for path in tqdm(files, desc=f"verify {class_dir}", unit="img", leave=False,
-                         disable=not verify or len(files) < 2000):
-            reason = _unreadable_reason(path, verify, max_pixels)
+        check = functools.partial(_unreadable_reason, verify=verify, max_pixels=max_pixels)
+        with ThreadPoolExecutor(_VERIFY_THREADS) as pool:  # Pillow decodes with the GIL released
+            reasons = list(tqdm(pool.map(check, files), total=len(files), desc=f"verify {class_dir}",
+                                unit="img", leave=False, disable=not verify or len(files) < 2000))
+        for path, reason in zip(files, reasons):
             if reason is None:
                 readable.append(Sample(path, label))
             else:

@@ -98,6 +98,8 @@ def _packaged_photo_records() -> list[Photo]:
 
 def folder_photos(folder: Path) -> list[Photo]:
     """Every readable image below ``folder`` (searched recursively); unreadable ones are reported and left out."""
+    if not Path(folder).is_dir():
+        raise ValueError(f"source folder not found: {folder}")
     photos = []
     for path in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
         try:
@@ -174,6 +176,8 @@ def synthesize(
     _check_replaceable(out_dir)
     started = time.perf_counter()
     photos = folder_photos(Path(source)) if source is not None else _packaged_photo_records()
+    if len(photos) < 3:
+        raise ValueError(f"need at least 3 readable images in {source} (one per split), found {len(photos)}")
     assigned = assign_splits(photos, val_fraction, test_fraction, seed)
     staging = out_dir.with_name(f".{out_dir.name}.partial")  # readers never see a half-written set
     shutil.rmtree(staging, ignore_errors=True)
