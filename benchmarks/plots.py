@@ -23,11 +23,26 @@ def _series(results: dict) -> dict[str, list[dict]]:
 
 
 def _style(system: str) -> dict:
+    """Line style tells the client (ours, perf_analyzer, naive); colour tells protocol and precision."""
+    colours = {"grpc-fp32": "tab:blue", "http-fp32": "tab:cyan", "grpc-int8": "tab:green", "http-int8": "tab:olive",
+               "grpc-fp16": "tab:purple", "http-fp16": "tab:pink", "torch-fp32": "tab:red",
+               "onnxruntime-fp32": "tab:orange"}
+    colour = next((c for key, c in colours.items() if system.endswith(key)), "tab:gray")
     if system.startswith("flask"):
-        return {"linestyle": ":", "marker": "s"}
+        return {"linestyle": ":", "marker": "s", "color": colour}
     if system.startswith("perf_analyzer"):
-        return {"linestyle": "--", "marker": "^"}
-    return {"linestyle": "-", "marker": "o"}
+        return {"linestyle": "--", "marker": "^", "color": colour, "alpha": 0.7}
+    return {"linestyle": "-", "marker": "o", "color": colour}
+
+
+def _log_axis(axis, which: str = "y") -> None:
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    getattr(axis, f"set_{which}scale")("log")
+    formatter = ScalarFormatter()
+    formatter.set_scientific(False)
+    getattr(axis, f"{which}axis").set_major_formatter(formatter)
+    getattr(axis, f"{which}axis").set_minor_formatter(NullFormatter())
 
 
 def plot_latency_vs_throughput(results: dict, path: Path) -> Path:
@@ -43,7 +58,7 @@ def plot_latency_vs_throughput(results: dict, path: Path) -> Path:
             for r in rows:
                 axis.annotate(str(r["concurrency"]), (r["throughput"], r[key]), fontsize=7,
                               textcoords="offset points", xytext=(3, 3))
-        axis.set_yscale("log")
+        _log_axis(axis)
         axis.set_xlabel("throughput (images/s)")
         axis.set_title(f"{key.split('_')[0]} latency vs throughput (labels: concurrency)")
         axis.grid(True, which="both", alpha=0.3)
@@ -66,7 +81,8 @@ def plot_latency_vs_concurrency(results: dict, path: Path) -> Path:
             if rows:
                 axis.plot([r["concurrency"] for r in rows], [r[key] for r in rows], label=system, **_style(system))
         axis.set_xscale("log", base=2)
-        axis.set_yscale("log")
+        axis.xaxis.set_major_formatter("{x:g}")
+        _log_axis(axis)
         axis.set_xlabel("client concurrency (requests in flight)")
         axis.set_title(key.split("_")[0])
         axis.grid(True, which="both", alpha=0.3)
@@ -89,6 +105,7 @@ def plot_engine(results: dict, path: Path) -> Path:
                       key=lambda r: r["batch"])
         axis.plot([r["batch"] for r in rows], [r["images_per_s"] for r in rows], marker="o", label=f"{engine} {precision}")
     axis.set_xscale("log", base=2)
+    axis.xaxis.set_major_formatter("{x:g}")
     axis.set_xlabel("batch size")
     axis.set_ylabel("images/s")
     axis.set_title("engine limit (in-process)")

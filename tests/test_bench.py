@@ -1,0 +1,91 @@
+"""The benchmark harness: the naive server answers like PyTorch in-process, and ``bench --quick`` runs end to end.
+
+Speed targets are NOT asserted here (they live in the benchmark's printed ratios); these tests check
+that every stage ran, produced sane non-zero figures and wrote its files, and that nothing is left running.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deepfake_edge.benchmarks.loadgen import run_closed_loop
+from deepfake_edge.benchmarks.naive_server import NaiveServer, predict_sender, request
+from deepfake_edge.benchmarks.workload import build_workload
+from deepfake_edge.checkpoint import load_checkpoint, save_checkpoint
+from deepfake_edge.model_card import ModelCard
+from deepfake_edge.models import build_model
+from deepfake_edge.preprocessing import Preprocessor, normalize
+from deepfake_edge.server.triton import free_port
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    card = ModelCard(arch="small_cnn", input_size=96, resize_size=110)
+    return save_checkpoint(tmp_path_factory.mktemp("bench") / "small_cnn.safetensors", build_model("small_cnn"), card)
+
+
+@pytest.fixture(scope="module")
+def naive_server(small_checkpoint):
+    with NaiveServer(small_checkpoint, free_port()) as server:
+        yield server
+    assert server.process is None
+
+
+def _in_process_probability(checkpoint, data: bytes) -> float:
+    model, card = load_checkpoint(checkpoint)
+    tensor = torch.from_numpy(Preprocessor.from_card(card)(data)[None])
+    with torch.inference_mode():
+        return float(torch.sigmoid(model(normalize(tensor, card.mean, card.std)))[0, 0])
+
+
+def test_naive_server_answers_like_pytorch_in_process(naive_server, small_checkpoint):
+    workload = build_workload(ModelCard(arch="small_cnn", input_size=96, resize_size=110))
+    send = predict_sender(naive_server.port, workload.encoded)
+    for number in (0, 5, 17):
+        answer = send(number)
+        expected = _in_process_probability(small_checkpoint, workload.encoded[number])
+        assert answer["fake_probability"] == pytest.approx(expected, abs=1e-5)
+        assert answer["label"] in ("Real", "Fake") and 0.5 <= answer["confidence"] <= 1.0
+
+
+def test_naive_server_rejects_a_bad_image_and_keeps_serving(naive_server):
+    status, answer = request(naive_server.port, "POST", "/predict", b"not an image at all")
+    assert status == 400 and "not an image" in answer["error"]
+    buffer = io.BytesIO()
+    Image.new("RGB", (200, 150), (10, 200, 30)).save(buffer, format="PNG")
+    status, answer = request(naive_server.port, "POST", "/predict", buffer.getvalue())
+    assert status == 200 and 0.0 <= answer["fake_probability"] <= 1.0
+
+
+def test_closed_loop_is_bounded_in_requests_and_counts_errors(naive_server):
+    workload = build_workload(ModelCard(arch="small_cnn", input_size=96, resize_size=110))
+    result = run_closed_loop("naive", lambda: predict_sender(naive_server.port, workload.encoded), concurrency=3,
+                             max_requests=12, max_seconds=60)
+    assert result.requests == 12 and result.errors == 0
+    assert 0 < result.p50_ms <= result.p95_ms <= result.p99_ms and result.throughput > 0
+
+    def failing_sender():
+        def send(number):
+            if number >= 0 and number % 2:
+                raise RuntimeError("boom")
+            return number
+        return send
+
+    result = run_closed_loop("failing", failing_sender, concurrency=2, max_requests=10, max_seconds=10)
+    assert (result.requests, result.errors, result.first_error) == (5, 5, "RuntimeError: boom")
+
+
+def test_workload_bytes_preprocess_to_its_tensors():
+    card = ModelCard(arch="small_cnn", input_size=96, resize_size=110)
+    workload = build_workload(card)
+    assert len(workload) == 32 and workload.tensors.shape == (32, 3, 96, 96) and workload.tensors.dtype == np.uint8
+    assert np.array_equal(Preprocessor.from_card(card)(workload.encoded[7]), workload.tensors[7])
+    assert len({t.tobytes() for t in workload.tensors}) == 32  # distinct images
