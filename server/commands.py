@@ -70,6 +70,8 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
     parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for ready (default 120)")
     parser.add_argument("--log-file", type=Path, help="keep Triton's log here (default: a temporary file)")
+    parser.add_argument("--triton-arg", action="append", default=[], metavar="FLAG",
+                        help="extra tritonserver flag, repeatable (e.g. --triton-arg=--log-verbose=1)")
 
 
 def _concurrency_range(text: str) -> tuple[int, int, int]:
@@ -115,7 +117,8 @@ def run_serve(args: argparse.Namespace) -> int:
                 check_port_free(args.host, args.web_port, "web")
             server = stack.enter_context(TritonServer(
                 args.model_repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                metrics_port=args.metrics_port, startup_timeout_s=args.startup_timeout, log_file=args.log_file))
+                metrics_port=args.metrics_port, startup_timeout_s=args.startup_timeout, log_file=args.log_file,
+                extra_args=args.triton_arg))
             print(f"Triton Inference Server ready (pid {server.pid}, repository {server.model_repository})")
             print(f"  models:  {', '.join(sorted({m['name'] for m in server.repository_index()}))}")
             print(f"  HTTP:    http://{server.http_url}   (health: /v2/health/ready)")

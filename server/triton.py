@@ -33,7 +33,7 @@ import urllib.request
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 SHM_DIR = Path("/dev/shm")
 # The Python backend names its regions "<prefix><uuid>"; keeping Triton's default stem makes them recognisable.
@@ -85,9 +85,9 @@ class TritonInstallation:
                 raise TritonNotFoundError(f"{path} is missing: the nvidia-pytriton wheel lacks it for Python {version}")
         return install
 
-    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """Environment for the server: library path for the stub, this interpreter's ``bin`` first on PATH."""
-        env = dict(os.environ if base is None else base)
+    def environment(self) -> dict[str, str]:
+        """This process's environment plus the stub's library path and this interpreter's ``bin`` first on PATH."""
+        env = dict(os.environ)
         python_libdir = sysconfig.get_config_var("LIBDIR") or ""
         libraries = [p for p in (python_libdir, str(self.libs), env.get("LD_LIBRARY_PATH", "")) if p]
         env["LD_LIBRARY_PATH"] = os.pathsep.join(libraries)
@@ -153,7 +153,8 @@ class TritonServer:
     ``start()`` checks the ports, launches the binary and returns once the server and every model in the
     repository are ready (``TritonStartupError`` with the server's log tail otherwise). ``stop()`` sends
     SIGTERM, escalates to SIGKILL of the whole process group, and removes the server's shared memory.
-    Use it as a context manager so that this happens even when the body raises.
+    Use it as a context manager so that this happens even when the body raises. ``extra_args`` are
+    appended to the tritonserver command line (later flags win, e.g. ``--log-verbose=1``).
     """
 
     def __init__(
@@ -167,9 +168,7 @@ class TritonServer:
         startup_timeout_s: float = 120.0,
         stop_timeout_s: float = 15.0,
         log_file: str | os.PathLike[str] | None = None,
-        log_verbose: int = 0,
         extra_args: Sequence[str] = (),
-        env: Mapping[str, str] | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.host = host
@@ -177,9 +176,7 @@ class TritonServer:
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._requested_log_file = Path(log_file) if log_file is not None else None
-        self._log_verbose = log_verbose
         self._extra_args = tuple(extra_args)
-        self._base_env = env
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._shm_prefix = ""
@@ -239,7 +236,7 @@ class TritonServer:
         self.log_file = self._requested_log_file or workdir / "tritonserver.log"
         self._shm_prefix = f"{SHM_STEM}dfe{os.getpid()}_{secrets.token_hex(4)}_"
         command = self._command(install, install.make_backend_directory(workdir))
-        env = install.environment(self._base_env)
+        env = install.environment()
         with open(self.log_file, "wb") as log:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -266,7 +263,6 @@ class TritonServer:
             "--strict-readiness=true", "--exit-on-error=true",
             # Unloading a Python model takes ~1.5 s; anything beyond a few seconds is a hung request.
             "--exit-timeout-secs=5",
-            f"--log-verbose={self._log_verbose}",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             # A 224 px batch of 32 UINT8 images is 4.8 MB: start big enough that the region rarely grows.
             "--backend-config=python,shm-default-byte-size=16777216",
