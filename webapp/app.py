@@ -210,9 +210,10 @@ def _too_large_message(max_upload_bytes: int) -> str:
 
 
 def _format_bytes(size: int) -> str:
-    if size >= 1024 * 1024:
-        return f"{size / (1024 * 1024):g} MB"
-    return f"{size / 1024:g} KB" if size >= 1024 else f"{size} bytes"
+    for unit, scale in (("MB", 1024 * 1024), ("KB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f}".rstrip("0").rstrip(".") + f" {unit}"
+    return f"{size} bytes"
 
 
 def make_web_server(app: Flask, host: str = "127.0.0.1", port: int = 8080) -> BaseWSGIServer:

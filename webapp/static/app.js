@@ -37,9 +37,10 @@
     setSides(verdict);
   }
 
-  function showError(message) {
+  function showError(message, title) {
     setState("error");
     $("result").hidden = true;
+    $("error-title").textContent = title || "We couldn't check that image.";
     $("error-message").textContent = message;
     $("error").hidden = false;
   }
@@ -84,10 +85,12 @@
       })
       .then(function (answer) {
         if (answer.ok) { showResult(answer.payload); return; }
-        showError(answer.payload.error || describeStatus(answer.status));
+        var title = answer.status >= 500 ? "The detector is not available right now." : null;
+        showError(answer.payload.error || describeStatus(answer.status), title);
       })
       .catch(function () {
-        showError("The web server could not be reached. Check that 'deepfake-edge serve' is still running.");
+        showError("The web server could not be reached. Check that 'deepfake-edge serve' is still running.",
+          "Connection problem.");
       })
       .finally(function () {
         busy = false;

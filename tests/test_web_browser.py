@@ -1,0 +1,273 @@
+"""The web page in a real browser: Debian's Chromium, headless, driven by Playwright, against real Triton.
+
+Each state the page can be in is saved as a screenshot under ``test-artifacts/web/``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+from web_support import VERDICT_PATTERN, running_web_server, synthetic_test_images
+
+from deepfake_edge.server.triton import free_port
+from deepfake_edge.webapp.app import create_app
+
+pytestmark = [pytest.mark.browser, pytest.mark.server]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "web"
+# Nothing may reach out: no sync, no updater, no first-run pages; --no-sandbox for root in containers.
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--no-default-browser-check",
+]
+# Until the trained demo checkpoint is committed the served model is random: check structure, not labels.
+DEMO_CHECKPOINT = Path(__file__).resolve().parents[1] / "models" / "demo" / "efficientnet_b0.safetensors"
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's Chromium is not installed at /usr/bin/chromium (run 'make system-deps')")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture(scope="module")
+def web_url(triton_server):
+    with running_web_server(create_app(triton_server.grpc_url, protocol="grpc")) as base_url:
+        yield base_url
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> dict[str, Path]:
+    return synthetic_test_images(tmp_path_factory.mktemp("synth"))
+
+
+def _new_page(browser, base_url: str, viewport: dict = DESKTOP):
+    context = browser.new_context(viewport=viewport, reduced_motion="no-preference")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(base_url)
+    return context, page
+
+
+@pytest.fixture
+def page(browser, web_url):
+    context, page = _new_page(browser, web_url)
+    yield page
+    context.close()
+
+
+def _screenshot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _wait_for_state(page, state: str) -> None:
+    page.wait_for_selector(f"body[data-state='{state}']")
+
+
+def _drop_file(page, path: Path) -> None:
+    """Drag-and-drop as a user would: a File in a DataTransfer dropped on the upload area."""
+    payload = base64.b64encode(path.read_bytes()).decode("ascii")
+    page.evaluate(
+        """([name, payload]) => {
+            const bytes = Uint8Array.from(atob(payload), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, { type: "image/jpeg" }));
+            const zone = document.getElementById("dropzone");
+            for (const type of ["dragenter", "dragover", "drop"]) {
+                zone.dispatchEvent(new DragEvent(type, { dataTransfer: transfer, bubbles: true, cancelable: true }));
+            }
+        }""",
+        [path.name, payload],
+    )
+
+
+def _highlighted_sides(page) -> dict[str, bool]:
+    return page.evaluate(
+        """() => ({
+            left: document.getElementById("side-left").classList.contains("is-active"),
+            right: document.getElementById("side-right").classList.contains("is-active"),
+        })"""
+    )
+
+
+def _assert_verdict(page, expected_label: str) -> None:
+    verdict = page.inner_text("#verdict").strip()
+    assert re.match(VERDICT_PATTERN, verdict), verdict
+    shown = verdict.split(" ")[0]
+    if DEMO_CHECKPOINT.exists():
+        assert shown == expected_label, f"expected {expected_label}, the page says {verdict!r}"
+    assert page.get_attribute("body", "data-verdict") == shown.lower()
+    fake = shown == "Fake"
+    assert _highlighted_sides(page) == {"left": fake, "right": not fake}
+    # The side that lights up is really painted (its opacity animates up from 0).
+    side = "#side-left" if fake else "#side-right"
+    page.wait_for_function(f"() => parseFloat(getComputedStyle(document.querySelector('{side}')).opacity) > 0.3")
+
+
+def _assert_heatmap_shown(page) -> None:
+    for selector in ("#viewer-image", "#viewer-overlay"):
+        page.wait_for_function(
+            f"() => document.querySelector('{selector}').complete && document.querySelector('{selector}').naturalWidth > 0"
+        )
+    assert page.is_visible("#viewer-overlay")
+    assert page.get_attribute("#viewer-overlay", "src").startswith("data:image/png;base64,")
+
+
+@pytest.mark.parametrize("label", ["Real", "Fake"])
+def test_synthetic_image_gets_the_right_verdict_and_heatmap(page, samples, label):
+    path = samples[label]
+    if label == "Real":
+        page.set_input_files("#file-input", str(path))
+    else:
+        _drop_file(page, path)
+    _wait_for_state(page, "result")
+    _assert_verdict(page, label)
+    _assert_heatmap_shown(page)
+    page.click("#details summary")  # the details panel opens from its summary
+    rows = page.locator("#scores-body tr")
+    assert rows.count() == 2
+    assert rows.nth(0).inner_text().startswith("EfficientNet-B0")
+    assert rows.nth(1).inner_text().startswith("CNN baseline")
+    assert re.search(r"(Real|Fake) – \d{1,3}\.\d%", rows.nth(1).inner_text())
+    assert '"deepfake_cnn"' in page.inner_text("#raw-scores")
+    page.wait_for_timeout(1900)  # let the flash settle so the screenshot shows the resting state
+    _screenshot(page, f"verdict-{label.lower()}")
+
+
+def test_heatmap_toggle_and_opacity_slider(page, samples):
+    page.set_input_files("#file-input", str(samples["Fake"]))
+    _wait_for_state(page, "result")
+    overlay_opacity = "() => getComputedStyle(document.getElementById('viewer-overlay')).opacity"
+    assert page.evaluate(overlay_opacity) == "0.55"
+    page.focus("#heatmap-opacity")  # the slider answers the keyboard
+    page.keyboard.press("End")
+    assert page.input_value("#heatmap-opacity") == "100"
+    assert page.inner_text("#heatmap-opacity-value") == "100%"
+    page.wait_for_function(f"() => ({overlay_opacity})() === '1'")
+    page.focus("#heatmap-toggle")
+    page.keyboard.press("Space")
+    assert not page.is_checked("#heatmap-toggle")
+    page.wait_for_function(f"() => ({overlay_opacity})() === '0'")
+    assert page.is_disabled("#heatmap-opacity")
+    _screenshot(page, "heatmap-off")
+    page.click("#heatmap-toggle + .switch__track")
+    page.wait_for_function(f"() => ({overlay_opacity})() === '1'")
+
+
+def test_dark_mode_toggles_and_persists_across_reload(page):
+    theme = "() => document.documentElement.dataset.theme"
+    is_dark = """() => {
+        const [r, g, b] = getComputedStyle(document.body).backgroundColor.match(/\\d+/g).map(Number);
+        return r + g + b < 120;
+    }"""
+    assert page.evaluate(theme) == "light"  # Playwright's default colour scheme is light
+    assert not page.evaluate(is_dark)
+    page.click("#theme-toggle")
+    assert page.evaluate(theme) == "dark"
+    assert page.get_attribute("#theme-toggle", "aria-pressed") == "true"
+    page.wait_for_function(is_dark)
+    page.reload()
+    assert page.evaluate(theme) == "dark"
+    assert page.evaluate(is_dark), "a remembered dark theme must apply before the page paints"
+    assert page.evaluate("() => localStorage.getItem('deepfake-edge:theme')") == "dark"
+    _screenshot(page, "dark-idle")
+    page.click("#theme-toggle")
+    page.reload()
+    assert page.evaluate(theme) == "light"
+
+
+def test_invalid_upload_shows_the_error(page):
+    page.set_input_files(
+        "#file-input", files=[{"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": b"just some text\n"}]
+    )
+    _wait_for_state(page, "error")
+    assert page.is_visible("#error")
+    message = page.inner_text("#error-message")
+    assert "notes.jpg" in message and "not an image" in message
+    assert _highlighted_sides(page) == {"left": False, "right": False}
+    assert page.is_hidden("#result")
+    _screenshot(page, "error-not-an-image")
+
+
+def test_oversized_upload_is_refused_before_sending(browser):
+    limit = 512 * 1024  # a small limit keeps the test fast; the default (10 MB) is tested in the API tests
+    with running_web_server(create_app(f"127.0.0.1:{free_port()}", max_upload_bytes=limit)) as base_url:
+        context, page = _new_page(browser, base_url)
+        try:
+            page.set_input_files(
+                "#file-input", files=[{"name": "huge.png", "mimeType": "image/png", "buffer": b"\0" * (limit + 1)}]
+            )
+            _wait_for_state(page, "error")
+            message = page.inner_text("#error-message")
+            assert "too large" in message and "512 KB" in message
+        finally:
+            context.close()
+
+
+def test_triton_down_is_explained_on_the_page(browser, samples):
+    triton_url = f"127.0.0.1:{free_port()}"  # nothing listens there
+    with running_web_server(create_app(triton_url, timeout_s=5.0)) as base_url:
+        context, page = _new_page(browser, base_url)
+        try:
+            page.set_input_files("#file-input", str(samples["Real"]))
+            _wait_for_state(page, "error")
+            message = page.inner_text("#error-message")
+            assert "cannot be reached" in message and triton_url in message
+            assert page.inner_text("#error-title") == "The detector is not available right now."
+            _screenshot(page, "error-triton-down")
+        finally:
+            context.close()
+
+
+def test_keyboard_only_upload_on_a_phone_sized_screen(browser, web_url, samples):
+    context, page = _new_page(browser, web_url, viewport=PHONE)
+    try:
+        for _ in range(6):  # skip link, theme toggle, then the upload button
+            page.keyboard.press("Tab")
+            if page.evaluate("() => document.activeElement.id") == "upload-button":
+                break
+        assert page.evaluate("() => document.activeElement.id") == "upload-button"
+        outline = page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle")
+        assert outline != "none", "the focused button must show a focus ring"
+        with page.expect_file_chooser() as chooser:
+            page.keyboard.press("Enter")
+        chooser.value.set_files(str(samples["Real"]))
+        _wait_for_state(page, "result")
+        _assert_verdict(page, "Real")
+        # Nothing sticks out sideways, and the button keeps its own width on a narrow screen.
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+        button = page.locator("#upload-button").bounding_box()
+        assert button["width"] < 0.7 * PHONE["width"]
+        assert page.get_attribute("#verdict", "aria-live") == "polite"
+        page.wait_for_timeout(600)
+        _screenshot(page, "phone-verdict")
+    finally:
+        context.close()
+
+
+def test_choose_image_button_does_not_stretch(page):
+    button = page.locator("#upload-button").bounding_box()
+    assert button["width"] < 300
+    _screenshot(page, "idle")
