@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from deepfake_edge.training import blending, synth
@@ -130,12 +132,14 @@ def test_pos_weight_and_sample_weights_balance_the_classes() -> None:
         pos_weight(samples[:6])
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_fake_differs_from_real_only_inside_the_mask(seed: int) -> None:
-    photo = np.asarray(_photo(seed, size=120))
-    pair = blending.blend_pair(photo, np.random.default_rng(seed), work_size=96)
-    assert pair.real.shape == pair.fake.shape == (96, 96, 3) and pair.mask.shape == (96, 96)
-    assert 0.0 <= pair.mask.min() and pair.mask.max() <= 1.0
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 2**32 - 1), photo_side=st.integers(25, 160), work_size=st.integers(16, 128))
+def test_fake_differs_from_real_only_inside_the_mask(seed: int, photo_side: int, work_size: int) -> None:
+    photo = np.asarray(_photo(seed % 1000, size=photo_side))
+    pair = blending.blend_pair(photo, np.random.default_rng(seed), work_size=work_size)
+    assert pair.real.shape == pair.fake.shape == (work_size, work_size, 3)
+    assert pair.mask.shape == (work_size, work_size)
+    assert 0.0 <= pair.mask.min() and 0.0 < pair.mask.max() <= 1.0
     border = np.concatenate([pair.mask[0], pair.mask[-1], pair.mask[:, 0], pair.mask[:, -1]])
     assert not border.any(), "the mask must lie inside the image, away from its border"
     changed = np.any(pair.real != pair.fake, axis=-1)

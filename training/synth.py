@@ -101,7 +101,8 @@ def folder_photos(folder: Path) -> list[Photo]:
     if not Path(folder).is_dir():
         raise ValueError(f"source folder not found: {folder}")
     photos = []
-    for path in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    for path in tqdm(paths, desc=f"check {folder}", unit="img", leave=False, disable=len(paths) < 2000):
         try:
             verify_image(path)
         except BadImageError as error:
@@ -169,6 +170,9 @@ def synthesize(
         raise ValueError(f"count must be at least 6 (a real/fake pair per split), got {count}")
     if not 16 <= image_size <= 1024:
         raise ValueError(f"image_size must be between 16 and 1024 px, got {image_size}")
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"val_fraction and test_fraction must be in (0, 1) and sum below 1, "
+                         f"got {val_fraction} and {test_fraction}")
     low_q, high_q = jpeg_quality
     if not 1 <= low_q <= high_q <= 100:
         raise ValueError(f"jpeg_quality must be 1 <= low <= high <= 100, got {jpeg_quality}")
