@@ -65,12 +65,11 @@ def served_stage(settings: BenchSettings, grpc_url: str, http_url: str, models: 
                     return sender
 
                 before = BatchingStats.read(http_url, name)
-                try:
-                    result = run_closed_loop(system, make_sender, concurrency, settings.max_requests,
-                                             settings.max_seconds)
-                finally:
-                    for sender in senders:
-                        sender.close()
+                result = run_closed_loop(system, make_sender, concurrency, settings.max_requests, settings.max_seconds)
+                # Not in a finally: after Ctrl-C, closing would wait for requests in flight; the client
+                # threads are daemons and fail fast once the server is stopped.
+                for sender in senders:
+                    sender.close()
                 batching = BatchingStats.read(http_url, name).since(before)
                 rows.append(result.to_dict() | {"model": name, "protocol": protocol,
                                                 "precision": precision_of(name)} | batching)
