@@ -19,6 +19,15 @@ dataset layouts (folder names in any letter case):
 """
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show defaults, except the uninformative ``None`` and ``False`` of optional inputs and flags."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this area's verbs to the ``deepfake-edge`` parser."""
     _register_data(subparsers)
@@ -46,7 +55,7 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
             "The same arguments write identical files. These are NOT real deepfakes: use them for "
             "pipeline checks and pre-training, and real data for real use."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     from deepfake_edge.training import synth as synth_module
 
@@ -70,7 +79,7 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
         "info",
         help="show a dataset's layout, class counts and unreadable files",
         description="Read a dataset folder exactly as 'deepfake-edge train' will, and report what it finds.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     info.add_argument("root", type=Path, metavar="ROOT", help="dataset folder (kaggle or flat layout)")
     info.add_argument("--val-fraction", type=float, default=0.15, help="validation share when splitting")
