@@ -1,0 +1,101 @@
+"""The ``deepfake-edge export`` verb."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEMO_CHECKPOINTS = (Path("models/demo/efficientnet_b0.safetensors"), Path("models/demo/small_cnn.safetensors"))
+DEFAULT_MODELS = ("deepfake_b0", "deepfake_b0_int8", "deepfake_cnn")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export checkpoints to ONNX (FP32/INT8/FP16) and write the Triton model repositories",
+        description="Export detector checkpoints to ONNX with UINT8 input, in-graph normalisation and CAM heatmap; "
+        "check parity against PyTorch; optionally quantize (static INT8, CPU) and convert (FP16, GPU); write "
+        "OUT/embedded (Python backend) and OUT/ngc (onnxruntime_onnx + TensorRT) Triton repositories. "
+        "Without checkpoints, the committed demo checkpoints are exported with INT8 and FP16.",
+    )
+    parser.add_argument("checkpoints", nargs="*", type=Path, metavar="CHECKPOINT", help="safetensors checkpoint(s)")
+    parser.add_argument("--out", type=Path, default=Path("model_repository"), help="repository root (default: %(default)s)")
+    parser.add_argument("--name", action="append", help="Triton model name per checkpoint (default from the arch: "
+                        "efficientnet_b0 -> deepfake_b0, small_cnn -> deepfake_cnn)")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: %(default)s)")
+    parser.add_argument("--int8", action="store_true", help="also write a static INT8 model NAME_int8 (CPU)")
+    parser.add_argument("--fp16", action="store_true", help="also write an FP16 model NAME_fp16 (GPU, ngc/ only)")
+    parser.add_argument("--data", type=Path, help="dataset root (test split: parity and accuracy) or image folder "
+                        "(default: data/synth, generated if missing)")
+    parser.add_argument("--calibration-data", type=Path, help="dataset root (train split) or image folder for INT8 "
+                        "calibration (default: --data)")
+    parser.add_argument("--calibration-images", type=int, default=300, help="images for calibration (default: %(default)s)")
+    parser.add_argument("--eval-images", type=int, default=400, help="images for parity/accuracy (default: %(default)s)")
+    parser.add_argument("--calibration", choices=("MinMax", "Entropy", "Percentile"), default=None,
+                        help="activation range method (default: the shipped recipe's)")
+    parser.add_argument("--quant-format", choices=("QDQ", "QOperator"), default=None, help="INT8 graph format")
+    parser.add_argument("--no-int8-check", action="store_true",
+                        help="write the INT8 model even if it misses the accuracy bound (untrained models)")
+    parser.add_argument("--no-speed", action="store_true", help="skip the CPU speed measurement")
+    parser.add_argument("--if-missing", action="store_true",
+                        help="only build the default repository from the demo checkpoints if OUT/embedded is incomplete")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepfake_edge.export import repository
+
+    if args.if_missing:
+        if args.checkpoints:
+            print("error: --if-missing builds from the demo checkpoints; give no CHECKPOINT", file=sys.stderr)
+            return 2
+        if repository.is_complete(args.out / repository.EMBEDDED, DEFAULT_MODELS):
+            print(f"{args.out / repository.EMBEDDED} is complete; nothing to do")
+            return 0
+    checkpoints = list(args.checkpoints)
+    int8, fp16, speed = args.int8, args.fp16, not args.no_speed
+    if not checkpoints:
+        missing = [str(path) for path in DEMO_CHECKPOINTS if not path.is_file()]
+        if missing:
+            print(f"error: demo checkpoint(s) not found: {', '.join(missing)} (train them with `make demo-model`, "
+                  "or pass CHECKPOINT paths)", file=sys.stderr)
+            return 2
+        checkpoints = list(DEMO_CHECKPOINTS)
+        int8, fp16 = True, True
+        speed = speed and not args.if_missing  # `make serve` should start quickly
+    for path in checkpoints:
+        if not path.is_file():
+            print(f"error: checkpoint not found: {path}", file=sys.stderr)
+            return 2
+    if args.name and len(args.name) != len(checkpoints):
+        print(f"error: {len(args.name)} --name for {len(checkpoints)} checkpoints", file=sys.stderr)
+        return 2
+    return _export(args, checkpoints, int8, fp16, speed)
+
+
+def _export(args: argparse.Namespace, checkpoints: list[Path], int8: bool, fp16: bool, speed: bool) -> int:
+    import dataclasses
+
+    from deepfake_edge.export.pipeline import SUMMARY_FILE, ExportCheckError, ExportOptions, run_export
+    from deepfake_edge.export.quantize import QuantizationRecipe
+
+    recipe = QuantizationRecipe()
+    if args.calibration:
+        recipe = dataclasses.replace(recipe, calibrate_method=args.calibration)
+    if args.quant_format:
+        recipe = dataclasses.replace(recipe, quant_format=args.quant_format)
+    options = ExportOptions(
+        out=args.out, opset=args.opset, int8=int8, fp16=fp16, data=args.data, calibration_data=args.calibration_data,
+        calibration_images=args.calibration_images, eval_images=args.eval_images,
+        check_int8=not args.no_int8_check, speed=speed, recipe=recipe,
+    )
+    try:
+        summary = run_export(checkpoints, options, names=args.name)
+    except (ExportCheckError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2))
+    print(f"summary written to {args.out / SUMMARY_FILE}", file=sys.stderr)
+    return 0

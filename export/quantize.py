@@ -1,0 +1,125 @@
+"""INT8 (CPU, onnxruntime static quantization) and FP16 (GPU) variants of an exported FP32 graph.
+
+INT8 is *static* post-training quantization: activation ranges are calibrated once on real images
+(dynamic quantization recomputes them per batch and ran ~15x slower here, FACTS.md). Activations are
+UINT8 and weights INT8 per channel: onnxruntime's x86 kernels have VNNI paths for U8S8, while S8S8
+ran ~3x slower than FP32 on this CPU. The in-graph preprocessing (Cast/Div/Sub) and the CAM head stay
+FP32: they are cheap, and quantizing the heatmap's normalisation would only add error.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+# Images per calibration batch: onnxruntime keeps every activation of a batch in memory (~60 MB per
+# 224 px image for B0), and histogram calibrators fold each batch in before the next (strided collection).
+CALIBRATION_BATCH = 8
+
+
+@dataclass(frozen=True)
+class QuantizationRecipe:
+    """The knobs that trade INT8 speed against accuracy; the defaults are what the export ships."""
+
+    quant_format: str = "QDQ"  # "QDQ" or "QOperator"
+    per_channel: bool = True
+    calibrate_method: str = "Percentile"  # onnxruntime CalibrationMethod name
+    percentile: float = 99.999
+    op_types: tuple[str, ...] = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool")
+    exclude_name_patterns: tuple[str, ...] = field(default_factory=tuple)
+
+    def describe(self) -> dict:
+        return {
+            "format": self.quant_format,
+            "per_channel": self.per_channel,
+            "activations": "uint8",
+            "weights": "int8",
+            "calibration": self.calibrate_method
+            + (f" {self.percentile}" if self.calibrate_method == "Percentile" else ""),
+            "op_types": list(self.op_types),
+            "excluded_patterns": list(self.exclude_name_patterns),
+        }
+
+
+class _BatchReader:
+    """onnxruntime CalibrationDataReader over an in-memory UINT8 array, with the strided-collection API."""
+
+    def __init__(self, images: np.ndarray, input_name: str) -> None:
+        self._batches = [{input_name: images[i : i + CALIBRATION_BATCH]} for i in range(0, len(images), CALIBRATION_BATCH)]
+        self._pending = iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._pending = iter(self._batches[start_index:end_index])
+
+    def get_next(self) -> dict | None:
+        return next(self._pending, None)
+
+
+def _head_and_preprocessing_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes outside the backbone: everything before the first Conv and after the last Conv."""
+    names = [node.name for node in model.graph.node]
+    conv_positions = [i for i, node in enumerate(model.graph.node) if node.op_type == "Conv"]
+    if not conv_positions:
+        return []
+    return names[: conv_positions[0]] + names[conv_positions[-1] + 1 :]
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calibration_images: np.ndarray,
+                  recipe: QuantizationRecipe = QuantizationRecipe()) -> Path:
+    """Statically quantize ``fp32_path`` into ``out_path``, calibrated on UINT8 (N, 3, H, W) images."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = Path(scratch) / "prepared.onnx"
+        # Symbolic shape inference + onnxruntime's basic graph fusions, as the quantizer expects.
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        model = onnx.load(str(prepared))
+        input_name = model.graph.input[0].name
+        excluded = _head_and_preprocessing_nodes(model)
+        excluded += [n.name for n in model.graph.node if any(p in n.name for p in recipe.exclude_name_patterns)]
+        quantize_static(
+            str(prepared),
+            str(out_path),
+            _BatchReader(calibration_images, input_name),
+            quant_format=QuantFormat[recipe.quant_format],
+            op_types_to_quantize=list(recipe.op_types),
+            per_channel=recipe.per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=sorted(set(excluded)),
+            calibrate_method=CalibrationMethod[recipe.calibrate_method],
+            extra_options={
+                "CalibPercentile": recipe.percentile,
+                "CalibTensorRangeSymmetric": False,
+                "CalibStridedMinMax": 1,  # fold in one batch at a time: bounded memory for any image count
+            },
+        )
+    _copy_metadata(fp32_path, out_path)
+    return out_path
+
+
+def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
+    """FP16 weights and compute for GPU; the UINT8 input and FP32 outputs are kept as the contract says."""
+    from onnxconverter_common import float16
+
+    model = onnx.load(str(fp32_path))
+    converted = float16.convert_float_to_float16(model, keep_io_types=True)
+    onnx.checker.check_model(converted)
+    onnx.save(converted, str(out_path))
+    return out_path
+
+
+def _copy_metadata(source: Path, target: Path) -> None:
+    metadata = onnx.load(str(source), load_external_data=False).metadata_props
+    model = onnx.load(str(target))
+    del model.metadata_props[:]
+    model.metadata_props.extend(metadata)
+    onnx.save(model, str(target))

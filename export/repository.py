@@ -1,0 +1,192 @@
+"""Write exported ONNX files into Triton model repositories: ``embedded/`` and ``ngc/``.
+
+``embedded/`` targets the tritonserver inside the nvidia-pytriton wheel, which has only the Python
+backend: each model is ``backend: "python"`` with :mod:`deepfake_edge.export.triton_model` as its
+``model.py`` running onnxruntime. ``ngc/`` targets the NGC Triton container on GPU: ``platform:
+"onnxruntime_onnx"`` with the TensorRT execution accelerator.
+
+Configs are built as ``ModelConfig`` protobuf messages (Triton's own schema, shipped in tritonclient)
+and written with ``text_format``, so a misspelt field fails here, not at server start. Every export
+adds a version folder ``N+1``; the version policy keeps the latest two loaded, so a re-export rolls
+forward while clients pinned to the previous version keep working.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+from deepfake_edge.export.graph import INPUT_NAME
+from deepfake_edge.model_card import ModelCard
+
+EMBEDDED = "embedded"
+NGC = "ngc"
+MAX_BATCH_SIZE = 32
+PREFERRED_BATCH_SIZES = (8, 16, 32)
+# Long enough to gather a burst of concurrent requests, short against a ~4 ms batch-1 inference.
+MAX_QUEUE_DELAY_US = 2000
+VERSIONS_KEPT = 2
+LABELS_FILE = "labels.txt"
+PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_model.py")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One Triton model to write: its name, ONNX file, card and heatmap size."""
+
+    name: str
+    onnx_path: Path
+    card: ModelCard
+    heatmap_size: tuple[int, int]
+    precision: str  # "fp32", "int8" or "fp16": selects the TensorRT precision in the ngc config
+
+
+def _io(card: ModelCard, heatmap_size: tuple[int, int]) -> dict:
+    side = card.input_size
+    return {
+        "input": [{"name": INPUT_NAME, "data_type": "TYPE_UINT8", "dims": [3, side, side]}],
+        "output": [
+            # label_filename: the single element of fake_probability scores labels.txt's only class, "Fake".
+            {"name": "fake_probability", "data_type": "TYPE_FP32", "dims": [1], "label_filename": LABELS_FILE},
+            {"name": "logit", "data_type": "TYPE_FP32", "dims": [1]},
+            {"name": "heatmap", "data_type": "TYPE_FP32", "dims": list(heatmap_size)},
+        ],
+    }
+
+
+def _warmup(card: ModelCard) -> list[dict]:
+    dims = [3, card.input_size, card.input_size]
+    return [
+        {"name": "zeros_batch_1", "batch_size": 1,
+         "inputs": {INPUT_NAME: {"data_type": "TYPE_UINT8", "dims": dims, "zero_data": True}}},
+        {"name": f"random_batch_{MAX_BATCH_SIZE}", "batch_size": MAX_BATCH_SIZE,
+         "inputs": {INPUT_NAME: {"data_type": "TYPE_UINT8", "dims": dims, "random_data": True}}},
+    ]
+
+
+def _common(spec: ModelSpec) -> dict:
+    return {
+        "name": spec.name,
+        "max_batch_size": MAX_BATCH_SIZE,
+        **_io(spec.card, spec.heatmap_size),
+        "version_policy": {"latest": {"num_versions": VERSIONS_KEPT}},
+        "dynamic_batching": {
+            "preferred_batch_size": list(PREFERRED_BATCH_SIZES),
+            "max_queue_delay_microseconds": MAX_QUEUE_DELAY_US,
+        },
+        "model_warmup": _warmup(spec.card),
+        "parameters": {"model_card": {"string_value": spec.card.to_json()}},
+    }
+
+
+def embedded_config(spec: ModelSpec, instances: int = 1, intra_op_threads: int = 0) -> model_config_pb2.ModelConfig:
+    """Python-backend config; ``intra_op_threads=0`` lets model.py use cores / instances."""
+    config = _common(spec)
+    config["backend"] = "python"
+    config["instance_group"] = [{"count": instances, "kind": "KIND_CPU"}]
+    config["parameters"].update(
+        {
+            "execution_provider": {"string_value": "auto"},
+            "intra_op_threads": {"string_value": str(intra_op_threads)},
+        }
+    )
+    return json_format.ParseDict(config, model_config_pb2.ModelConfig())
+
+
+def ngc_config(spec: ModelSpec, instances: int = 1) -> model_config_pb2.ModelConfig:
+    """onnxruntime_onnx config for the NGC container: TensorRT accelerator, GPU instances."""
+    config = _common(spec)
+    config["platform"] = "onnxruntime_onnx"
+    config["instance_group"] = [{"count": instances, "kind": "KIND_GPU"}]
+    side = spec.card.input_size
+
+    def shape(batch: int) -> str:
+        return f"{INPUT_NAME}:{batch}x3x{side}x{side}"
+
+    if spec.precision == "fp16":
+        # An FP16 graph needs no TensorRT precision flag; the CUDA provider runs it as is.
+        accelerator = {"name": "cuda", "parameters": {"cudnn_conv_use_max_workspace": "1"}}
+    else:
+        trt_parameters = {
+            # TensorRT builds FP16 kernels from the FP32 graph; a QDQ graph runs INT8 where it has Q/DQ pairs.
+            "precision_mode": "INT8" if spec.precision == "int8" else "FP16",
+            "max_workspace_size_bytes": str(1 << 30),
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": f"/tmp/trt_cache/{spec.name}",
+            # One optimisation profile covering every batch the dynamic batcher can form: no rebuilds.
+            "trt_profile_min_shapes": shape(1),
+            "trt_profile_opt_shapes": shape(PREFERRED_BATCH_SIZES[1]),
+            "trt_profile_max_shapes": shape(MAX_BATCH_SIZE),
+            "trt_cuda_graph_enable": "1",
+        }
+        accelerator = {"name": "tensorrt", "parameters": trt_parameters}
+    config["optimization"] = {"execution_accelerators": {"gpu_execution_accelerator": [accelerator]}}
+    return json_format.ParseDict(config, model_config_pb2.ModelConfig())
+
+
+def existing_versions(model_dir: Path) -> list[int]:
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(child.name) for child in model_dir.iterdir() if child.is_dir() and child.name.isdigit())
+
+
+def _check_compatible(model_dir: Path, new: model_config_pb2.ModelConfig) -> None:
+    """Refuse to add a version whose tensors differ from the versions already served under the same config."""
+    config_path = model_dir / "config.pbtxt"
+    if not existing_versions(model_dir) or not config_path.is_file():
+        return
+    old = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    if list(old.input) != list(new.input) or list(old.output) != list(new.output):
+        raise ValueError(
+            f"{model_dir}: the new export's inputs/outputs differ from the existing versions "
+            f"(e.g. another input size); export into a fresh --out directory instead"
+        )
+
+
+def write_model(root: Path, spec: ModelSpec, config: model_config_pb2.ModelConfig, python_backend: bool) -> Path:
+    """Add the next version of ``spec`` under ``root/<name>/`` and (re)write its config; returns the version dir."""
+    model_dir = root / spec.name
+    _check_compatible(model_dir, config)
+    version = max(existing_versions(model_dir), default=0) + 1
+    version_dir = model_dir / str(version)
+    version_dir.mkdir(parents=True)
+    shutil.copyfile(spec.onnx_path, version_dir / "model.onnx")
+    if python_backend:
+        shutil.copyfile(PYTHON_MODEL_SOURCE, version_dir / "model.py")
+    (model_dir / LABELS_FILE).write_text(spec.card.labels[1] + "\n")
+    # Written last, atomically: a concurrently (re)loading server never sees half a config.
+    staging = model_dir / "config.pbtxt.tmp"
+    staging.write_text(text_format.MessageToString(config))
+    staging.replace(model_dir / "config.pbtxt")
+    return version_dir
+
+
+def write_repositories(out: Path, specs: list[ModelSpec], ngc_specs: list[ModelSpec] | None = None) -> dict[str, list[str]]:
+    """Write ``specs`` into ``out/embedded`` and ``ngc_specs`` (default: ``specs``) into ``out/ngc``.
+
+    Returns the version directories written, per target.
+    """
+    written: dict[str, list[str]] = {EMBEDDED: [], NGC: []}
+    for spec in specs:
+        version_dir = write_model(out / EMBEDDED, spec, embedded_config(spec), python_backend=True)
+        written[EMBEDDED].append(str(version_dir))
+    for spec in ngc_specs if ngc_specs is not None else specs:
+        version_dir = write_model(out / NGC, spec, ngc_config(spec), python_backend=False)
+        written[NGC].append(str(version_dir))
+    return written
+
+
+def is_complete(root: Path, model_names: tuple[str, ...]) -> bool:
+    """True when every model has a config and a latest version holding model.onnx and model.py."""
+    for name in model_names:
+        versions = existing_versions(root / name)
+        if not versions or not (root / name / "config.pbtxt").is_file():
+            return False
+        latest = root / name / str(versions[-1])
+        if not (latest / "model.onnx").is_file() or not (latest / "model.py").is_file():
+            return False
+    return True
