@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from deepfake_edge.benchmarks.cputime import own_cpu_s
 from deepfake_edge.benchmarks.workload import Workload
 
 BatchRunner = Callable[[np.ndarray], object]
@@ -31,25 +32,31 @@ class EngineResult:
     ms_per_batch: float
     images_per_s: float
     threads: int
+    cpu_ms_per_image: float
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def time_batches(run: BatchRunner, workload: Workload, batch: int, max_seconds: float, max_iterations: int,
-                 warmup: int = 2) -> tuple[int, float, float]:
-    """Run ``run`` on successive batches; return (iterations, median ms/batch, images/s over the loop)."""
+                 warmup: int = 2) -> tuple[int, float, float, float]:
+    """Run ``run`` on successive batches.
+
+    Returns (iterations, median ms/batch, images/s over the loop, CPU ms of this process per image).
+    """
     for number in range(warmup):
         run(workload.batch(batch, offset=number * batch))
     inputs = [workload.batch(batch, offset=number * batch) for number in range(4)]  # prepared outside timing
     durations: list[float] = []
+    cpu_began = own_cpu_s()
     began = time.perf_counter()
     while len(durations) < max_iterations and time.perf_counter() - began < max_seconds:
         tick = time.perf_counter()
         run(inputs[len(durations) % len(inputs)])
         durations.append(time.perf_counter() - tick)
+    cpu_ms = (own_cpu_s() - cpu_began) / (len(durations) * batch) * 1e3
     total = sum(durations)
-    return len(durations), float(np.median(durations) * 1e3), len(durations) * batch / total
+    return len(durations), float(np.median(durations) * 1e3), len(durations) * batch / total, cpu_ms
 
 
 def session_for(onnx_path: str | Path, threads: int, providers: Sequence[str] = ("CPUExecutionProvider",)):
@@ -95,6 +102,7 @@ def bench_engine(engine: str, precision: str, run: BatchRunner, workload: Worklo
     """One :class:`EngineResult` per batch size."""
     results = []
     for batch in batches:
-        iterations, ms, images_per_s = time_batches(run, workload, batch, max_seconds, max_iterations)
-        results.append(EngineResult(engine, precision, batch, iterations, round(ms, 3), round(images_per_s, 2), threads))
+        iterations, ms, images_per_s, cpu_ms = time_batches(run, workload, batch, max_seconds, max_iterations)
+        results.append(EngineResult(engine, precision, batch, iterations, round(ms, 3), round(images_per_s, 2), threads,
+                                    round(cpu_ms, 3)))
     return results

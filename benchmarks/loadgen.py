@@ -56,8 +56,13 @@ def summarize(system: str, concurrency: int, latencies_s: list[float], errors: i
 
 
 def run_closed_loop(system: str, make_sender: SenderFactory, concurrency: int, max_requests: int,
-                    max_seconds: float, warmup_per_worker: int = 2, setup_timeout_s: float = 60.0) -> LoadResult:
-    """Drive ``concurrency`` workers against one system and summarise the measured window."""
+                    max_seconds: float, warmup_per_worker: int = 2, setup_timeout_s: float = 60.0,
+                    on_window_open: Callable[[], object] | None = None) -> LoadResult:
+    """Drive ``concurrency`` workers against one system and summarise the measured window.
+
+    ``on_window_open`` runs once when measurement starts (after every worker's warm-up), e.g. to
+    start a :class:`~deepfake_edge.benchmarks.cputime.CpuMeter`.
+    """
     counter = itertools.count()
     lock = threading.Lock()
     latencies: list[float] = []
@@ -65,6 +70,8 @@ def run_closed_loop(system: str, make_sender: SenderFactory, concurrency: int, m
     window: dict[str, float] = {}
 
     def open_window() -> None:  # run by the barrier before it releases anyone
+        if on_window_open is not None:
+            on_window_open()
         window["began"] = time.perf_counter()
         window["deadline"] = window["began"] + max_seconds
 

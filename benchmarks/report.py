@@ -44,16 +44,17 @@ def markdown(results: dict) -> str:
     engine = results.get("engine", [])
     if engine:
         lines += ["## Engine limit (in-process, no server)", ""]
-        rows = [[r["engine"], r["precision"], str(r["batch"]), _fmt(r["ms_per_batch"], 2), _fmt(r["images_per_s"])]
-                for r in engine]
-        lines += _table(["engine", "precision", "batch", "ms/batch (median)", "images/s"], rows) + [""]
+        rows = [[r["engine"], r["precision"], str(r["batch"]), _fmt(r["ms_per_batch"], 2), _fmt(r["images_per_s"]),
+                 _fmt(r.get("cpu_ms_per_image"), 2)] for r in engine]
+        lines += _table(["engine", "precision", "batch", "ms/batch (median)", "images/s", "CPU ms/image"], rows) + [""]
     load = results.get("load", [])
     if load:
         lines += ["## Served (single-image requests from N concurrent clients)", ""]
         rows = [[r["system"], str(r["concurrency"]), _fmt(r["throughput"]), _fmt(r["p50_ms"]), _fmt(r["p95_ms"]),
-                 _fmt(r["p99_ms"]), str(r["requests"]), str(r["errors"]), _fmt(r.get("mean_batch"))] for r in load]
+                 _fmt(r["p99_ms"]), str(r["requests"]), str(r["errors"]), _fmt(r.get("mean_batch")),
+                 _fmt(r.get("client_cpu_ms_per_image"), 2), _fmt(r.get("server_cpu_ms_per_image"), 2)] for r in load]
         lines += _table(["system", "concurrency", "images/s", "p50 ms", "p95 ms", "p99 ms", "requests", "errors",
-                         "executed batch"], rows) + [""]
+                         "executed batch", "client CPU ms/image", "server CPU ms/image"], rows) + [""]
     perf = results.get("perf_analyzer", [])
     if perf:
         lines += ["## Triton perf_analyzer against the same server", ""]

@@ -91,7 +91,7 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
             if triton:
                 grpc_url, http_url = triton[0].grpc_url, triton[0].http_url
                 results["load"] += attempt("served", lambda: served_stage(
-                    settings, grpc_url, http_url, models, workload, progress))
+                    settings, grpc_url, http_url, triton[0].pid, models, workload, progress))
                 if settings.perf_analyzer:
                     results["perf_analyzer"] = attempt("perf_analyzer", lambda: perf_stage(
                         settings, grpc_url, http_url, models, workload, progress))

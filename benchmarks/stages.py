@@ -12,6 +12,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from deepfake_edge.benchmarks.cputime import CpuMeter
 from deepfake_edge.benchmarks.engine import bench_engine, onnxruntime_runner, session_for, torch_runner
 from deepfake_edge.benchmarks.loadgen import run_closed_loop
 from deepfake_edge.benchmarks.served import BatchingStats, ServedModel, client_sender
@@ -47,8 +48,8 @@ def engine_stage(settings: BenchSettings, models: dict[str, ServedModel], worklo
     return rows
 
 
-def served_stage(settings: BenchSettings, grpc_url: str, http_url: str, models: dict[str, ServedModel],
-                 workload: Workload, progress: Progress) -> list[dict]:
+def served_stage(settings: BenchSettings, grpc_url: str, http_url: str, server_pid: int | None,
+                 models: dict[str, ServedModel], workload: Workload, progress: Progress) -> list[dict]:
     """Single-image requests from N client workers (one connection each); Triton batches them."""
     rows: list[dict] = []
     for name in models:
@@ -65,14 +66,17 @@ def served_stage(settings: BenchSettings, grpc_url: str, http_url: str, models: 
                     return sender
 
                 before = BatchingStats.read(http_url, name)
-                result = run_closed_loop(system, make_sender, concurrency, settings.max_requests, settings.max_seconds)
+                meter = CpuMeter(server_pid)
+                result = run_closed_loop(system, make_sender, concurrency, settings.max_requests, settings.max_seconds,
+                                         on_window_open=meter.start)
+                cpu = meter.per_image(result.requests + result.errors)
                 # Not in a finally: after Ctrl-C, closing would wait for requests in flight; the client
                 # threads are daemons and fail fast once the server is stopped.
                 for sender in senders:
                     sender.close()
                 batching = BatchingStats.read(http_url, name).since(before)
                 rows.append(result.to_dict() | {"model": name, "protocol": protocol,
-                                                "precision": precision_of(name)} | batching)
+                                                "precision": precision_of(name)} | batching | cpu)
     return rows
 
 
@@ -91,11 +95,13 @@ def naive_stage(settings: BenchSettings, fp32_onnx: Path | None, workload: Workl
                          onnx_path=fp32_onnx if engine == "onnxruntime" else None) as server:
             for concurrency in settings.naive_concurrencies:
                 progress(f"{system} c={concurrency}")
+                meter = CpuMeter(server.process.pid)
                 result = run_closed_loop(system, lambda: predict_sender(server.port, workload.encoded,
                                                                         settings.request_timeout_s),
-                                         concurrency, settings.max_requests, settings.max_seconds)
+                                         concurrency, settings.max_requests, settings.max_seconds,
+                                         on_window_open=meter.start)
                 rows.append(result.to_dict() | {"model": settings.checkpoint.name, "protocol": "http",
-                                                "precision": "fp32"})
+                                                "precision": "fp32"} | meter.per_image(result.requests + result.errors))
     return rows
 
 
