@@ -202,3 +202,28 @@ def test_concurrent_uploads_and_bad_ones_mixed(live_web_url):
 def test_oversized_upload_over_a_real_socket_is_a_413(live_web_url):
     status, body = post_file(f"{live_web_url}/api/detect", "huge.jpg", b"\xff" * (DEFAULT_MAX_UPLOAD_BYTES + 200_000))
     assert status == 413 and "too large" in body["error"]
+
+
+@pytest.mark.server
+def test_missing_models_answer_503_or_an_error_entry(triton_server):
+    missing_primary = create_app(triton_server.grpc_url, models=("deepfake_missing", "deepfake_cnn")).test_client()
+    _assert_json_error(_upload(missing_primary, jpeg_bytes()), 503, "not available", "deepfake_missing")
+    missing_baseline = create_app(triton_server.grpc_url, models=("deepfake_b0", "deepfake_missing")).test_client()
+    response = _upload(missing_baseline, jpeg_bytes(), heatmap="0")
+    assert response.status_code == 200
+    baseline = response.get_json()["models"][1]
+    assert baseline["name"] == "deepfake_missing" and "not ready" in baseline["error"]
+    assert set(response.get_json()["raw_scores"]) == {"deepfake_b0"}
+
+
+@pytest.mark.server
+def test_503_while_triton_is_down_then_recovery_after_restart(demo_repository):
+    from deepfake_edge.server.triton import TritonServer
+
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    with TritonServer(demo_repository / "embedded", **ports) as triton:
+        client = create_app(triton.grpc_url, timeout_s=5.0).test_client()
+        assert _upload(client, jpeg_bytes(), heatmap="0").status_code == 200
+    _assert_json_error(_upload(client, jpeg_bytes(), heatmap="0"), 503, "cannot be reached")
+    with TritonServer(demo_repository / "embedded", **ports):
+        assert _upload(client, jpeg_bytes(), heatmap="0").status_code == 200

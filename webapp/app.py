@@ -171,7 +171,7 @@ def _register_error_handlers(app: Flask, triton_url: str, primary: str, max_uplo
 
     @app.errorhandler(ModelNotReadyError)
     def not_ready(error: ModelNotReadyError) -> Any:
-        return answer(503, f"The model '{primary}' is not ready on the detection server yet. Try again shortly.")
+        return answer(503, f"The detection model is not available right now ({error}). Try again shortly.")
 
     @app.errorhandler(BadImageError)
     def bad_image(error: BadImageError) -> Any:
