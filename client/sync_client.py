@@ -13,6 +13,7 @@ has work to combine), optionally through system shared memory.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections import deque
 from concurrent.futures import Future
@@ -44,6 +45,7 @@ from deepfake_edge.client.workers import LanePool, Worker
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, BadImageError, ImageSource
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_BATCH_SIZE = 8  # per request; with several requests in flight the server batches across them
 
@@ -64,8 +66,8 @@ class _Lane:
         try:
             if self.region is not None:
                 self.triton.unregister_system_shared_memory(self.region.name)
-        except Exception:  # server gone: it dropped the registration with its process
-            pass
+        except Exception as error:  # a stopped server dropped its registrations with its process
+            log.warning("could not unregister shared-memory region %s: %s", self.region.name, error)
         finally:
             if self.region is not None:
                 self.region.close()

@@ -1,0 +1,52 @@
+"""Image files for the client tests: real photographs in the modes users have, and the bad inputs a new
+user throws at a detector. Shared by tests/test_client_*.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+# name -> reason the CLI must print (a regular expression)
+BAD_FILES = {
+    "empty.jpg": "empty file",
+    "truncated.jpg": "(?i)truncated",
+    "notes.jpg": "not an image",
+    "bomb.png": "too large",
+}
+
+
+def photo(name: str = "astronaut") -> Image.Image:
+    """A real photograph bundled with scikit-image."""
+    import skimage.data
+
+    return Image.fromarray(getattr(skimage.data, name)())
+
+
+def write_good_images(folder: Path) -> list[str]:
+    """Real photographs saved as an 8-bit JPEG, a PNG, a CMYK JPEG, a 16-bit grayscale PNG and an
+    animated GIF (classified on its first frame). Returns the file names."""
+    folder.mkdir(parents=True, exist_ok=True)
+    photo("astronaut").save(folder / "astronaut.jpg", quality=90)
+    photo("chelsea").save(folder / "chelsea.png")
+    photo("coffee").convert("CMYK").save(folder / "coffee_cmyk.jpg", quality=90)
+    camera = np.asarray(photo("camera"), dtype=np.uint16) * 257
+    Image.fromarray(camera).save(folder / "camera_16bit.png")
+    assert Image.open(folder / "camera_16bit.png").mode == "I;16"
+    frames = [photo("rocket").convert("P"), photo("coffee").resize((427, 300)).convert("P")]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return sorted(["astronaut.jpg", "chelsea.png", "coffee_cmyk.jpg", "camera_16bit.png", "animated.gif"])
+
+
+def write_bad_images(folder: Path) -> list[str]:
+    """A zero-byte file, a truncated JPEG, a text file named .jpg, a 30,000 x 30,000 PNG bomb."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "empty.jpg").write_bytes(b"")
+    photo("astronaut").save(folder / "whole.jpg", quality=90)
+    whole = (folder / "whole.jpg").read_bytes()
+    (folder / "whole.jpg").unlink()
+    (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 3])
+    (folder / "notes.jpg").write_text("meeting notes, not a photograph\n")
+    Image.new("1", (30_000, 30_000)).save(folder / "bomb.png")  # ~110 KB on disk, 900 M pixels declared
+    return sorted(BAD_FILES)

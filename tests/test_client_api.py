@@ -1,0 +1,231 @@
+"""The Python client (sync and asyncio, gRPC and HTTP) against the real tritonserver (``triton_server``)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client_samples import photo, write_good_images
+from deepfake_edge.client import (
+    AsyncDeepfakeClient,
+    BadImageError,
+    DeepfakeClient,
+    Detection,
+    Failure,
+    ModelNotReadyError,
+    RequestTimeoutError,
+    ServerUnreachableError,
+)
+from deepfake_edge.server.triton import TritonServer, free_port
+
+pytestmark = pytest.mark.server
+
+MODEL = "deepfake_b0"
+PROTOCOLS = ("grpc", "http")
+SCORE_TOLERANCE = 1e-5  # same ONNX model; only the batch composition differs between requests
+
+
+def url_of(server: TritonServer, protocol: str) -> str:
+    return server.grpc_url if protocol == "grpc" else server.http_url
+
+
+def jpeg_bytes(name: str) -> bytes:
+    buffer = io.BytesIO()
+    photo(name).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def good_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("client_api_images")
+    write_good_images(folder)
+    return folder
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_detect_reads_everything_from_the_served_model(triton_server, good_folder, protocol):
+    import tritonclient.http as httpclient
+
+    with DeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model=MODEL) as client:
+        info = client.model_info()
+        detection = client.detect(good_folder / "astronaut.jpg", heatmap=True)
+        plain = client.detect(str(good_folder / "astronaut.jpg"))
+    config = httpclient.InferenceServerClient(triton_server.http_url).get_model_config(MODEL)
+    assert info.max_batch_size == config["max_batch_size"]
+    assert info.input_shape == (3, info.card.input_size, info.card.input_size)
+    card = info.card
+    assert isinstance(detection, Detection) and detection.model == MODEL and detection.model_version
+    assert 0.0 <= detection.fake_probability <= 1.0
+    assert math.isclose(1 / (1 + math.exp(-detection.logit)), detection.fake_probability, abs_tol=1e-5)
+    assert detection.label == card.label_for(detection.fake_probability)
+    assert detection.confidence == pytest.approx(card.confidence_for(detection.fake_probability))
+    heatmap_dims = next(o["dims"] for o in config["output"] if o["name"] == "heatmap")
+    assert list(detection.heatmap.shape) == [int(d) for d in heatmap_dims]
+    assert detection.heatmap.dtype == np.float32 and 0.0 <= detection.heatmap.min() <= detection.heatmap.max() <= 1.0
+    assert plain.heatmap is None and plain.fake_probability == pytest.approx(detection.fake_probability, abs=SCORE_TOLERANCE)
+
+
+def test_client_sends_exactly_the_shared_preprocessing(triton_server, good_folder):
+    """Same scores as stock tritonclient fed Preprocessor.from_card(served card) by hand."""
+    import tritonclient.grpc as grpcclient
+
+    from deepfake_edge.preprocessing import Preprocessor
+
+    with DeepfakeClient(triton_server.grpc_url, model=MODEL) as client:
+        detection = client.detect(good_folder / "coffee_cmyk.jpg")
+        card = client.model_info().card
+    tensor = Preprocessor.from_card(card)(good_folder / "coffee_cmyk.jpg")[None]
+    stock = grpcclient.InferenceServerClient(triton_server.grpc_url)
+    request = grpcclient.InferInput("image", list(tensor.shape), "UINT8")
+    request.set_data_from_numpy(tensor)
+    expected = stock.infer(MODEL, [request]).as_numpy("fake_probability")[0, 0]
+    stock.close()
+    assert detection.fake_probability == pytest.approx(float(expected), abs=SCORE_TOLERANCE)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_detect_many_keeps_order_and_reports_every_failure(triton_server, good_folder, protocol):
+    good = [good_folder / "astronaut.jpg", jpeg_bytes("chelsea"), photo("rocket"), str(good_folder / "animated.gif")]
+    bad = [b"", b"not an image at all", good_folder / "missing.jpg", jpeg_bytes("coffee")[:3000]]
+    # 19 inputs in batches of 4 with 3 in flight: order must survive batching and concurrency.
+    sources = [good[i % 4] if i % 3 else bad[(i // 3) % 4] for i in range(19)]
+    with DeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model=MODEL) as client:
+        results = client.detect_many(sources, concurrency=3, batch_size=4)
+        singles = [client.detect(source) for source in good]
+    assert len(results) == len(sources)
+    for index, (source, result) in enumerate(zip(sources, results)):
+        assert result.source is source, f"result {index} belongs to another input"
+        if index % 3:
+            expected = singles[index % 4]
+            assert isinstance(result, Detection)
+            assert result.fake_probability == pytest.approx(expected.fake_probability, abs=SCORE_TOLERANCE)
+        else:
+            assert isinstance(result, Failure) and isinstance(result.error, BadImageError) and result.reason
+
+
+def test_iter_detect_reads_its_input_lazily(triton_server):
+    image = jpeg_bytes("astronaut")
+    pulled = []
+
+    def sources():
+        for index in range(200):
+            pulled.append(index)
+            yield image
+
+    with DeepfakeClient(triton_server.grpc_url, model=MODEL) as client:
+        results = client.iter_detect(sources(), concurrency=2, batch_size=4)
+        first = next(results)
+        assert first.ok
+        # In flight: `concurrency` batches plus one queued, plus the batch being cut: bounded memory.
+        assert len(pulled) <= (2 + 2) * 4
+        assert sum(1 for _ in results) == 199
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_shared_memory_gives_the_same_scores_and_cleans_up(triton_server, good_folder, protocol):
+    sources = [good_folder / name for name in sorted(os.listdir(good_folder))] * 3
+    with DeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model=MODEL) as client:
+        expected = [r.fake_probability for r in client.detect_many(sources, concurrency=2)]
+    with DeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model=MODEL, shared_memory=True) as client:
+        results = client.detect_many(sources, concurrency=2, batch_size=4)
+        status = _registered_regions(triton_server)
+        assert status, "no region was registered: shared memory was not used"
+    assert [r.fake_probability for r in results] == pytest.approx(expected, abs=SCORE_TOLERANCE)
+    assert not _registered_regions(triton_server), "a region stayed registered on the server"
+    assert not list(Path("/dev/shm").glob(f"deepfake_edge_{os.getpid()}_*")), "a region leaked in /dev/shm"
+
+
+def _registered_regions(server: TritonServer) -> list:
+    import tritonclient.http as httpclient
+
+    stock = httpclient.InferenceServerClient(server.http_url)
+    try:
+        return [r for r in stock.get_system_shared_memory_status() if r["name"].startswith("deepfake_edge_")]
+    finally:
+        stock.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_async_client_matches_the_sync_client(triton_server, good_folder, protocol):
+    sources = [good_folder / name for name in sorted(os.listdir(good_folder))] + [b"\x89PNG broken"]
+    with DeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model=MODEL) as client:
+        expected = client.detect_many(sources)
+
+    async def run():
+        async with AsyncDeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model=MODEL) as client:
+            single = await client.detect(sources[0], heatmap=True)
+            many = await client.detect_many(sources, concurrency=3, batch_size=2)
+            return single, many
+
+    single, many = asyncio.run(run())
+    assert single.heatmap is not None and single.fake_probability == pytest.approx(expected[0].fake_probability, abs=SCORE_TOLERANCE)
+    assert [r.source for r in many] == sources
+    assert [r.ok for r in many] == [True] * (len(sources) - 1) + [False]
+    assert [r.fake_probability for r in many[:-1]] == pytest.approx([r.fake_probability for r in expected[:-1]], abs=SCORE_TOLERANCE)
+    assert isinstance(many[-1].error, BadImageError)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_nothing_listening_is_server_unreachable_after_retries(protocol):
+    url = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with DeepfakeClient(url, protocol=protocol, timeout_s=5, retries=2) as client:
+        with pytest.raises(ServerUnreachableError, match=url.replace(".", r"\.")):
+            client.detect(photo())
+        assert time.monotonic() - started >= 0.7, "connection refused must be retried with back-off (0.25 + 0.5 s)"
+        results = client.detect_many([b"a", photo(), photo()])
+    assert [type(r.error) for r in results] == [ServerUnreachableError] * 3
+
+    async def run():
+        async with AsyncDeepfakeClient(url, protocol=protocol, timeout_s=5, retries=0) as client:
+            await client.detect(photo())
+
+    with pytest.raises(ServerUnreachableError, match=url.replace(".", r"\.")):
+        asyncio.run(run())
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_unknown_model_is_model_not_ready(triton_server, protocol):
+    with DeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model="no_such_model") as client:
+        with pytest.raises(ModelNotReadyError, match=f"no_such_model.*{MODEL}"):
+            client.model_info()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_request_slower_than_the_timeout_fails_with_request_timeout(triton_server, protocol):
+    with DeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model=MODEL, timeout_s=1e-4) as client:
+        with pytest.raises(RequestTimeoutError, match="within 0.0001 s"):
+            client.detect(photo())
+
+
+def test_server_killed_mid_run_fails_the_rest_and_invents_nothing(demo_repository, tmp_path):
+    """Our own server (the session one must survive): stop it while detect_many is half way through."""
+    repository = tmp_path / "repository"
+    shutil.copytree(demo_repository / "embedded" / "deepfake_cnn", repository / "deepfake_cnn")
+    ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
+    image = jpeg_bytes("chelsea")
+    with TritonServer(repository, **ports) as server:
+
+        def sources():
+            for index in range(64):
+                if index == 24:
+                    server.stop()
+                yield image
+
+        with DeepfakeClient(server.grpc_url, model="deepfake_cnn", retries=1) as client:
+            results = client.detect_many(sources(), concurrency=2, batch_size=4)
+    assert len(results) == 64
+    detections = [r for r in results if r.ok]
+    assert 0 < len(detections) <= 24, "only inputs sent before the server stopped can have a result"
+    assert len({round(r.fake_probability, 5) for r in detections}) == 1, "the same image must get the same score"
+    # While stopping, Triton first unloads its models (requests then fail as "no available versions").
+    assert all(isinstance(r.error, (ServerUnreachableError, ModelNotReadyError)) for r in results if not r.ok)
+    assert not any(r.ok for r in results[24:]) and isinstance(results[-1].error, ServerUnreachableError)

@@ -1,0 +1,141 @@
+"""``deepfake-edge detect`` end to end against the real tritonserver (``triton_server``), bad inputs included."""
+
+from __future__ import annotations
+
+import json
+import re
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from client_samples import BAD_FILES, photo, write_bad_images, write_good_images
+from deepfake_edge.cli import main
+from deepfake_edge.client.commands import EXIT_BAD_INPUT, EXIT_OK, EXIT_SERVER_ERROR, EXIT_UNREACHABLE
+from deepfake_edge.preprocessing import load_image
+from deepfake_edge.server.triton import free_port
+
+pytestmark = pytest.mark.server
+
+VERDICT = re.compile(r"^(?P<path>.+)  (?P<label>Real|Fake) – (?P<percent>\d{1,3}\.\d)%$")
+JSON_KEYS = {"path", "label", "confidence", "fake_probability", "logit", "model", "model_version", "heatmap",
+             "error", "error_type"}
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory) -> Path:
+    """Good photographs (five modes) + the four bad files, one more photo in a subfolder, a README."""
+    folder = tmp_path_factory.mktemp("mixed")
+    write_good_images(folder)
+    write_bad_images(folder)
+    (folder / "sub").mkdir()
+    photo("coffee").save(folder / "sub" / "coffee.webp")
+    (folder / "README.txt").write_text("not an image extension: skipped when scanning the folder\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def good_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("good")
+    write_good_images(folder)
+    return folder
+
+
+def detect(*args: str) -> int:
+    return main(["detect", *map(str, args)])
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_every_good_image_is_classified_and_every_bad_one_named(triton_server, mixed_folder, capsys, protocol):
+    url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    code = detect(mixed_folder, "--url", url, "--protocol", protocol)
+    peak_growth_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    expected_files = sorted(p.name for p in mixed_folder.iterdir() if p.suffix != ".txt" and p.is_file())
+    assert [Path(line.split("  ")[0]).name for line in lines] == expected_files, "one line per image, in order"
+    for line in lines:
+        name = Path(line.split("  ")[0]).name
+        if name in BAD_FILES:
+            assert re.search(BAD_FILES[name], line.split("  error: ")[1]), line
+        else:
+            match = VERDICT.match(line)
+            assert match, f"not a verdict line: {line!r}"
+            assert 50.0 <= float(match["percent"]) <= 100.0
+    assert code == EXIT_BAD_INPUT
+    assert f"5 of {len(expected_files)} classified" in err and "4 bad input" in err
+    assert "Traceback" not in out + err
+    assert peak_growth_mb < 400, f"peak memory grew by {peak_growth_mb:.0f} MB: was the PNG bomb decoded?"
+
+
+def test_json_lines_schema(triton_server, mixed_folder, capsys):
+    code = detect(mixed_folder, "--recursive", "--json", "--url", triton_server.grpc_url)
+    out, _ = capsys.readouterr()
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == EXIT_BAD_INPUT
+    assert len(records) == len(BAD_FILES) + 5 + 1, "the subfolder's image is included with --recursive"
+    assert Path(records[-1]["path"]) == mixed_folder / "sub" / "coffee.webp"
+    for record in records:
+        assert set(record) == JSON_KEYS
+        if Path(record["path"]).name in BAD_FILES:
+            assert record["label"] is None and record["fake_probability"] is None
+            assert record["error_type"] == "BadImageError" and record["error"]
+        else:
+            assert record["error"] is None and record["error_type"] is None
+            assert record["label"] in ("Real", "Fake") and record["model"] == "deepfake_b0" and record["model_version"]
+            assert 0.0 <= record["fake_probability"] <= 1.0 and 0.5 <= record["confidence"] <= 1.0
+            fake = record["label"] == "Fake"
+            assert record["confidence"] == pytest.approx(record["fake_probability"] if fake else 1 - record["fake_probability"])
+
+
+def test_all_good_exits_zero_and_writes_heatmap_overlays(triton_server, good_folder, tmp_path, capsys):
+    heatmaps = tmp_path / "heatmaps"
+    code = detect(good_folder, "--heatmaps", heatmaps, "--json", "--protocol", "http", "--url", triton_server.http_url)
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == EXIT_OK and len(records) == 5
+    for record in records:
+        written = Path(record["heatmap"])
+        assert written.parent == heatmaps and written.name == Path(record["path"]).name + ".png"
+        with Image.open(written) as overlay:
+            assert overlay.format == "PNG"
+            original = load_image(record["path"])
+            assert overlay.size == original.size, "the overlay covers the original image, at its size"
+            assert np.abs(np.asarray(overlay.convert("RGB"), dtype=np.int16) - np.asarray(original)).mean() > 5
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_server_down_is_one_clear_message_and_exit_code(good_folder, protocol):
+    url = f"127.0.0.1:{free_port()}"
+    completed = subprocess.run(
+        [sys.executable, "-m", "deepfake_edge.cli", "detect", str(good_folder), "--url", url, "--protocol", protocol],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert completed.returncode == EXIT_UNREACHABLE
+    assert completed.stdout == ""
+    assert url in completed.stderr and "cannot reach" in completed.stderr
+    assert "Traceback" not in completed.stderr and len(completed.stderr.strip().splitlines()) <= 2
+
+
+def test_unknown_model_exit_code_names_the_served_models(triton_server, good_folder, capsys):
+    code = detect(good_folder, "--model", "nonexistent", "--url", triton_server.grpc_url)
+    err = capsys.readouterr().err
+    assert code == EXIT_SERVER_ERROR and "nonexistent" in err and "deepfake_b0" in err
+
+
+def test_folder_without_images(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("no pictures here")
+    assert detect(tmp_path, "--url", f"127.0.0.1:{free_port()}") == EXIT_BAD_INPUT
+    assert "no image files found" in capsys.readouterr().err
+
+
+def test_help_documents_the_exit_codes(capsys):
+    with pytest.raises(SystemExit):
+        detect("--help")
+    out = capsys.readouterr().out
+    for code in (EXIT_OK, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_SERVER_ERROR):
+        assert re.search(rf"^\s+{code}\s+\w", out, re.MULTILINE), f"exit code {code} is not documented"
