@@ -189,6 +189,19 @@ def test_detect_without_heatmap_and_health(live_web_url):
 
 
 @pytest.mark.server
+def test_exif_orientation_is_applied(live_web_url):
+    photo = Image.open(io.BytesIO(jpeg_bytes((320, 240))))
+    exif = photo.getexif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", exif=exif)
+    status, result = post_file(f"{live_web_url}/api/detect", "rotated.jpg", buffer.getvalue())
+    assert status == 200, result
+    assert (result["image"]["width"], result["image"]["height"]) == (240, 320)
+    assert (result["heatmap"]["width"], result["heatmap"]["height"]) == (240, 320)
+
+
+@pytest.mark.server
 def test_concurrent_uploads_and_bad_ones_mixed(live_web_url):
     uploads = [("ok.jpg", jpeg_bytes((200 + 8 * i, 180))) for i in range(6)]
     uploads += [("bad.jpg", b"not an image"), ("bomb.png", png_bomb()), ("empty.png", b"")]

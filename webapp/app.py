@@ -33,7 +33,6 @@ DEFAULT_MODELS = ("deepfake_b0", "deepfake_cnn")
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # Room for the multipart envelope (boundaries, part headers, small form fields) around the file.
 _MULTIPART_SLACK_BYTES = 64 * 1024
-_SERVICE_KEY = "deepfake_edge.detection_service"
 
 _SECURITY_HEADERS = {
     # Everything the page needs is served from here; images come back as data: URLs.
@@ -90,12 +89,9 @@ def create_app(
     app.request_class = InMemoryRequest
     app.config.update(
         MAX_CONTENT_LENGTH=max_upload_bytes + _MULTIPART_SLACK_BYTES,
-        MAX_UPLOAD_BYTES=max_upload_bytes,
-        MAX_PIXELS=max_pixels,
     )
     app.json.sort_keys = False  # keep the documented field order
     service = DetectionService(triton_url, protocol, tuple(models), timeout_s)
-    app.extensions[_SERVICE_KEY] = service
 
     @app.get("/")
     def index() -> Any:
@@ -103,7 +99,6 @@ def create_app(
             "index.html",
             max_upload_bytes=max_upload_bytes,
             max_upload_text=_format_bytes(max_upload_bytes),
-            primary_model=service.models[0],
         )
 
     @app.post("/api/detect")
@@ -111,7 +106,7 @@ def create_app(
         upload = request.files.get("file")
         if upload is None:
             raise ApiError(400, "No image received: send the image file in the multipart form field 'file'.")
-        name = upload.filename or "upload"
+        name = (upload.filename or "upload")[:120]
         data = upload.stream.read(max_upload_bytes + 1)
         if len(data) > max_upload_bytes:
             raise ApiError(413, _too_large_message(max_upload_bytes))
