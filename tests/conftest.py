@@ -15,6 +15,36 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
 @pytest.fixture(scope="session")
+def demo_repository(tmp_path_factory):
+    """A model repository exported from the demo checkpoints: its ROOT (``/embedded``, ``/ngc`` below).
+
+    Models: deepfake_b0, deepfake_b0_int8, deepfake_cnn (embedded and ngc) and deepfake_b0_fp16 (ngc).
+    Built the way ``deepfake-edge export`` builds it, with fewer images (the INT8 accuracy bound is
+    checked in test_export_quantize.py, not here) and no speed measurement, to stay fast.
+    """
+    from pathlib import Path
+
+    from deepfake_edge.export.commands import DEMO_CHECKPOINTS
+    from deepfake_edge.export.pipeline import ExportOptions, run_export
+
+    root = tmp_path_factory.mktemp("demo_repository")
+    checkpoints = [Path(__file__).resolve().parent.parent / path for path in DEMO_CHECKPOINTS]
+    if not all(path.is_file() for path in checkpoints):
+        # Only until the training area commits models/demo/: untrained weights, same contract.
+        from deepfake_edge.checkpoint import save_checkpoint
+        from deepfake_edge.model_card import ModelCard
+        from deepfake_edge.models import build_model
+
+        checkpoints = [save_checkpoint(root / f"{arch}.safetensors", build_model(arch),
+                                       ModelCard(arch=arch, input_size=128, resize_size=146))
+                       for arch in ("efficientnet_b0", "small_cnn")]
+    options = ExportOptions(out=root, int8=True, fp16=True, calibration_images=32, eval_images=16,
+                            check_int8=False, speed=False)
+    run_export(checkpoints, options)
+    yield root
+
+
+@pytest.fixture(scope="session")
 def triton_server(demo_repository):
     """The real tritonserver on ``demo_repository``'s embedded models, on free 127.0.0.1 ports.
 

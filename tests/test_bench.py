@@ -9,6 +9,9 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -89,3 +92,66 @@ def test_workload_bytes_preprocess_to_its_tensors():
     assert len(workload) == 32 and workload.tensors.shape == (32, 3, 96, 96) and workload.tensors.dtype == np.uint8
     assert np.array_equal(Preprocessor.from_card(card)(workload.encoded[7]), workload.tensors[7])
     assert len({t.tobytes() for t in workload.tensors}) == 32  # distinct images
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_bench_quick_runs_every_stage_end_to_end(demo_repository, tmp_path):
+    repository = demo_repository / "embedded"
+    models = [m for m in ("deepfake_b0", "deepfake_b0_int8") if (repository / m / "config.pbtxt").is_file()]
+    assert "deepfake_b0" in models
+    out = tmp_path / "bench"
+    command = [sys.executable, "-m", "deepfake_edge.cli", "bench", "--quick", "--out", str(out),
+               "--repository", str(repository), "--models", *models]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = process.communicate(timeout=240)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, output[-4000:]
+    assert "served/in-process" in output and "wrote" in output
+
+    results = json.loads((out / "bench.json").read_text())
+    assert results["failures"] == [] and results["mode"] == "quick"
+    assert results["machine"]["cpu_cores"] >= 1 and results["machine"]["onnxruntime"]
+    engine = results["engine"]
+    assert {(r["engine"], r["precision"]) for r in engine} >= {("onnxruntime", "fp32")}
+    assert all(r["images_per_s"] > 0 and r["ms_per_batch"] > 0 for r in engine)
+    systems = {r["system"] for r in results["load"]}
+    assert {"triton-grpc-fp32", "triton-http-fp32", "flask-torch-fp32"} <= systems
+    for row in results["load"]:
+        assert row["requests"] > 0 and row["errors"] == 0 and row["throughput"] > 0, row
+        assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"], row
+    served = [r for r in results["load"] if r["system"].startswith("triton")]
+    assert all(r["mean_batch"] >= 1 for r in served)
+    assert max(r["mean_batch"] for r in served if r["concurrency"] > 1) > 1  # the dynamic batcher batched
+    assert results["perf_analyzer"] and all(r["throughput"] > 0 for r in results["perf_analyzer"])
+    names = [r["name"] for r in results["ratios"]]
+    assert any(n.startswith("served/in-process fp32") for n in names)
+    assert any(n.startswith("throughput triton-grpc-fp32/flask-torch-fp32") for n in names)
+    assert all(math.isfinite(r["value"]) and r["value"] > 0 for r in results["ratios"])
+
+    markdown = (out / "bench.md").read_text()
+    assert "## Engine limit" in markdown and "## Ratios" in markdown and "flask-torch-fp32" in markdown
+    for name in ("latency_vs_throughput.png", "latency_vs_concurrency.png", "engine.png"):
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width > 300
+    _assert_nothing_left_running(process.pid, repository)
+
+
+def _assert_nothing_left_running(bench_pid: int, repository) -> None:
+    import psutil
+
+    leftovers = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if f"--model-repository={repository.resolve()}" in cmdline and process.info["pid"] != os.getpid():
+            # the session's own triton_server fixture may serve the same repository: only ours count
+            if f"dfe{bench_pid}_" in cmdline:
+                leftovers.append(cmdline)
+        if "deepfake_edge.benchmarks.naive_server" in cmdline:
+            leftovers.append(cmdline)
+    assert not leftovers
+    assert not [p for p in os.listdir("/dev/shm") if f"dfe{bench_pid}_" in p]

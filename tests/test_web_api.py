@@ -8,8 +8,12 @@ against a real closed port.
 from __future__ import annotations
 
 import base64
+import http.client
 import io
+import json
 import re
+import socket
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -102,6 +106,33 @@ def test_uploads_are_kept_in_memory():
         stream = request.files["file"].stream
         assert isinstance(stream, io.BytesIO)
         assert stream.getbuffer().nbytes == len(big)
+
+
+def test_chunked_upload_over_the_limit_is_a_413_while_streaming():
+    """Without Content-Length the limit is enforced while reading: the body never piles up in memory."""
+    app = create_app(_closed_port_url(), max_upload_bytes=100_000)
+    with running_web_server(app) as base_url:
+        connection = http.client.HTTPConnection(base_url.removeprefix("http://"), timeout=30)
+        boundary = "limit-test"
+        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n\r\n').encode()
+        body = iter([head] + [b"\xff" * 65_536] * 8 + [f"\r\n--{boundary}--\r\n".encode()])
+        connection.request("POST", "/api/detect", body=body, encode_chunked=True,
+                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        response = connection.getresponse()
+        assert response.status == 413
+        assert "too large" in json.loads(response.read())["error"]
+        connection.close()
+
+
+def test_stalled_connections_are_dropped():
+    app = create_app(_closed_port_url())
+    with running_web_server(app, socket_timeout_s=0.5) as base_url:
+        host, port = base_url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as stalled:
+            stalled.sendall(b"POST /api/detect HTTP/1.1\r\nHost: x\r\n")  # ...and then nothing
+            started = time.monotonic()
+            assert stalled.recv(1024) == b"", "the server should close the connection"
+            assert time.monotonic() - started < 5
 
 
 def test_triton_down_is_a_503_naming_the_server():

@@ -22,9 +22,9 @@ VERDICT_PATTERN = r"^(Real|Fake) – \d{1,3}\.\d%$"
 
 
 @contextmanager
-def running_web_server(app: Flask) -> Iterator[str]:
+def running_web_server(app: Flask, **server_options) -> Iterator[str]:
     """Serve ``app`` on a free 127.0.0.1 port in a thread; yields the base URL; always shuts down."""
-    server = make_web_server(app, host="127.0.0.1", port=0)
+    server = make_web_server(app, host="127.0.0.1", port=0, **server_options)
     thread = threading.Thread(target=server.serve_forever, name="test-web-server", daemon=True)
     thread.start()
     try:

@@ -16,11 +16,12 @@ import io
 import ipaddress
 import logging
 import math
+import threading
 from typing import Any, BinaryIO
 
 from flask import Flask, Request, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from deepfake_edge.client import BadImageError, ModelNotReadyError, ServerError, ServerUnreachableError
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, load_image
@@ -76,12 +77,15 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     timeout_s: float = 10.0,
+    max_concurrent_detections: int = 8,
 ) -> Flask:
     """The Flask app answering the page (``/``) and the API (``/api/...``) for ``models`` on Triton.
 
     ``models[0]`` gives the verdict and the heatmap, the others are shown for comparison.
     ``max_upload_bytes`` bounds the uploaded file, ``max_pixels`` the declared image size
-    (decompression bombs); ``timeout_s`` bounds every call to Triton.
+    (decompression bombs); ``timeout_s`` bounds every call to Triton. At most
+    ``max_concurrent_detections`` uploads are decoded and scored at once (the rest wait), which
+    bounds the memory decoded images can take.
     """
     if protocol not in ("grpc", "http"):
         raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
@@ -92,6 +96,7 @@ def create_app(
     )
     app.json.sort_keys = False  # keep the documented field order
     service = DetectionService(triton_url, protocol, tuple(models), timeout_s)
+    detection_slots = threading.BoundedSemaphore(max_concurrent_detections)
 
     @app.get("/")
     def index() -> Any:
@@ -113,11 +118,12 @@ def create_app(
         if not data:
             raise ApiError(400, f"'{name}' is empty (0 bytes). Please choose an image file.")
         alpha = _heatmap_alpha(request.values.get("heatmap_alpha"), request.values.get("heatmap"))
-        try:
-            image = load_image(data, max_pixels=max_pixels)
-        except BadImageError as error:
-            raise ApiError(400, f"'{name}' could not be read as an image: {str(error).rstrip('.')}.") from None
-        result = service.detect(image, heatmap_alpha=alpha)
+        with detection_slots:
+            try:
+                image = load_image(data, max_pixels=max_pixels)
+            except BadImageError as error:
+                raise ApiError(400, f"'{name}' could not be read as an image: {str(error).rstrip('.')}.") from None
+            result = service.detect(image, heatmap_alpha=alpha)
         result["filename"] = name
         return jsonify(result)
 
@@ -211,15 +217,19 @@ def _format_bytes(size: int) -> str:
     return f"{size} bytes"
 
 
-def make_web_server(app: Flask, host: str = "127.0.0.1", port: int = 8080) -> BaseWSGIServer:
+def make_web_server(
+    app: Flask, host: str = "127.0.0.1", port: int = 8080, socket_timeout_s: float = 60.0
+) -> BaseWSGIServer:
     """A threaded werkzeug server for ``app``; the caller runs ``serve_forever()`` and ``shutdown()``.
 
     Binds 127.0.0.1 by default; pass another ``host`` deliberately to expose the page. ``port=0``
-    picks a free port (read it back from ``server.server_port``).
+    picks a free port (read it back from ``server.server_port``). A connection that sends nothing
+    for ``socket_timeout_s`` is dropped, so a stalled client cannot hold a thread forever.
     """
     if not _is_loopback(host):
         log.warning("the web page is reachable from other machines on %s:%s", host, port)
-    return make_server(host, port, app, threaded=True)
+    handler = type("TimeoutRequestHandler", (WSGIRequestHandler,), {"timeout": socket_timeout_s})
+    return make_server(host, port, app, threaded=True, request_handler=handler)
 
 
 def _is_loopback(host: str) -> bool:
