@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "deepfake_edge.client.commands",  # detect
     "deepfake_edge.webapp.commands",  # web
     "deepfake_edge.benchmarks.commands",  # bench
+    "deepfake_edge.benchmarks.soak_commands",  # soak
 )
 
 
