@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from deepfake_edge.benchmarks.settings import DEFAULT_CHECKPOINT, DEFAULT_MODELS, DEFAULT_REPOSITORY, BenchSettings
+from deepfake_edge.benchmarks.settings import DEFAULT_MODELS, DEFAULT_REPOSITORY, BenchSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,8 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="output directory (default runs/bench)")
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS),
                         help=f"Triton model names to measure (default: {' '.join(DEFAULT_MODELS)})")
-    parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT,
-                        help="checkpoint the naive servers and PyTorch load (must be the served model's)")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="checkpoint the naive servers and PyTorch load (default: the one the served model was "
+                        "exported from, per its export_summary.json)")
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY,
                         help="embedded Triton model repository (default model_repository/embedded)")
     parser.add_argument("--duration-s", type=float, default=None,

@@ -13,6 +13,7 @@ import sys
 import time
 import traceback
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,16 +34,20 @@ def _count_points(settings: BenchSettings) -> int:
             + (models * len(settings.perf_protocols) * len(settings.concurrencies) if settings.perf_analyzer else 0))
 
 
-def _served_models(settings: BenchSettings) -> dict[str, ServedModel]:
+def _served_models(settings: BenchSettings) -> tuple[dict[str, ServedModel], Path]:
+    """The models to measure and the checkpoint they were exported from (for PyTorch and the naive servers)."""
     from deepfake_edge.checkpoint import read_card
 
     models = {name: read_served_model(settings.repository, name) for name in settings.models}
-    checkpoint_card = read_card(settings.checkpoint)
+    checkpoint = settings.checkpoint or next((m.checkpoint for m in models.values() if m.checkpoint), None)
+    if checkpoint is None:
+        raise ValueError(f"cannot tell which checkpoint {settings.repository} was exported from: pass --checkpoint")
+    checkpoint_card = read_card(checkpoint)
     for model in models.values():
         if model.card.input_size != checkpoint_card.input_size or model.card.arch != checkpoint_card.arch:
-            raise ValueError(f"{settings.checkpoint} ({checkpoint_card.arch}, {checkpoint_card.input_size} px) is not "
+            raise ValueError(f"{checkpoint} ({checkpoint_card.arch}, {checkpoint_card.input_size} px) is not "
                              f"the model served as {model.name} ({model.card.arch}, {model.card.input_size} px)")
-    return models
+    return models, checkpoint
 
 
 def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dict:
@@ -53,7 +58,8 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
 
     started = time.perf_counter()
     settings.out.mkdir(parents=True, exist_ok=True)
-    models = _served_models(settings)
+    models, checkpoint = _served_models(settings)
+    settings = replace(settings, checkpoint=checkpoint)
     first = next(iter(models.values()))
     workload = build_workload(first.card)
     results: dict = {

@@ -28,6 +28,7 @@ class ServedModel:
     instances: int
     max_batch_size: int
     max_queue_delay_us: int
+    checkpoint: Path | None  # the checkpoint it was exported from, per the export summary beside it
 
 
 def read_served_model(repository: str | Path, name: str) -> ServedModel:
@@ -49,12 +50,24 @@ def read_served_model(repository: str | Path, name: str) -> ServedModel:
     threads = int(parameters.get("intra_op_threads") or 0)
     if threads <= 0:  # the rule of the server's model.py (export/triton_model.py): usable cores / instances
         threads = max(1, len(os.sched_getaffinity(0)) // instances)
+    version_dir = model_dir / str(versions[-1])
     return ServedModel(
-        name=name, onnx_path=model_dir / str(versions[-1]) / "model.onnx",
+        name=name, onnx_path=version_dir / "model.onnx", checkpoint=_exported_from(version_dir, name),
         card=ModelCard.from_json(parameters["model_card"]), intra_op_threads=threads, instances=instances,
         max_batch_size=int(config.get("max_batch_size", 0)),
         max_queue_delay_us=int(config.get("dynamic_batching", {}).get("max_queue_delay_microseconds", 0)),
     )
+
+
+def _exported_from(version_dir: Path, name: str) -> Path | None:
+    """The source checkpoint recorded by ``deepfake-edge export`` (export_summary.json), if it still exists."""
+    summary_path = version_dir / "export_summary.json"
+    if not summary_path.is_file():
+        return None
+    models = json.loads(summary_path.read_text()).get("models", {})
+    base = name.removesuffix("_int8").removesuffix("_fp16")
+    checkpoint = models.get(base, {}).get("checkpoint")
+    return Path(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
 
 
 def client_sender(url: str, protocol: str, model: str, images: tuple[bytes, ...], timeout_s: float = 60.0,

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-DEFAULT_CHECKPOINT = Path("models/demo/efficientnet_b0.safetensors")
 DEFAULT_REPOSITORY = Path("model_repository/embedded")
 DEFAULT_MODELS = ("deepfake_b0", "deepfake_b0_int8")
 
@@ -20,7 +19,7 @@ class BenchSettings:
     """
 
     out: Path = Path("runs/bench")
-    checkpoint: Path = DEFAULT_CHECKPOINT
+    checkpoint: Path | None = None  # None: the one the served FP32 model was exported from
     repository: Path = DEFAULT_REPOSITORY
     models: tuple[str, ...] = DEFAULT_MODELS
     protocols: tuple[str, ...] = ("grpc", "http")
