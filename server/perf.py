@@ -80,14 +80,14 @@ def write_input_data(path: Path, images: np.ndarray, input_name: str = "image") 
 
 
 def parse_perf_csv(path: Path) -> list[dict[str, float]]:
-    """One dict per concurrency level: ``concurrency``, ``throughput_per_s`` (images/s) and times in ms."""
+    """One dict per concurrency level, ascending: ``concurrency``, ``throughput_per_s`` (images/s), times in ms."""
     rows = []
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             parsed = {"concurrency": int(row["Concurrency"]), "throughput_per_s": float(row["Inferences/Second"])}
             parsed.update({key: float(row[column]) / 1000.0 for column, key in _CSV_COLUMNS.items() if column in row})
             rows.append(parsed)
-    return rows
+    return sorted(rows, key=lambda row: row["concurrency"])  # perf_analyzer orders them by throughput
 
 
 def run_perf_analyzer(
