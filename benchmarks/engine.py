@@ -8,6 +8,7 @@ naive Flask server.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -23,7 +24,7 @@ BatchRunner = Callable[[np.ndarray], object]
 
 @dataclass(frozen=True)
 class EngineResult:
-    """One (engine, precision, batch) point: median milliseconds per batch and images per second."""
+    """One (engine, precision, batch) point: median ms per batch and images/s of all instances together."""
 
     engine: str
     precision: str
@@ -31,32 +32,45 @@ class EngineResult:
     iterations: int
     ms_per_batch: float
     images_per_s: float
-    threads: int
+    threads: int  # intra-op threads per instance
+    instances: int  # sessions running concurrently, like Triton's instance_group count
     cpu_ms_per_image: float
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def time_batches(run: BatchRunner, workload: Workload, batch: int, max_seconds: float, max_iterations: int,
-                 warmup: int = 2) -> tuple[int, float, float, float]:
-    """Run ``run`` on successive batches.
+def time_batches(runs: Sequence[BatchRunner], workload: Workload, batch: int, max_seconds: float,
+                 max_iterations: int, warmup: int = 2) -> tuple[int, float, float, float]:
+    """Run each of ``runs`` (one per model instance, concurrently in threads) on successive batches.
 
-    Returns (iterations, median ms/batch, images/s over the loop, CPU ms of this process per image).
+    Returns (batches run, median ms/batch, images/s of all instances together over the window, CPU ms of
+    this process per image). Each instance stops after ``max_iterations`` batches or ``max_seconds``.
     """
-    for number in range(warmup):
-        run(workload.batch(batch, offset=number * batch))
     inputs = [workload.batch(batch, offset=number * batch) for number in range(4)]  # prepared outside timing
-    durations: list[float] = []
-    cpu_began = own_cpu_s()
-    began = time.perf_counter()
-    while len(durations) < max_iterations and time.perf_counter() - began < max_seconds:
-        tick = time.perf_counter()
-        run(inputs[len(durations) % len(inputs)])
-        durations.append(time.perf_counter() - tick)
-    cpu_ms = (own_cpu_s() - cpu_began) / (len(durations) * batch) * 1e3
-    total = sum(durations)
-    return len(durations), float(np.median(durations) * 1e3), len(durations) * batch / total, cpu_ms
+    for run in runs:
+        for number in range(warmup):
+            run(inputs[number % len(inputs)])
+    durations: list[list[float]] = [[] for _ in runs]
+    deadline = time.perf_counter() + max_seconds
+
+    def loop(run: BatchRunner, taken: list[float]) -> None:
+        while len(taken) < max_iterations and time.perf_counter() < deadline:
+            tick = time.perf_counter()
+            run(inputs[len(taken) % len(inputs)])
+            taken.append(time.perf_counter() - tick)
+
+    cpu_began, began = own_cpu_s(), time.perf_counter()
+    threads = [threading.Thread(target=loop, args=pair, daemon=True) for pair in zip(runs[1:], durations[1:])]
+    for thread in threads:
+        thread.start()
+    loop(runs[0], durations[0])  # onnxruntime and torch release the GIL while they compute
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    every = [d for taken in durations for d in taken]
+    cpu_ms = (own_cpu_s() - cpu_began) / (len(every) * batch) * 1e3
+    return len(every), float(np.median(every) * 1e3), len(every) * batch / wall, cpu_ms
 
 
 def session_for(onnx_path: str | Path, threads: int, providers: Sequence[str] = ("CPUExecutionProvider",)):
@@ -97,12 +111,12 @@ def torch_runner(model, mean: Sequence[float], std: Sequence[float]) -> BatchRun
     return run
 
 
-def bench_engine(engine: str, precision: str, run: BatchRunner, workload: Workload, batches: Sequence[int],
-                 threads: int, max_seconds: float, max_iterations: int) -> list[EngineResult]:
-    """One :class:`EngineResult` per batch size."""
+def bench_engine(engine: str, precision: str, runs: Sequence[BatchRunner], workload: Workload,
+                 batches: Sequence[int], threads: int, max_seconds: float, max_iterations: int) -> list[EngineResult]:
+    """One :class:`EngineResult` per batch size; ``runs`` holds one runner per instance (``threads`` each)."""
     results = []
     for batch in batches:
-        iterations, ms, images_per_s, cpu_ms = time_batches(run, workload, batch, max_seconds, max_iterations)
-        results.append(EngineResult(engine, precision, batch, iterations, round(ms, 3), round(images_per_s, 2), threads,
-                                    round(cpu_ms, 3)))
+        iterations, ms, images_per_s, cpu_ms = time_batches(runs, workload, batch, max_seconds, max_iterations)
+        results.append(EngineResult(engine, precision, batch, iterations, round(ms, 3), round(images_per_s, 2),
+                                    threads, len(runs), round(cpu_ms, 3)))
     return results

@@ -44,9 +44,10 @@ def markdown(results: dict) -> str:
     engine = results.get("engine", [])
     if engine:
         lines += ["## Engine limit (in-process, no server)", ""]
-        rows = [[r["engine"], r["precision"], str(r["batch"]), _fmt(r["ms_per_batch"], 2), _fmt(r["images_per_s"]),
-                 _fmt(r.get("cpu_ms_per_image"), 2)] for r in engine]
-        lines += _table(["engine", "precision", "batch", "ms/batch (median)", "images/s", "CPU ms/image"], rows) + [""]
+        rows = [[r["engine"], r["precision"], f"{r.get('instances', 1)} x {r['threads']}", str(r["batch"]),
+                 _fmt(r["ms_per_batch"], 2), _fmt(r["images_per_s"]), _fmt(r.get("cpu_ms_per_image"), 2)] for r in engine]
+        lines += _table(["engine", "precision", "instances x threads", "batch", "ms/batch (median)", "images/s",
+                         "CPU ms/image"], rows) + [""]
     load = results.get("load", [])
     if load:
         lines += ["## Served (single-image requests from N concurrent clients)", ""]

@@ -29,12 +29,12 @@ def engine_stage(settings: BenchSettings, models: dict[str, ServedModel], worklo
     rows: list[dict] = []
     for name, model in models.items():
         progress(f"engine onnxruntime {precision_of(name)}")
-        session = session_for(model.onnx_path, model.intra_op_threads)
-        results = bench_engine("onnxruntime", precision_of(name), onnxruntime_runner(session), workload,
+        sessions = [session_for(model.onnx_path, model.intra_op_threads) for _ in range(model.instances)]
+        results = bench_engine("onnxruntime", precision_of(name), [onnxruntime_runner(s) for s in sessions], workload,
                                settings.batches, model.intra_op_threads, settings.engine_seconds,
                                settings.engine_iterations)
         rows += [r.to_dict() | {"model": name} for r in results]
-        del session
+        del sessions
     if settings.torch_engine:
         import torch
 
@@ -42,7 +42,7 @@ def engine_stage(settings: BenchSettings, models: dict[str, ServedModel], worklo
 
         progress("engine torch fp32")
         model, card = load_checkpoint(settings.checkpoint)
-        results = bench_engine("torch", "fp32", torch_runner(model, card.mean, card.std), workload, settings.batches,
+        results = bench_engine("torch", "fp32", [torch_runner(model, card.mean, card.std)], workload, settings.batches,
                                torch.get_num_threads(), settings.engine_seconds, settings.engine_iterations)
         rows += [r.to_dict() | {"model": settings.checkpoint.name} for r in results]
     return rows
