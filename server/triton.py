@@ -27,6 +27,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -131,11 +132,15 @@ def has_cuda_gpu() -> bool:
     return any(Path("/dev").glob("nvidia[0-9]*"))
 
 
+_PR_SET_PDEATHSIG = 1
+# Resolved here, not in the forked child, where loading a library could deadlock on a lock another thread held.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+
 def _die_with_parent() -> None:
     # Runs in the child before exec: if the launching process dies hard, the kernel sends SIGTERM to the
     # server, which then unloads its models and ends its stubs, so nothing is orphaned.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 _RUNNING: "weakref.WeakSet[TritonServer]" = weakref.WeakSet()
@@ -153,7 +158,8 @@ class TritonServer:
     ``start()`` checks the ports, launches the binary and returns once the server and every model in the
     repository are ready (``TritonStartupError`` with the server's log tail otherwise). ``stop()`` sends
     SIGTERM, escalates to SIGKILL of the whole process group, and removes the server's shared memory.
-    Use it as a context manager so that this happens even when the body raises. ``extra_args`` are
+    Use it as a context manager so that this happens even when the body raises. Started from the main
+    thread, the server also receives SIGTERM from the kernel if this process dies without stopping it. ``extra_args`` are
     appended to the tritonserver command line (later flags win, e.g. ``--log-verbose=1``).
     """
 
@@ -240,7 +246,9 @@ class TritonServer:
         with open(self.log_file, "wb") as log:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                cwd=workdir, start_new_session=True, preexec_fn=_die_with_parent,
+                cwd=workdir, start_new_session=True,
+                # The kernel ties the signal to the launching *thread*: only the main thread lives as long as us.
+                preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
             )
         _RUNNING.add(self)
         try:
