@@ -115,11 +115,14 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
 
 
 def summary_lines(results: dict) -> list[str]:
-    """What the command prints at the end: every ratio, the failures and where the files are."""
+    """What the command prints at the end: the ratios that have targets, failures; the rest is in bench.md."""
     lines = [f"benchmark ({results['mode']}) took {results['duration_s']} s on {report.machine_line(results['machine'])}"]
-    for ratio in results["ratios"]:
-        verdict = {True: "  [target met]", False: "  [target MISSED]", None: ""}[ratio["meets"]]
-        lines.append(f"  {ratio['value']:8.2f}x  {ratio['name']}{verdict}")
+    headline = [r for r in results["ratios"] if r["target"] is not None]
+    for ratio in headline:
+        verdict = "target met" if ratio["meets"] else "target MISSED"
+        sign = ">=" if ratio["higher_is_better"] else "<="
+        lines.append(f"  {ratio['value']:7.3f}x  {ratio['name']}  [{verdict}: {sign} {ratio['target']:.2f}]")
+    lines.append(f"  ({len(results['ratios']) - len(headline)} more ratios in bench.md)")
     lines += [f"  FAILED {failure}" for failure in results["failures"]]
     return lines
 
