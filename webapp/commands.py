@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 _DEFAULT_TRITON_PORTS = {"grpc": 8001, "http": 8000}
 
@@ -46,6 +47,9 @@ def run_web(args: argparse.Namespace) -> int:
         print(f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
         return 2
     print(f"Web page: http://{args.host}:{server.server_port}  (Triton {args.protocol} at {triton_url}; Ctrl+C stops)")
+    # SIGTERM stops as cleanly as Ctrl+C; SIGINT is set too since a shell leaves it ignored in background jobs.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, signal.default_int_handler)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
