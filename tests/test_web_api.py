@@ -96,6 +96,18 @@ def test_unknown_routes_and_methods_answer_json(offline_client):
     _assert_json_error(offline_client.get("/api/detect"), 405, "method")
 
 
+def test_unexpected_errors_answer_json_without_a_traceback():
+    app = create_app(_closed_port_url())
+
+    @app.get("/api/broken")
+    def broken():
+        raise RuntimeError("secret internals")
+
+    response = app.test_client().get("/api/broken")
+    message = _assert_json_error(response, 500, "went wrong", "RuntimeError")
+    assert "secret internals" not in message and "Traceback" not in response.get_data(as_text=True)
+
+
 def test_uploads_are_kept_in_memory():
     """werkzeug spools multipart files over 500 KB to temporary files; this app must not."""
     app = create_app(_closed_port_url())
