@@ -82,13 +82,14 @@ def session_for(onnx_path: str | Path, threads: int, providers: Sequence[str] = 
 
 
 def _server_session_options(threads: int):
+    """Mirror of ``TritonPythonModel.initialize`` in export/triton_model.py (keep the two in step)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return options
 
 
