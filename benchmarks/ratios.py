@@ -85,7 +85,7 @@ def compute_ratios(results: dict, naive_concurrency: int = 16, served_target: fl
                                  f"(executed batch {row['mean_batch']:.1f})", row["throughput"], at_batch))
     for naive_system in sorted({r["system"] for r in load if r["system"].startswith("flask")}):
         naive_rows = {r["concurrency"]: r for r in load if r["system"] == naive_system}
-        for ours_row in [r for r in ours if r["precision"] == "fp32" and r["concurrency"] in naive_rows]:
+        for ours_row in [r for r in ours if r["concurrency"] in naive_rows]:
             naive_row = naive_rows[ours_row["concurrency"]]
             headline = ours_row["concurrency"] == naive_concurrency and naive_system == "flask-torch-fp32"
             label = f"{ours_row['system']}/{naive_system} c={ours_row['concurrency']}"
