@@ -14,6 +14,7 @@ EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2  # argparse's own code for a bad command line
 EXIT_UNREACHABLE = 3
 EXIT_SERVER_ERROR = 4
+EXIT_INTERRUPTED = 130  # the shell convention for Ctrl+C
 
 EXIT_CODES_HELP = f"""\
 exit codes:
@@ -23,6 +24,7 @@ exit codes:
   {EXIT_USAGE}  bad command line
   {EXIT_UNREACHABLE}  the Triton server could not be reached (or stopped answering during the run)
   {EXIT_SERVER_ERROR}  the model is not ready on the server, or the server returned errors
+  {EXIT_INTERRUPTED}  interrupted (Ctrl+C)
 
 examples:
   deepfake-edge detect photo.jpg
@@ -53,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default 4)")
     parser.add_argument("--batch-size", type=_positive_int, default=8,
                         help="images per request, capped by the model's max_batch_size (default 8)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds allowed per request (default 30)")
+    parser.add_argument("--timeout", type=_positive_float, default=30.0, help="seconds allowed per request (default 30)")
     parser.add_argument("--shared-memory", action="store_true",
                         help="pass images through system shared memory (server on this machine only)")
     parser.set_defaults(func=run_detect)
@@ -66,7 +68,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
 def run_detect(args: argparse.Namespace) -> int:
+    try:
+        return _detect(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from deepfake_edge.client import DeepfakeClient, DeepfakeClientError, Detection, ServerUnreachableError
@@ -158,14 +175,20 @@ class _HeatmapWriter:
         self.card = card
         self._used: set[Path] = set()
 
-    def write(self, relative: Path, detection: Any) -> Path:
+    def write(self, relative: Path, detection: Any) -> Optional[Path]:
+        """The PNG written, or None (with a warning) if it could not be (full disk, file gone ...)."""
         from deepfake_edge.heatmap import overlay_heatmap
+        from deepfake_edge.preprocessing import BadImageError
 
         target = self.directory / relative.parent / f"{relative.name}.png"
         stem, counter = target.with_suffix(""), 1
         while target in self._used:
             target, counter = stem.with_name(f"{stem.name}-{counter}.png"), counter + 1
         self._used.add(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        overlay_heatmap(detection.source, detection.heatmap, self.card).save(target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            overlay_heatmap(detection.source, detection.heatmap, self.card).save(target)
+        except (BadImageError, OSError) as error:
+            print(f"warning: heatmap for {detection.source} not written: {error}", file=sys.stderr)
+            return None
         return target

@@ -8,6 +8,7 @@ never see a transport-specific exception. :func:`is_transient` says which failur
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 
 from deepfake_edge.preprocessing import BadImageError
@@ -66,6 +67,7 @@ _UNREACHABLE_HINTS = (
     "network is unreachable",
     "unavailable: ipv",
 )
+_NETWORK_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL}
 _NOT_READY_HINTS = ("unknown model", "is not found", "not ready", "no available versions", "is not loaded")
 
 
@@ -82,7 +84,7 @@ def translate(error: BaseException, url: str, timeout_s: float) -> BaseException
         return RequestTimeoutError(url, timeout_s)
     if isinstance(error, (ConnectionError, socket.gaierror)) or _is_aiohttp_connection_error(error):
         return ServerUnreachableError(url, _describe(error))
-    if isinstance(error, OSError) and error.errno is not None:  # EHOSTUNREACH, ENETUNREACH, ...
+    if isinstance(error, OSError) and error.errno in _NETWORK_ERRNOS:
         return ServerUnreachableError(url, _describe(error))
     return error
 

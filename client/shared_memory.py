@@ -1,8 +1,11 @@
 """System shared-memory regions for request inputs, for a Triton server on the same host.
 
 The request then carries only a region name and size instead of ~150 KB of pixels per image. A region
-is a POSIX shared-memory object (``/dev/shm/<key>``) that the client creates, the server maps after
-``register_system_shared_memory``, and the client unregisters and unlinks in :meth:`InputRegion.close`.
+is a POSIX shared-memory object (``/dev/shm/<key>``) that the client creates and the server maps when
+it is registered (``register_system_shared_memory``). Both sides keep their mappings, so the client
+unlinks the name right after registration (:meth:`InputRegion.forget_name`): no ``/dev/shm`` entry can
+outlive the client, even one that is killed. Unregistering (server side) and :meth:`InputRegion.close`
+(client side) release the memory.
 
 tritonclient's own ``tritonclient.utils.shared_memory`` imports ``pkg_resources``, which setuptools
 >= 81 no longer ships, so regions are created here with the standard library (same kernel object,
@@ -34,13 +37,16 @@ class InputRegion:
         self.key = f"/{self.name}"
         self.byte_size = byte_size
         self._path = _SHM_DIR / self.name
-        fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            fd = os.open(self._path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        except OSError as error:
+            raise DeepfakeClientError(f"cannot create shared-memory region {self._path}: {error}") from None
         try:
             os.ftruncate(fd, byte_size)
             self._map = mmap.mmap(fd, byte_size)
-        except BaseException:
+        except OSError as error:
             os.unlink(self._path)
-            raise
+            raise DeepfakeClientError(f"cannot create shared-memory region {self._path}: {error}") from None
         finally:
             os.close(fd)
 
@@ -51,6 +57,10 @@ class InputRegion:
         view = np.frombuffer(self._map, dtype=np.uint8, count=batch.nbytes)
         view[:] = batch.reshape(-1).view(np.uint8)
         del view  # an exported buffer would make mmap.close() fail
+
+    def forget_name(self) -> None:
+        """Remove the ``/dev/shm`` name once the server has mapped the region (mappings stay valid)."""
+        self._path.unlink(missing_ok=True)
 
     def close(self) -> None:
         """Unmap and unlink (idempotent). Unregister it from the server first."""

@@ -283,5 +283,6 @@ class DeepfakeClient:
             except BaseException:
                 region.close()
                 raise
+            region.forget_name()
             lane.region = region
         return lane.region

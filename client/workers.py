@@ -7,8 +7,10 @@ with that thread's own lane; the thread creates its lane lazily and closes it it
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
+import weakref
 from concurrent.futures import Future
 from typing import Callable, Generic, Optional, Protocol, TypeVar
 
@@ -20,6 +22,15 @@ class Lane(Protocol):
 
 
 L = TypeVar("L", bound=Lane)
+
+# A client that was never closed still unregisters its shared memory and closes its connections at exit.
+_OPEN_POOLS: "weakref.WeakSet[LanePool]" = weakref.WeakSet()
+
+
+@atexit.register
+def _shutdown_open_pools() -> None:
+    for pool in list(_OPEN_POOLS):
+        pool.shutdown(timeout_s=5.0)
 
 
 class Worker(Generic[L]):
@@ -54,6 +65,7 @@ class LanePool(Generic[L]):
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._closed = False
+        _OPEN_POOLS.add(self)
 
     def ensure(self, count: int) -> None:
         with self._lock:

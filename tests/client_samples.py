@@ -3,6 +3,9 @@ user throws at a detector. Shared by tests/test_client_*.py."""
 
 from __future__ import annotations
 
+import struct
+import zlib
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -48,5 +51,20 @@ def write_bad_images(folder: Path) -> list[str]:
     (folder / "whole.jpg").unlink()
     (folder / "truncated.jpg").write_bytes(whole[: len(whole) // 3])
     (folder / "notes.jpg").write_text("meeting notes, not a photograph\n")
-    Image.new("1", (30_000, 30_000)).save(folder / "bomb.png")  # ~110 KB on disk, 900 M pixels declared
+    (folder / "bomb.png").write_bytes(png_bomb(30_000, 30_000))
     return sorted(BAD_FILES)
+
+
+@lru_cache(maxsize=2)
+def png_bomb(width: int, height: int) -> bytes:
+    """A valid black 1-bit PNG of ``width`` x ``height`` (900 M pixels at 30,000 squared: ~110 KB on disk),
+    written row by row so that making it never holds the pixels in memory, unlike Pillow's encoder."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0 + packed bits
+    pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")

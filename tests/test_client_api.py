@@ -116,7 +116,7 @@ def test_iter_detect_reads_its_input_lazily(triton_server):
     pulled = []
 
     def sources():
-        for index in range(200):
+        for index in range(60):
             pulled.append(index)
             yield image
 
@@ -126,7 +126,7 @@ def test_iter_detect_reads_its_input_lazily(triton_server):
         assert first.ok
         # In flight: `concurrency` batches plus one queued, plus the batch being cut: bounded memory.
         assert len(pulled) <= (2 + 2) * 4
-        assert sum(1 for _ in results) == 199
+        assert sum(1 for _ in results) == 59
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
