@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -75,8 +76,7 @@ def infer_http(url: str, model: str, images: np.ndarray) -> dict[str, np.ndarray
     return {name: result.as_numpy(name) for name in OUTPUTS}
 
 
-def infer_grpc(url: str, model: str, images: np.ndarray) -> dict[str, np.ndarray]:
-    client = grpcclient.InferenceServerClient(url)
+def infer_grpc(client: grpcclient.InferenceServerClient, model: str, images: np.ndarray) -> dict[str, np.ndarray]:
     tensor = grpcclient.InferInput("image", list(images.shape), "UINT8")
     tensor.set_data_from_numpy(images)
     result = client.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput(n) for n in OUTPUTS])
@@ -117,7 +117,7 @@ def test_served_results_equal_in_process_onnxruntime(triton_server: TritonServer
         if protocol == "http":
             served = infer_http(triton_server.http_url, model, images)
         else:
-            served = infer_grpc(triton_server.grpc_url, model, images)
+            served = infer_grpc(grpcclient.InferenceServerClient(triton_server.grpc_url), model, images)
         expected = in_process(triton_server, model, images)
         for name in OUTPUTS:
             assert served[name].shape == expected[name].shape, (model, name)
@@ -128,10 +128,17 @@ def test_served_results_equal_in_process_onnxruntime(triton_server: TritonServer
 def test_dynamic_batching_batches_concurrent_single_image_requests(triton_server: TritonServer) -> None:
     model = "deepfake_b0"
     images = photo_batch(model_card(triton_server, model), count=1)
-    before = model_statistics(triton_server, model)
     requests = 24
+    clients = [grpcclient.InferenceServerClient(triton_server.grpc_url) for _ in range(requests)]
+    start_together = threading.Barrier(requests)
+
+    def send(client: grpcclient.InferenceServerClient) -> dict[str, np.ndarray]:
+        start_together.wait(timeout=30)
+        return infer_grpc(client, model, images)
+
+    before = model_statistics(triton_server, model)
     with ThreadPoolExecutor(max_workers=requests) as pool:
-        results = list(pool.map(lambda _: infer_grpc(triton_server.grpc_url, model, images), range(requests)))
+        results = list(pool.map(send, clients))
     after = model_statistics(triton_server, model)
     inferences = int(after["inference_count"]) - int(before["inference_count"])
     executions = int(after["execution_count"]) - int(before["execution_count"])
@@ -172,7 +179,7 @@ def test_gpu_execution_when_a_gpu_and_onnxruntime_gpu_are_present(triton_server:
     if not has_cuda_gpu() or "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("needs an NVIDIA GPU and onnxruntime-gpu (CUDAExecutionProvider)")
     images = photo_batch(model_card(triton_server, "deepfake_b0"))
-    served = infer_grpc(triton_server.grpc_url, "deepfake_b0", images)
+    served = infer_grpc(grpcclient.InferenceServerClient(triton_server.grpc_url), "deepfake_b0", images)
     np.testing.assert_allclose(served["fake_probability"], in_process(triton_server, "deepfake_b0", images)["fake_probability"],
                                atol=1e-3)
     if shutil.which("nvidia-smi"):
