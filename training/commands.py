@@ -31,6 +31,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add this area's verbs to the ``deepfake-edge`` parser."""
     _register_data(subparsers)
+    from deepfake_edge.training import train_commands  # argparse only; torch loads when a verb runs
+
+    train_commands.register(subparsers)
 
 
 def _register_data(subparsers: argparse._SubParsersAction) -> None:

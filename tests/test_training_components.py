@@ -1,0 +1,107 @@
+"""Training building blocks: Lite0 weight mapping, augmentation, dataset items, checkpoint round-trip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deepfake_edge._compat import import_timm
+from deepfake_edge.checkpoint import load_checkpoint, save_checkpoint
+from deepfake_edge.model_card import ModelCard
+from deepfake_edge.models import build_model
+from deepfake_edge.preprocessing import Preprocessor, normalize
+from deepfake_edge.training.datasets import Sample
+from deepfake_edge.training.init_weights import (
+    LITE0_MEAN_STD, lite0_to_timm, lite0_weights_path, load_initial_weights, read_state_dict,
+)
+from deepfake_edge.training.transforms import DetectorDataset, TrainAugment, collate
+
+torch.set_num_threads(2)
+IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+def test_packaged_lite0_weights_map_onto_timm_and_still_recognise_a_cat():
+    from skimage import data
+
+    model = import_timm().create_model("tf_efficientnet_lite0", num_classes=1000).eval()
+    counts = load_initial_weights(model, "lite0")
+    assert counts["loaded"] == counts["source_tensors"] == 294  # every conv/BN; only the classifier is new
+    state = read_state_dict(lite0_weights_path())
+    model.classifier.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]})
+    cat = Image.fromarray(data.chelsea()).resize((224, 224), Image.Resampling.BICUBIC)
+    pixels = torch.from_numpy(np.asarray(cat).transpose(2, 0, 1).copy())[None]
+    with torch.no_grad():
+        top = model(normalize(pixels, *LITE0_MEAN_STD)).argmax(1).item()
+    assert top in IMAGENET_CATS
+
+
+def test_lite0_fills_every_conv_and_bn_of_b0_and_opens_its_squeeze_excite_gates():
+    model = build_model("efficientnet_b0")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    counts = load_initial_weights(model, "lite0")
+    assert counts["loaded"] == 294 and counts["identity_se_blocks"] == 16
+    mapped = lite0_to_timm(read_state_dict(lite0_weights_path()))
+    after = model.state_dict()
+    for name, tensor in mapped.items():
+        torch.testing.assert_close(after[name], tensor.to(after[name].dtype))
+    se = model.blocks[3][0].se
+    assert torch.all(se.conv_expand.weight == 0) and torch.all(se.conv_expand.bias == 3.0)
+    assert torch.equal(after["classifier.weight"], before["classifier.weight"])  # left to the trainer
+
+
+def test_initial_weights_from_a_checkpoint_file_and_a_mismatching_one(tmp_path):
+    source = build_model("small_cnn")
+    path = save_checkpoint(tmp_path / "cnn.safetensors", source, ModelCard(arch="small_cnn"))
+    target = build_model("small_cnn")
+    assert load_initial_weights(target, str(path))["loaded"] == len(source.state_dict())
+    torch.testing.assert_close(target.state_dict(), source.state_dict())
+    with pytest.raises(ValueError, match="different architecture"):
+        load_initial_weights(build_model("tf_efficientnet_lite0"), str(path))
+    with pytest.raises(FileNotFoundError):
+        load_initial_weights(target, str(tmp_path / "missing.pt"))
+
+
+def test_checkpoint_round_trip_float16(tmp_path):
+    model = build_model("small_cnn").eval()
+    card = ModelCard(arch="small_cnn", input_size=48, resize_size=56, threshold=0.37,
+                     training_data="unit test", metrics={"validation": {"roc_auc": 0.9}})
+    path = save_checkpoint(tmp_path / "m.safetensors", model, card, dtype=torch.float16)
+    loaded, loaded_card = load_checkpoint(path)
+    assert loaded_card == card
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), rtol=2e-2, atol=2e-2)
+
+
+@pytest.fixture()
+def photo(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index(photo):
+    dataset = DetectorDataset([Sample(photo, 1)] * 2, Preprocessor(64, 73), TrainAugment(64), seed=3)
+    first, label = dataset[0]
+    assert first.dtype == torch.uint8 and first.shape == (3, 64, 64) and label == 1.0
+    assert torch.equal(dataset[0][0], first)  # same (seed, epoch, index): same pixels
+    assert not torch.equal(dataset[1][0], first)  # another index draws other augmentations
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset[0][0], first)
+
+
+def test_eval_items_are_exactly_the_shared_preprocessing(photo):
+    preprocessor = Preprocessor(64, 73)
+    image, _ = DetectorDataset([Sample(photo, 0)], preprocessor)[0]
+    assert np.array_equal(image.numpy(), preprocessor(photo))
+
+
+def test_unreadable_items_are_dropped_and_counted(photo, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(photo.read_bytes()[:100])
+    dataset = DetectorDataset([Sample(photo, 0), Sample(broken, 1)], Preprocessor(32, 32), TrainAugment(32))
+    images, labels, dropped = collate([dataset[0], dataset[1]])
+    assert images.shape == (1, 3, 32, 32) and labels.tolist() == [0.0] and dropped == 1

@@ -1,0 +1,68 @@
+"""Reproduce the committed demo models: ``python -m deepfake_edge.training.demo`` (what ``make demo-model`` runs).
+
+Steps, all through the project's own ``deepfake-edge`` verbs: ``data synth`` (default self-blended set in
+``data/synth``, only if missing), ``train`` for each demo architecture into ``runs/demo/<arch>/``, copy the
+best checkpoint (float16) to ``models/demo/<arch>.safetensors``, then ``evaluate`` it on the test split
+into ``models/demo/report/<arch>/`` (metrics.json, roc.png, confusion_matrix.png, training_curves.png,
+history.json, train_summary.json). CPU only, bounded for two shared cores; see docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from deepfake_edge.cli import main as cli
+
+DATA = Path("data/synth")
+RUNS = Path("runs/demo")
+DEMO_DIR = Path("models/demo")
+REPORT_DIR = DEMO_DIR / "report"
+COMMON = ["--input-size", "128", "--batch-size", "32", "--seed", "0", "--device", "cpu", "--threads", "2",
+          "--workers", "1", "--checkpoint-dtype", "float16"]
+# Budget: B0 ~6 epochs of 2,800 images at 128 px is what two shared CPU cores finish in well under an hour.
+DEMO_MODELS: dict[str, list[str]] = {
+    "efficientnet_b0": ["--arch", "efficientnet_b0", "--init-weights", "lite0", "--epochs", "6", "--lr", "1e-3",
+                        "--warmup-epochs", "0.5", "--patience", "3"],
+    "small_cnn": ["--arch", "small_cnn", "--epochs", "12", "--lr", "2e-3", "--patience", "4"],
+}
+
+
+def train_command(arch: str, data: Path = DATA) -> list[str]:
+    """The exact ``deepfake-edge`` arguments that train the demo ``arch`` (quoted in docs/training.md)."""
+    return ["train", str(data), *DEMO_MODELS[arch], *COMMON, "--out", str(RUNS / arch)]
+
+
+def build(arch: str, data: Path = DATA) -> int:
+    """Train, publish and evaluate one demo model; returns the first non-zero exit code."""
+    print(f"$ deepfake-edge {' '.join(train_command(arch, data))}", flush=True)
+    if code := cli(train_command(arch, data)):
+        return code
+    run, report = RUNS / arch, REPORT_DIR / arch
+    report.mkdir(parents=True, exist_ok=True)
+    checkpoint = shutil.copyfile(run / "best.safetensors", DEMO_DIR / f"{arch}.safetensors")
+    shutil.copyfile(run / "history.json", report / "history.json")
+    shutil.copyfile(run / "summary.json", report / "train_summary.json")
+    evaluate = ["evaluate", str(checkpoint), str(data), "--split", "test", "--out", str(report),
+                "--history", str(report / "history.json")]
+    print(f"$ deepfake-edge {' '.join(evaluate)}", flush=True)
+    return cli(evaluate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deepfake_edge.training.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=sorted(DEMO_MODELS), action="append", help="build only this model")
+    args = parser.parse_args(argv)
+    if not (DATA / "synth.json").is_file():
+        if code := cli(["data", "synth", "--out", str(DATA)]):
+            return code
+    for arch in args.only or list(DEMO_MODELS):
+        if code := build(arch):
+            return code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Evaluate a checkpoint on a dataset split: metrics at the card's threshold, plus ROC / confusion / curve PNGs.
+
+Images go through exactly the shared inference preprocessing (``Preprocessor.from_card`` then
+``normalize``), so these numbers describe what the exported and served model does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from deepfake_edge.checkpoint import load_checkpoint
+from deepfake_edge.preprocessing import Preprocessor
+from deepfake_edge.training.metrics import compute_metrics
+from deepfake_edge.training.plots import plot_confusion, plot_curves, plot_roc
+from deepfake_edge.training.train import HISTORY_FILE, predict
+from deepfake_edge.training.transforms import DetectorDataset, collate
+
+METRICS_FILE = "metrics.json"
+
+
+def find_history(checkpoint: Path) -> Path | None:
+    """Training curves of a checkpoint: ``<stem>.history.json`` beside it, or its run dir's ``history.json``."""
+    for candidate in (checkpoint.with_name(f"{checkpoint.stem}.history.json"), checkpoint.parent / HISTORY_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    samples: Sequence,
+    split: str = "test",
+    out_dir: str | Path | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: str = "cpu",
+    history: str | Path | None = None,
+) -> dict[str, Any]:
+    """Metrics of ``checkpoint`` on ``samples``; with ``out_dir``, also writes metrics.json and the PNGs."""
+    checkpoint = Path(checkpoint)
+    if not samples:
+        raise ValueError(f"no images in the {split} split to evaluate on")
+    model, card = load_checkpoint(checkpoint, device=device)
+    dataset = DetectorDataset(samples, Preprocessor.from_card(card))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate)
+    labels, scores, dropped = predict(model, loader, card, torch.device(device))
+    if labels.size == 0:
+        raise ValueError(f"none of the {len(samples)} images in the {split} split could be read")
+    metrics = compute_metrics(labels, scores, card.threshold)
+    report: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "arch": card.arch, "input_size": card.input_size, "split": split,
+        "skipped_images": dropped, **metrics,
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        title = f"{card.arch} on {split} ({metrics['n']} images)"
+        report["plots"] = {
+            "roc": str(plot_roc(labels, scores, metrics, out_dir / "roc.png", title)),
+            "confusion_matrix": str(plot_confusion(metrics["confusion_matrix"], card.labels,
+                                                   out_dir / "confusion_matrix.png", title)),
+        }
+        history_path = Path(history) if history else find_history(checkpoint)
+        if history_path is not None:
+            curves = json.loads(history_path.read_text())
+            report["plots"]["training_curves"] = str(plot_curves(curves, out_dir / "training_curves.png",
+                                                                 f"{card.arch} training"))
+        (out_dir / METRICS_FILE).write_text(to_json(report) + "\n")
+    return report
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf become null: strict JSON has no NaN (AUC is undefined when a split has one class)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def to_json(report: dict[str, Any]) -> str:
+    return json.dumps(_finite(report), indent=2, sort_keys=True)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A short human-readable summary of :func:`evaluate_checkpoint`'s result."""
+    (tn, fp), (fn, tp) = report["confusion_matrix"]
+    lines = [
+        f"{report['arch']} ({report['input_size']} px) on the {report['split']} split: {report['n']} images "
+        f"({report['n_real']} real, {report['n_fake']} fake)"
+        + (f", {report['skipped_images']} unreadable skipped" if report["skipped_images"] else ""),
+        f"  threshold          {report['threshold']:.4f} (from the checkpoint's model card)",
+    ]
+    for key in ("accuracy", "roc_auc", "average_precision", "precision", "recall", "f1", "fpr", "eer"):
+        lines.append(f"  {key:<18} {report[key]:.4f}")
+    lines.append(f"  confusion matrix   true Real: {tn} Real / {fp} Fake;  true Fake: {fn} Real / {tp} Fake")
+    for name, path in report.get("plots", {}).items():
+        lines.append(f"  {name:<18} {path}")
+    return "\n".join(lines)
