@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import Future
@@ -75,7 +76,7 @@ class _Lane:
 
 
 class DeepfakeClient:
-    """A thread-safe client for one model on one Triton server.
+    """A thread-safe client for one model on one Triton server (concurrent calls run concurrently).
 
     ``url`` is ``host:port`` (default 127.0.0.1 and the protocol's default port). Every call is bounded
     by ``timeout_s``; connection failures are retried ``retries`` times with exponential back-off.
@@ -109,6 +110,8 @@ class DeepfakeClient:
         self._json_options = {"as_json": True, **self._call_options} if protocol == "grpc" else {}
         self._pool: LanePool[_Lane] = LanePool(self._make_lane)
         self._info: Optional[ModelInfo] = None
+        self._lock = threading.Lock()
+        self._callers = 0
 
     def __enter__(self) -> "DeepfakeClient":
         return self
@@ -136,7 +139,15 @@ class DeepfakeClient:
         info = self.model_info()
         tensor = load_tensor(info, source, self.max_pixels)
         task = lambda worker: self._with_retries(worker, lambda lane: self._infer(lane, tensor[None], [source], heatmap))
-        return self._pool.submit(task).result()[0]
+        with self._lock:
+            self._callers += 1
+            # One connection per concurrent caller: threads sharing this client are not serialised.
+            self._pool.ensure(self._callers)
+        try:
+            return self._pool.submit(task).result()[0]
+        finally:
+            with self._lock:
+                self._callers -= 1
 
     def detect_many(
         self,

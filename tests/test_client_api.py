@@ -229,3 +229,15 @@ def test_server_killed_mid_run_fails_the_rest_and_invents_nothing(demo_repositor
     # While stopping, Triton first unloads its models (requests then fail as "no available versions").
     assert all(isinstance(r.error, (ServerUnreachableError, ModelNotReadyError)) for r in results if not r.ok)
     assert not any(r.ok for r in results[24:]) and isinstance(results[-1].error, ServerUnreachableError)
+
+
+def test_threads_sharing_one_client_run_concurrently(triton_server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    image = jpeg_bytes("rocket")
+    with DeepfakeClient(triton_server.grpc_url, model=MODEL) as client:
+        expected = client.detect(image).fake_probability
+        with ThreadPoolExecutor(4) as threads:
+            scores = list(threads.map(lambda _: client.detect(image).fake_probability, range(12)))
+        assert len(client._pool._threads) >= 2, "concurrent callers were serialised on one connection"
+    assert scores == pytest.approx([expected] * 12, abs=SCORE_TOLERANCE)
