@@ -62,7 +62,8 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
             raise BadImageError("not an image (unrecognised format)") from None
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
             raise BadImageError(f"image too large: {error}") from None
-        except OSError as error:
+        except (OSError, ValueError, SyntaxError, EOFError) as error:
+            # Some Pillow plugins report a broken header with ValueError (e.g. a 2-byte "P6" PPM).
             raise BadImageError(f"cannot read image: {error}") from None
     width, height = image.size
     if width * height > max_pixels:
@@ -114,8 +115,13 @@ class Preprocessor:
         new_size = (max(self.input_size, round(width * scale)), max(self.input_size, round(height * scale)))
         return new_size, (new_size[0] - self.input_size) // 2, (new_size[1] - self.input_size) // 2
 
-    def resize_and_crop(self, image: Image.Image) -> Image.Image:
+    def resize_and_crop(self, image: Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+        """Raises :class:`BadImageError` if the resized image would exceed ``max_pixels``."""
         new_size, left, top = self._geometry(*image.size)
+        if new_size[0] * new_size[1] > max_pixels:
+            # A 20,000 x 1 PNG is 144 bytes, yet resizing its short side to resize_size would take gigabytes.
+            raise BadImageError(f"image too elongated: {image.width}x{image.height} would be resized to "
+                                f"{new_size[0]}x{new_size[1]} pixels (limit {max_pixels:,})")
         image = image.resize(new_size, _INTERPOLATIONS[self.interpolation])
         return image.crop((left, top, left + self.input_size, top + self.input_size))
 
@@ -127,7 +133,7 @@ class Preprocessor:
         return (left * sx, top * sy, (left + self.input_size) * sx, (top + self.input_size) * sy)
 
     def __call__(self, source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-        image = self.resize_and_crop(load_image(source, max_pixels=max_pixels))
+        image = self.resize_and_crop(load_image(source, max_pixels=max_pixels), max_pixels=max_pixels)
         return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
 
     def batch(self, sources: list[ImageSource]) -> np.ndarray:
