@@ -30,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--max-upload-mb", type=float, default=10.0, help="largest accepted upload in MB (default 10)"
     )
+    parser.add_argument("--max-pixels", type=int,
+                        help="largest declared image size in pixels, checked before decoding "
+                        "(default: preprocessing's DEFAULT_MAX_PIXELS, 40 M)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per call to Triton (default 10)")
     parser.set_defaults(func=run_web)
 
 
@@ -40,7 +44,14 @@ def run_web(args: argparse.Namespace) -> int:
         print("error: --max-upload-mb must be positive")
         return 2
     triton_url = args.triton_url or f"127.0.0.1:{_DEFAULT_TRITON_PORTS[args.protocol]}"
-    app = create_app(triton_url, protocol=args.protocol, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS
+
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    if max_pixels <= 0 or args.timeout <= 0:
+        print("error: --max-pixels and --timeout must be positive")
+        return 2
+    app = create_app(triton_url, protocol=args.protocol, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                     max_pixels=max_pixels, timeout_s=args.timeout)
     try:
         server = make_web_server(app, host=args.host, port=args.port)
     except OSError as error:
