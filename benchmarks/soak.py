@@ -13,6 +13,7 @@ sampled throughout. The run is bounded by the request count and ``max_seconds``,
 from __future__ import annotations
 
 import io
+import ipaddress
 import random
 import threading
 import time
@@ -265,6 +266,7 @@ def run_soak(settings: SoakSettings) -> dict:
     sender = _Sender(service, settings, payloads)
     try:
         watcher = ProcessWatcher(service)
+        results["listening"] = service.listening()
         results["rss_ready_mb"] = watcher.sample()
         deadline = time.monotonic() + settings.max_seconds
         _drive(sender, warmup, settings.concurrency, deadline, "warm-up" if settings.progress else None)
@@ -350,7 +352,15 @@ def _targets(results: dict) -> dict[str, bool]:
         "no_web_5xx": results["web_5xx"] == 0,
         "rss_growth_below_10_percent": all(g is not None and g < RSS_GROWTH_TARGET for g in growths),
         "nothing_left_behind": not results["leftovers"],
+        "listens_on_loopback_only": bool(results["listening"]) and all(map(is_loopback, results["listening"])),
     }
+
+
+def is_loopback(address: str) -> bool:
+    """``"label ip:port"`` listens on loopback only (gRPC reports 127.0.0.1 as IPv4-mapped IPv6)."""
+    ip = ipaddress.ip_address(address.rsplit(" ", 1)[1].rsplit(":", 1)[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def _triton_statistics(http_url: str) -> dict:

@@ -48,6 +48,7 @@ def markdown(results: dict) -> str:
     lines += ["", f"Server crashes: {len(results['crash_events'])}  ", f"5xx from the web API: {results['web_5xx']}  ",
               f"Tracebacks in the serve log: {results['web_app_tracebacks']}", ""]
     lines += [f"- crash: {event}" for event in results["crash_events"]]
+    lines += ["", "Listening sockets: " + ", ".join(f"`{address}`" for address in results["listening"])]
     lines += ["", "## Outcomes by kind", "", "| kind | channel | sent | expected | outcomes |", "|---|---|---|---|---|"]
     for name, row in requests["by_kind"].items():
         outcomes = ", ".join(f"{label} {count}" for label, count in row["outcomes"].items())

@@ -142,6 +142,17 @@ class ServeProcess:
                 found += [ProcessInfo.of(f"stub {_stub_model(stub)}", stub) for stub in stubs]
         return found
 
+    def listening(self) -> list[str]:
+        """Every TCP address a service process listens on, as ``"label ip:port"``."""
+        found = []
+        for info in self.processes():
+            try:
+                connections = psutil.Process(info.pid).net_connections(kind="inet")
+            except psutil.Error:
+                continue
+            found += [f"{info.label} {c.laddr.ip}:{c.laddr.port}" for c in connections if c.status == psutil.CONN_LISTEN]
+        return sorted(found)
+
     def stop(self) -> list[str]:
         """SIGTERM serve (it stops Triton), escalate to SIGKILL; returns what was left behind (empty when clean)."""
         process, self._process = self._process, None
