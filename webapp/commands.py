@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 
 _DEFAULT_TRITON_PORTS = {"grpc": 8001, "http": 8000}
 
@@ -38,24 +39,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_web(args: argparse.Namespace) -> int:
+    from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS
     from deepfake_edge.webapp.app import create_app, make_web_server
 
-    if args.max_upload_mb <= 0:
-        print("error: --max-upload-mb must be positive")
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    if args.max_upload_mb <= 0 or max_pixels <= 0 or args.timeout <= 0:
+        print("error: --max-upload-mb, --max-pixels and --timeout must be positive", file=sys.stderr)
         return 2
     triton_url = args.triton_url or f"127.0.0.1:{_DEFAULT_TRITON_PORTS[args.protocol]}"
-    from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS
-
-    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
-    if max_pixels <= 0 or args.timeout <= 0:
-        print("error: --max-pixels and --timeout must be positive")
-        return 2
     app = create_app(triton_url, protocol=args.protocol, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                      max_pixels=max_pixels, timeout_s=args.timeout)
     try:
         server = make_web_server(app, host=args.host, port=args.port)
     except OSError as error:
-        print(f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}")
+        print(f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
         return 2
     print(f"Web page: http://{args.host}:{server.server_port}  (Triton {args.protocol} at {triton_url}; Ctrl+C stops)")
     # SIGTERM stops as cleanly as Ctrl+C; SIGINT is set too since a shell leaves it ignored in background jobs.
