@@ -99,6 +99,7 @@ def run_perf_analyzer(
     concurrency_range: tuple[int, int, int] = (1, 8, 2),
     batch_size: int = 1,
     measurement_interval_ms: int = 2000,
+    measurement_request_count: int | None = None,
     max_trials: int = 6,
     stability_percentage: float = 20.0,
     shared_memory: str = "none",
@@ -108,10 +109,11 @@ def run_perf_analyzer(
     """Run ``perf_analyzer`` on ``model`` at ``url`` and return its figures per concurrency level.
 
     ``concurrency_range`` is ``(start, end, step)`` as in ``--concurrency-range``. Each level is measured
-    in windows of ``measurement_interval_ms`` until three agree within ``stability_percentage`` or
-    ``max_trials`` windows have run (then perf_analyzer fails, and so does this). ``timeout_s`` bounds the
-    whole run (default: generous for the windows requested). Every row also carries ``model``,
-    ``protocol`` and ``batch_size``.
+    in windows of ``measurement_interval_ms`` (or, if ``measurement_request_count`` is given, windows of at
+    least that many requests: never empty on a slow or busy machine) until three agree within
+    ``stability_percentage`` or ``max_trials`` windows have run (then perf_analyzer fails, and so does this).
+    ``timeout_s`` bounds the whole run (default: generous for the windows requested). Every row also
+    carries ``model``, ``protocol`` and ``batch_size``.
     """
     if protocol not in ("grpc", "http"):
         raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
@@ -132,8 +134,12 @@ def run_perf_analyzer(
             "--input-data", str(write_input_data(workdir / "input.json", images)),
             "--measurement-interval", str(measurement_interval_ms), "--max-trials", str(max_trials),
             "--stability-percentage", str(stability_percentage), "--shared-memory", shared_memory,
-            "-f", str(workdir / "perf.csv"), *extra_args,
+            "-f", str(workdir / "perf.csv"),
         ]
+        if measurement_request_count is not None:
+            command += ["--measurement-mode", "count_windows", "--measurement-request-count",
+                        str(measurement_request_count)]
+        command += list(extra_args)
         try:
             completed = subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True,
                                        text=True, timeout=timeout_s)
