@@ -105,3 +105,35 @@ def test_unreadable_items_are_dropped_and_counted(photo, tmp_path):
     dataset = DetectorDataset([Sample(photo, 0), Sample(broken, 1)], Preprocessor(32, 32), TrainAugment(32))
     images, labels, dropped = collate([dataset[0], dataset[1]])
     assert images.shape == (1, 3, 32, 32) and labels.tolist() == [0.0] and dropped == 1
+
+
+def test_real_fake_twins_are_paired_batched_together_and_augmented_alike(tmp_path):
+    from deepfake_edge.training.pairing import GroupBatchSampler, group_keys, pair_groups
+
+    rng = np.random.default_rng(2)
+    samples = []
+    for name in ("a.png", "b.png", "c.png"):
+        pixels = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+        for label, folder in enumerate(("Real", "Fake")):
+            path = tmp_path / "train" / folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path)  # identical twins: only the augmentation could tell them apart
+            samples.append(Sample(path, label))
+    lone = tmp_path / "train" / "Fake" / "lone.png"
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(lone)
+    samples.append(Sample(lone, 1))
+
+    groups = pair_groups(samples)
+    assert groups == [[0, 1], [2, 3], [4, 5], [6]]
+    sampler = GroupBatchSampler(groups, batch_size=4, generator=torch.Generator().manual_seed(0), drop_last=False)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 2 and sorted(sum(batches, [])) == list(range(7))
+    for batch in batches:  # a pair is never split across batches when the batch size is even
+        for group in groups[:3]:
+            assert set(group) <= set(batch) or not set(group) & set(batch)
+
+    dataset = DetectorDataset(samples, Preprocessor(32, 36), TrainAugment(32), seed=5,
+                              rng_keys=group_keys(groups, len(samples)))
+    for real, fake in groups[:3]:
+        assert torch.equal(dataset[real][0], dataset[fake][0])
+    assert not torch.equal(dataset[0][0], dataset[2][0])

@@ -32,6 +32,7 @@ from deepfake_edge.preprocessing import Preprocessor, normalize
 from deepfake_edge.training.datasets import pos_weight
 from deepfake_edge.training.init_weights import LITE0, LITE0_MEAN_STD, load_initial_weights
 from deepfake_edge.training.metrics import calibrate_threshold, compute_metrics
+from deepfake_edge.training.pairing import GroupBatchSampler, group_keys, pair_groups
 from deepfake_edge.training.plots import plot_curves
 from deepfake_edge.training.transforms import DetectorDataset, TrainAugment, collate
 
@@ -67,6 +68,7 @@ class TrainConfig:
     workers: int = 1
     checkpoint_dtype: str = "float32"
     device: str = "auto"
+    pair_batches: bool = True
 
     def resolved_resize_size(self) -> int:
         return self.resize_size or round(self.input_size / 0.875)
@@ -146,17 +148,21 @@ def _bce(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
 
 
-def _loader(dataset: DetectorDataset, config: TrainConfig, train: bool, generator=None):
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=config.batch_size,
-        shuffle=train,
-        drop_last=train and len(dataset) > config.batch_size,  # BatchNorm needs > 1 image per batch
-        num_workers=config.workers,
-        collate_fn=collate,
-        generator=generator,
-        persistent_workers=False,
-    )
+def _eval_loader(dataset: DetectorDataset, config: TrainConfig) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, num_workers=config.workers,
+                                       collate_fn=collate)
+
+
+def _train_loader(samples: Sequence, card: ModelCard, config: TrainConfig, order: torch.Generator):
+    """Shuffled batches; real/fake pairs stay together with one augmentation draw (see pairing.py)."""
+    groups = pair_groups(samples) if config.pair_batches else [[i] for i in range(len(samples))]
+    dataset = DetectorDataset(samples, Preprocessor.from_card(card), TrainAugment(card.input_size, card.interpolation),
+                              seed=config.seed, rng_keys=group_keys(groups, len(samples)))
+    drop_last = len(samples) > config.batch_size  # BatchNorm needs > 1 image per batch
+    sampler = GroupBatchSampler(groups, config.batch_size, order, drop_last)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=config.workers,
+                                         collate_fn=collate)
+    return loader, sum(len(g) == 2 for g in groups)
 
 
 def fit(
@@ -190,12 +196,10 @@ def fit(
         arch=config.arch, input_size=config.input_size, resize_size=config.resolved_resize_size(),
         interpolation=config.interpolation, mean=mean, std=std, training_data=training_data,
     )
-    preprocessor = Preprocessor.from_card(card)
-    train_set = DetectorDataset(train_samples, preprocessor, TrainAugment(config.input_size, config.interpolation),
-                                seed=config.seed)
-    val_loader = _loader(DetectorDataset(val_samples, preprocessor), config, train=False)
+    val_loader = _eval_loader(DetectorDataset(val_samples, Preprocessor.from_card(card)), config)
     order = torch.Generator()
-    train_loader = _loader(train_set, config, train=True, generator=order)
+    train_loader, pairs = _train_loader(train_samples, card, config, order)
+    train_set = train_loader.dataset
 
     weight = pos_weight(train_samples)
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([weight], device=device))
@@ -217,7 +221,7 @@ def fit(
 
     print(f"training {config.arch} ({count_parameters(model) / 1e6:.2f} M params) on {device}: "
           f"{len(train_samples)} train / {len(val_samples)} validation images, {config.input_size} px, "
-          f"pos_weight {weight:.3f}, init {config.init_weights or 'random'}"
+          f"{pairs} real/fake pairs, pos_weight {weight:.3f}, init {config.init_weights or 'random'}"
           + (f" ({init_counts['loaded']}/{init_counts['model_tensors']} tensors)" if init_counts else ""))
     epochs_run = 0
     while state["epoch"] < config.epochs and state["stale_epochs"] < config.patience:

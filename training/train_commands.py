@@ -43,6 +43,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=5, help="early stopping: epochs without a better validation AUC")
     p.add_argument("--init-weights", default=None,
                    help="initial weights: a .safetensors/.pt state dict, or 'lite0' (packaged EfficientNet-Lite0 ImageNet)")
+    p.add_argument("--no-pair-batches", dest="pair_batches", action="store_false",
+                   help="do not batch each fake with its same-named real twin under one augmentation draw")
     p.add_argument("--folds", type=int, default=0, help="stratified k-fold cross-validation over train+validation")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory")
     p.add_argument("--resume", type=Path, default=None,

@@ -6,7 +6,7 @@ exactly as at inference. The eval transform *is* :class:`Preprocessor` built fro
 validation and test numbers measure what the served model will see.
 
 Augmentation is Pillow/numpy only (torchvision's transforms would need its C extension for some ops)
-and draws every random choice from a generator seeded by (seed, epoch, index): a run is reproducible
+and draws every random choice from a generator seeded by (seed, epoch, item): a run is reproducible
 whatever the number of DataLoader workers.
 """
 
@@ -96,8 +96,9 @@ def eval_preprocessor(card: ModelCard) -> Preprocessor:
 class DetectorDataset(torch.utils.data.Dataset):
     """``Sample(path, label)`` items -> ``(uint8 (3, H, W) tensor, float label)``, or ``None`` for a bad file.
 
-    With ``augment`` set, images go through it with a per-(seed, epoch, index) generator; otherwise
-    through ``preprocessor``. Unreadable files yield ``None`` (dropped and counted by :func:`collate`)
+    With ``augment`` set, images go through it with a per-(seed, epoch, key) generator, ``key`` being
+    ``rng_keys[index]`` (items sharing a key, a real/fake pair, get identical augmentation) or the index;
+    otherwise through ``preprocessor``. Unreadable files yield ``None`` (dropped and counted by :func:`collate`)
     so one bad image never stops a run.
     """
 
@@ -107,11 +108,13 @@ class DetectorDataset(torch.utils.data.Dataset):
         preprocessor: Preprocessor,
         augment: TrainAugment | None = None,
         seed: int = 0,
+        rng_keys: Sequence[int] | None = None,
     ) -> None:
         self.samples = list(samples)
         self.preprocessor = preprocessor
         self.augment = augment
         self.seed = seed
+        self.rng_keys = rng_keys
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -126,7 +129,8 @@ class DetectorDataset(torch.utils.data.Dataset):
             if self.augment is None:
                 pixels = self.preprocessor(sample.path)
             else:
-                rng = np.random.default_rng((self.seed, self.epoch, index))
+                key = index if self.rng_keys is None else self.rng_keys[index]
+                rng = np.random.default_rng((self.seed, self.epoch, key))
                 image = self.augment(load_image(sample.path), rng)
                 pixels = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
         except (BadImageError, OSError) as error:
