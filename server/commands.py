@@ -51,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="concurrency levels as perf_analyzer takes them (default 1:8:2)")
     perf.add_argument("--batch-size", type=int, default=1, help="images per request (default 1)")
     perf.add_argument("--measurement-interval-ms", type=int, default=2000, help="window length (default 2000)")
+    perf.add_argument("--measurement-request-count", type=int, metavar="N",
+                      help="measure in windows of at least N requests instead of fixed time (busy machines)")
     perf.add_argument("--max-trials", type=int, default=6, help="windows per level before giving up (default 6)")
     perf.add_argument("--stability-percentage", type=float, default=20.0,
                       help="how far three windows may disagree (default 20)")
@@ -190,6 +192,7 @@ def run_perf(args: argparse.Namespace) -> int:
             rows = run_perf_analyzer(
                 url, images, model=args.model, protocol=args.protocol, concurrency_range=args.concurrency_range,
                 batch_size=args.batch_size, measurement_interval_ms=args.measurement_interval_ms,
+                measurement_request_count=args.measurement_request_count,
                 max_trials=args.max_trials, stability_percentage=args.stability_percentage,
                 shared_memory=args.shared_memory,
             )
