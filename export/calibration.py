@@ -1,9 +1,9 @@
 """Images for INT8 calibration and for parity/accuracy checks, through the shared preprocessing.
 
-Sources, in order of preference: an explicit folder; a dataset root in the layouts
-``deepfake_edge.training.datasets`` reads (train split for calibration, test split with labels for
-evaluation); the synthetic dataset ``data/synth`` (generated on demand by ``deepfake_edge.training.synth``);
-real photographs that ship inside installed packages.
+A source is a dataset root in the layouts ``deepfake_edge.training.datasets`` reads (train split for
+calibration, test split with labels for evaluation) or any folder of images (unlabelled). The default
+is the synthetic dataset ``data/synth``; when it is missing, export synthesizes a small throwaway one
+with ``deepfake_edge.training.synth`` (self-blended images of photographs packaged with scikit-image).
 """
 
 from __future__ import annotations
@@ -67,45 +67,27 @@ def _dataset_split(root: Path, split: str) -> tuple[list[Path], list[int]] | Non
     return [s.path for s in samples], [s.label for s in samples]
 
 
-def ensure_default_dataset(root: Path = DEFAULT_DATA_ROOT) -> Path | None:
-    """``data/synth`` if present, else generate it with the training package's synthesiser if available."""
-    if root.is_dir():
-        return root
-    try:
-        from deepfake_edge.training import synth
-    except ImportError:
-        return None
-    synth.generate(root)
-    return root
+def synthesize_small_dataset(out_dir: Path, calibration_images: int, eval_images: int) -> Path:
+    """A throwaway self-blended dataset (``deepfake-edge data synth``) just big enough for one export."""
+    from deepfake_edge.training import synth
+
+    # synthesize() puts ~70% of the pairs in train and ~15% in test.
+    count = 2 * int(np.ceil(max(calibration_images / 2 / 0.7, eval_images / 2 / 0.15)))
+    synth.synthesize(out_dir, count=max(count, 6), progress=False)
+    return out_dir
 
 
-def packaged_photo_files() -> list[Path]:
-    """Real photographs shipped inside installed packages (scikit-image, matplotlib)."""
-    import matplotlib
-    import skimage
-
-    skimage_data = Path(skimage.__file__).parent / "data"
-    files = [p for p in image_files(skimage_data) if p.stat().st_size > 10_000]
-    hopper = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    return files + ([hopper] if hopper.is_file() else [])
-
-
-def load_image_set(card: ModelCard, folder: Path | None, split: str, limit: int, seed: int = 0) -> ImageSet:
+def load_image_set(card: ModelCard, root: Path, split: str, limit: int, seed: int = 0) -> ImageSet:
     """Up to ``limit`` preprocessed images for ``split`` ("train" for calibration, "test" for evaluation).
 
-    ``folder`` may be a dataset root (its ``split`` is used, with labels) or any folder of images.
-    Without it: the default dataset's split, else packaged photographs (unlabelled).
+    ``root`` may be a dataset root (its ``split`` is used, with labels) or any folder of images (unlabelled).
     """
     what = "calibration" if split == "train" else "evaluation"
-    root = folder if folder is not None else ensure_default_dataset()
-    if root is not None:
-        found = _dataset_split(root, split)
-        if found is not None:
-            paths, labels = _take(*found, limit, seed)
-            return _load(paths, labels, card, f"{root} ({split} split)", what)
-        paths, _ = _take(image_files(root), None, limit, seed)
-        if paths:
-            return _load(paths, None, card, str(root), what)
+    found = _dataset_split(root, split)
+    if found is not None:
+        paths, labels = _take(*found, limit, seed)
+        return _load(paths, labels, card, f"{root} ({split} split)", what)
+    paths, _ = _take(image_files(root), None, limit, seed)
+    if not paths:
         raise ValueError(f"no images found in {root}")
-    paths, _ = _take(packaged_photo_files(), None, limit, seed)
-    return _load(paths, None, card, "photos packaged with scikit-image/matplotlib", what)
+    return _load(paths, None, card, str(root), what)

@@ -14,6 +14,7 @@ against autograd).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,8 +24,9 @@ from deepfake_edge.model_card import ModelCard
 
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("fake_probability", "logit", "heatmap")
-# Keeps an all-zero CAM at zero instead of 0/0; far below any real activation scale.
-_CAM_EPSILON = 1e-6
+# Floor for the per-image maximum: keeps an all-zero CAM at zero instead of 0/0 without rescaling real
+# maps (an additive epsilon would shrink maps of small-activation models, e.g. untrained ones).
+_CAM_FLOOR = 1e-12
 
 
 class DetectorGraph(nn.Module):
@@ -46,7 +48,7 @@ class DetectorGraph(nn.Module):
         logit = classifier(features.mean(dim=(2, 3)))
         cam = torch.relu(torch.einsum("nchw,c->nhw", features, classifier.weight[0]))
         peak = cam.amax(dim=(1, 2), keepdim=True)
-        heatmap = cam / (peak + _CAM_EPSILON)
+        heatmap = cam / peak.clamp_min(_CAM_FLOOR)
         return torch.sigmoid(logit), logit, heatmap
 
 
@@ -70,7 +72,8 @@ def export_onnx(model: nn.Module, card: ModelCard, path: str | Path, opset: int 
     graph = DetectorGraph(model, card).eval()
     example = torch.zeros(2, 3, card.input_size, card.input_size, dtype=torch.uint8)
     batch_axis = {0: "batch"}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is chosen on purpose
         torch.onnx.export(
             graph,
             (example,),

@@ -20,7 +20,7 @@ import torch
 
 from deepfake_edge.checkpoint import load_checkpoint
 from deepfake_edge.export import evaluate, repository
-from deepfake_edge.export.calibration import ImageSet, load_image_set
+from deepfake_edge.export.calibration import DEFAULT_DATA_ROOT, ImageSet, load_image_set, synthesize_small_dataset
 from deepfake_edge.export.graph import export_onnx, feature_map_size
 from deepfake_edge.export.quantize import QuantizationRecipe, convert_fp16, quantize_int8
 from deepfake_edge.model_card import ModelCard
@@ -76,9 +76,9 @@ def _timed(seconds: dict, stage: str) -> Iterator[None]:
     seconds[stage] = round(time.perf_counter() - started, 2)
 
 
-def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workdir: Path,
+def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workdir: Path, data: Path,
                       ) -> tuple[list[repository.ModelSpec], list[repository.ModelSpec], dict]:
-    """Export and check one checkpoint; returns (embedded specs, ngc specs, summary)."""
+    """Export and check one checkpoint against ``data``; returns (embedded specs, ngc specs, summary)."""
     seconds: dict[str, float] = {}
     model, card = load_checkpoint(checkpoint)
     heatmap_size = feature_map_size(model, card.input_size)
@@ -89,7 +89,7 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
                      "seconds": seconds}
 
     with _timed(seconds, "load_evaluation_images"):
-        evaluation: ImageSet = load_image_set(card, options.data, "test", options.eval_images)
+        evaluation: ImageSet = load_image_set(card, data, "test", options.eval_images)
     with _timed(seconds, "parity_fp32"):
         reference = evaluate.torch_probabilities(model, card, evaluation.images)
         fp32_outputs = evaluate.onnx_outputs(fp32_path, evaluation.images)
@@ -105,7 +105,7 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
     ngc = list(embedded)
     if options.int8:
         with _timed(seconds, "load_calibration_images"):
-            calibration = load_image_set(card, options.calibration_data or options.data, "train",
+            calibration = load_image_set(card, options.calibration_data or data, "train",
                                          options.calibration_images)
         with _timed(seconds, "quantize_int8"):
             int8_path = quantize_int8(fp32_path, workdir / f"{name}_int8.onnx", calibration.images, options.recipe)
@@ -126,6 +126,11 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
         with _timed(seconds, "convert_fp16"):
             fp16_path = convert_fp16(fp32_path, workdir / f"{name}_fp16.onnx")
         summary["files"]["fp16"] = _file_entry(fp16_path)
+        with _timed(seconds, "evaluate_fp16"):
+            # onnxruntime's CPU provider runs the FP16 graph too (slowly): enough to check its numbers.
+            fp16_probabilities = evaluate.onnx_outputs(fp16_path, evaluation.images)["fake_probability"].reshape(-1)
+        summary["fp16_vs_fp32"] = evaluate.compare(fp32_outputs["fake_probability"].reshape(-1), fp16_probabilities,
+                                                   card.threshold, evaluation.labels)
         fp16_card = card.replace(extra={**card.extra, "precision": "fp16"})
         # FP16 is for GPUs: onnxruntime's CPU provider has few FP16 kernels, so it goes to ngc/ only.
         ngc.append(repository.ModelSpec(f"{name}_fp16", fp16_path, fp16_card, heatmap_size, "fp16"))
@@ -154,9 +159,13 @@ def run_export(checkpoints: list[Path], options: ExportOptions, names: list[str]
         raise ValueError(f"two checkpoints would get the same model name: {names}; pass --name for each")
     summary: dict = {"repository": str(options.out), "models": {}}
     with tempfile.TemporaryDirectory(prefix="deepfake-edge-export-") as scratch:
+        data = options.data or DEFAULT_DATA_ROOT
+        if options.data is None and not DEFAULT_DATA_ROOT.is_dir():
+            data = synthesize_small_dataset(Path(scratch) / "synth", options.calibration_images, options.eval_images)
         embedded, ngc = [], []
         for checkpoint, name in zip(checkpoints, names):
-            model_embedded, model_ngc, summary["models"][name] = export_checkpoint(Path(checkpoint), name, options, Path(scratch))
+            model_embedded, model_ngc, summary["models"][name] = export_checkpoint(
+                Path(checkpoint), name, options, Path(scratch), data)
             embedded += model_embedded
             ngc += model_ngc
         written = repository.write_repositories(options.out, embedded, ngc)

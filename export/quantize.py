@@ -29,7 +29,7 @@ class QuantizationRecipe:
     per_channel: bool = True
     calibrate_method: str = "Percentile"  # onnxruntime CalibrationMethod name
     percentile: float = 99.999
-    op_types: tuple[str, ...] = ("Conv", "Gemm", "MatMul", "Add", "Mul", "GlobalAveragePool")
+    op_types: tuple[str, ...] = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Sigmoid", "GlobalAveragePool")
     exclude_name_patterns: tuple[str, ...] = field(default_factory=tuple)
 
     def describe(self) -> dict:
@@ -71,6 +71,25 @@ def _head_and_preprocessing_nodes(model: onnx.ModelProto) -> list[str]:
     return names[: conv_positions[0]] + names[conv_positions[-1] + 1 :]
 
 
+def _spatial_means_as_global_pools(model: onnx.ModelProto) -> int:
+    """Rewrite ``ReduceMean(axes=[2, 3], keepdims=1)`` (timm's squeeze-excite pooling) as GlobalAveragePool.
+
+    Same arithmetic, but onnxruntime has a quantized GlobalAveragePool and no quantized ReduceMean, so
+    the rewrite keeps each squeeze-excite block in INT8 instead of leaving it via DQ -> FP32 -> Q.
+    """
+    nodes, rewritten = [], 0
+    for node in model.graph.node:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        spatial = sorted(attributes.get("axes", [])) in ([2, 3], [-2, -1]) and attributes.get("keepdims", 1) == 1
+        if node.op_type == "ReduceMean" and len(node.input) == 1 and spatial:
+            node = onnx.helper.make_node("GlobalAveragePool", list(node.input), list(node.output), name=node.name)
+            rewritten += 1
+        nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return rewritten
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, calibration_images: np.ndarray,
                   recipe: QuantizationRecipe = QuantizationRecipe()) -> Path:
     """Statically quantize ``fp32_path`` into ``out_path``, calibrated on UINT8 (N, 3, H, W) images."""
@@ -82,6 +101,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_images: np.ndarra
         # Symbolic shape inference + onnxruntime's basic graph fusions, as the quantizer expects.
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
         model = onnx.load(str(prepared))
+        if _spatial_means_as_global_pools(model):
+            onnx.save(model, str(prepared))
         input_name = model.graph.input[0].name
         excluded = _head_and_preprocessing_nodes(model)
         excluded += [n.name for n in model.graph.node if any(p in n.name for p in recipe.exclude_name_patterns)]
@@ -107,14 +128,35 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_images: np.ndarra
 
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
-    """FP16 weights and compute for GPU; the UINT8 input and FP32 outputs are kept as the contract says."""
+    """FP16 weights and compute for GPU; the UINT8 input and FP32 outputs are kept as the contract says.
+
+    onnxconverter-common mistypes two spots of this graph, so they are prepared first: the input Cast
+    (UINT8 -> FLOAT) stays FP32 with a converter-inserted Cast to FP16 after it, and a graph output that
+    other nodes also consume (``logit`` feeds the sigmoid) gets an Identity so its FP32 copy is a leaf.
+    """
     from onnxconverter_common import float16
 
-    model = onnx.load(str(fp32_path))
-    converted = float16.convert_float_to_float16(model, keep_io_types=True)
-    onnx.checker.check_model(converted)
+    model = _outputs_as_leaves(onnx.load(str(fp32_path)))
+    converted = float16.convert_float_to_float16(
+        model, keep_io_types=True, op_block_list=[*float16.DEFAULT_OP_BLOCK_LIST, "Cast"]
+    )
+    onnx.checker.check_model(converted, full_check=True)
     onnx.save(converted, str(out_path))
     return out_path
+
+
+def _outputs_as_leaves(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Rename graph outputs that feed other nodes; an Identity re-exposes them under their public name."""
+    consumed = {name for node in model.graph.node for name in node.input}
+    for output in model.graph.output:
+        if output.name not in consumed:
+            continue
+        internal = f"{output.name}_internal"
+        for node in model.graph.node:
+            node.output[:] = [internal if name == output.name else name for name in node.output]
+            node.input[:] = [internal if name == output.name else name for name in node.input]
+        model.graph.node.append(onnx.helper.make_node("Identity", [internal], [output.name], name=f"{output.name}_leaf"))
+    return model
 
 
 def _copy_metadata(source: Path, target: Path) -> None:
