@@ -86,9 +86,15 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        pixels = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if image.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255.0
-        pixels = np.clip(pixels / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        pixels = np.asarray(image)
+        peak = 65535 if image.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255
+        if pixels.dtype.kind in "iu":
+            # round(v / peak * 255) in integers: the same bytes as in float64, at a fraction of the memory
+            # and time (a 90 KB 16-bit PNG of 6300 x 6300 took ~1 GB through float64 temporaries).
+            scaled = (np.clip(pixels, 0, peak).astype(np.uint32) * 510 + peak) // (2 * peak)
+            pixels = scaled.astype(np.uint8)
+        else:
+            pixels = np.clip(pixels.astype(np.float64) / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(pixels, mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")

@@ -137,6 +137,31 @@ def test_bombs_in_every_format_are_refused_within_bounded_memory():
     assert peak_mb < 400, f"peak RSS {peak_mb} MB while refusing bombs"
 
 
+def test_sixteen_bit_images_convert_exactly_without_float64_temporaries():
+    """Regression: a 40 KB 16-bit PNG of 4000 x 4000 peaked at ~500 MB RSS through float64 temporaries."""
+    from deepfake_edge.preprocessing import _to_rgb
+
+    values = np.arange(65_536, dtype=np.uint16).reshape(256, 256)
+    expected = np.clip(values / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8)  # the float definition
+    for image in (Image.fromarray(values), Image.frombytes("I;16B", (256, 256), values.byteswap().tobytes()),
+                  Image.fromarray(values.astype(np.int32))):
+        assert np.array_equal(np.asarray(_to_rgb(image))[..., 0], expected), image.mode
+    script = textwrap.dedent(
+        """
+        import io, resource, numpy as np
+        from PIL import Image
+        from deepfake_edge.preprocessing import Preprocessor
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((4000, 4000), 1000, np.uint16)).save(buffer, format="PNG")
+        Preprocessor(224, 256)(buffer.getvalue())
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) < 350, f"peak RSS {result.stdout.strip()} MB for a 16 M-pixel 16-bit image"
+
+
 def test_project_pixel_limit_fires_before_pillows_and_both_are_armed():
     from reliability_inputs import png_declaring
 
