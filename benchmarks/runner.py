@@ -31,7 +31,7 @@ def _count_points(settings: BenchSettings) -> int:
     return (models + int(settings.torch_engine)
             + models * len(settings.protocols) * len(settings.concurrencies)
             + len(settings.naive_engines) * (1 + len(settings.naive_concurrencies))
-            + (models * len(settings.perf_protocols) * len(settings.concurrencies) if settings.perf_analyzer else 0))
+            + (models * len(settings.perf_protocols) * len(settings.perf_concurrencies) if settings.perf_analyzer else 0))
 
 
 def _served_models(settings: BenchSettings) -> tuple[dict[str, ServedModel], Path]:

@@ -30,6 +30,7 @@ class BenchSettings:
     torch_engine: bool = True
     perf_analyzer: bool = True
     perf_protocols: tuple[str, ...] = ("grpc", "http")
+    perf_concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     max_requests: int = 3000
     max_seconds: float = 8.0
     engine_seconds: float = 4.0
@@ -49,7 +50,7 @@ class BenchSettings:
         return replace(
             self, quick=True, protocols=("grpc", "http"), batches=(1, 8), concurrencies=(1, 4),
             naive_engines=("torch",), naive_concurrencies=(1, 4), torch_engine=False, perf_protocols=("grpc",),
-            max_requests=400, max_seconds=2.0, engine_seconds=1.0, engine_iterations=50,
+            perf_concurrencies=(4,), max_requests=400, max_seconds=1.5, engine_seconds=1.0, engine_iterations=50,
             perf_interval_ms=800, perf_max_trials=4, perf_stability=60.0,
         )
 

@@ -114,7 +114,7 @@ def perf_stage(settings: BenchSettings, grpc_url: str, http_url: str, models: di
     for name in models:
         for protocol in settings.perf_protocols:
             system = f"perf_analyzer-{protocol}-{precision_of(name)}"
-            for concurrency in settings.concurrencies:
+            for concurrency in settings.perf_concurrencies:
                 progress(f"{system} c={concurrency}")
                 measure = partial(run_perf_analyzer, grpc_url if protocol == "grpc" else http_url, workload.tensors,
                                   model=name, protocol=protocol, concurrency_range=(concurrency, concurrency, 1),
