@@ -105,7 +105,8 @@ class AsyncDeepfakeClient:
         batch_size: Optional[int] = None,
     ) -> list[Result]:
         """One Detection or Failure per source, in order (see :meth:`iter_detect`)."""
-        return [r async for r in self.iter_detect(sources, concurrency=concurrency, heatmap=heatmap, batch_size=batch_size)]
+        results = self.iter_detect(sources, concurrency=concurrency, heatmap=heatmap, batch_size=batch_size)
+        return [result async for result in results]
 
     async def iter_detect(
         self,
@@ -116,8 +117,8 @@ class AsyncDeepfakeClient:
     ) -> AsyncIterator[Result]:
         """Yield one Detection or Failure per source in input order; same contract as the sync
         ``DeepfakeClient.iter_detect`` (lazy, bounded memory, nothing raises per input)."""
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
+        if concurrency < 1 or (batch_size is not None and batch_size < 1):
+            raise ValueError("concurrency and batch_size must be >= 1")
         sources = iter(sources)
         try:
             info = await self.model_info()
@@ -126,8 +127,6 @@ class AsyncDeepfakeClient:
                 yield Failure(source, error)
             return
         size = min(batch_size or DEFAULT_BATCH_SIZE, info.max_batch_size)
-        if size < 1:
-            raise ValueError("batch_size must be >= 1")
         unreachable: list[ServerUnreachableError] = []
         pending: deque[asyncio.Task] = deque()
         try:
@@ -211,7 +210,9 @@ class AsyncDeepfakeClient:
         config = await triton.get_model_config(self.model, **self._json_options)
         return parse_model_config(self.model, config_as_dict(config))
 
-    async def _infer(self, info: ModelInfo, batch: np.ndarray, sources: list[ImageSource], heatmap: bool) -> list[Detection]:
+    async def _infer(
+        self, info: ModelInfo, batch: np.ndarray, sources: list[ImageSource], heatmap: bool
+    ) -> list[Detection]:
         result = await self._client().infer(
             self.model,
             make_inputs(self._module, batch),

@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default 4)")
     parser.add_argument("--batch-size", type=_positive_int, default=8,
                         help="images per request, capped by the model's max_batch_size (default 8)")
-    parser.add_argument("--timeout", type=_positive_float, default=30.0, help="seconds allowed per request (default 30)")
+    parser.add_argument("--timeout", type=_positive_float, default=30.0,
+                        help="seconds allowed per request (default 30)")
     parser.add_argument("--shared-memory", action="store_true",
                         help="pass images through system shared memory (server on this machine only)")
     parser.set_defaults(func=run_detect)

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 import numpy as np
@@ -127,7 +128,7 @@ class DeepfakeClient:
         """The served model's card and limits (fetched once). Raises ServerUnreachableError,
         ModelNotReadyError or ServerError."""
         if self._info is None:
-            self._info = self._pool.submit(lambda worker: self._with_retries(worker, self._fetch_info)).result()
+            self._info = self._pool.submit(partial(self._with_retries, operation=self._fetch_info)).result()
         return self._info
 
     def preprocess(self, source: ImageSource) -> np.ndarray:
@@ -138,13 +139,13 @@ class DeepfakeClient:
         """Classify one image. Raises BadImageError or a DeepfakeClientError subclass."""
         info = self.model_info()
         tensor = load_tensor(info, source, self.max_pixels)
-        task = lambda worker: self._with_retries(worker, lambda lane: self._infer(lane, tensor[None], [source], heatmap))
+        infer = partial(self._infer, batch=tensor[None], sources=[source], heatmap=heatmap)
         with self._lock:
             self._callers += 1
             # One connection per concurrent caller: threads sharing this client are not serialised.
             self._pool.ensure(self._callers)
         try:
-            return self._pool.submit(task).result()[0]
+            return self._pool.submit(partial(self._with_retries, operation=infer)).result()[0]
         finally:
             with self._lock:
                 self._callers -= 1
@@ -174,8 +175,8 @@ class DeepfakeClient:
         that input's Failure. Once the server is unreachable (after retries), the remaining inputs fail
         with that error without being sent.
         """
-        if concurrency < 1:
-            raise ValueError("concurrency must be >= 1")
+        if concurrency < 1 or (batch_size is not None and batch_size < 1):
+            raise ValueError("concurrency and batch_size must be >= 1")
         sources = iter(sources)
         try:
             info = self.model_info()
@@ -183,14 +184,13 @@ class DeepfakeClient:
             yield from (Failure(source, error) for source in sources)
             return
         size = min(batch_size or DEFAULT_BATCH_SIZE, info.max_batch_size)
-        if size < 1:
-            raise ValueError("batch_size must be >= 1")
         self._pool.ensure(concurrency)
         unreachable: list[ServerUnreachableError] = []
         pending: deque[Future] = deque()
         try:
             while chunk := list(itertools.islice(sources, size)):
-                pending.append(self._pool.submit(lambda worker, chunk=chunk: self._run_chunk(worker, info, chunk, heatmap, unreachable)))
+                run = partial(self._run_chunk, info=info, chunk=chunk, heatmap=heatmap, unreachable=unreachable)
+                pending.append(self._pool.submit(run))
                 # Keep one chunk queued beyond the ones in flight so no worker waits for the consumer.
                 while len(pending) > concurrency:
                     yield from pending.popleft().result()
@@ -223,9 +223,8 @@ class DeepfakeClient:
                     raise unreachable[0]
                 batch = np.stack(tensors)
                 del tensors
-                detections: list[Result] = self._with_retries(
-                    worker, lambda lane: self._infer(lane, batch, good_sources, heatmap)
-                )
+                infer = partial(self._infer, batch=batch, sources=good_sources, heatmap=heatmap)
+                detections: list[Result] = self._with_retries(worker, infer)
             except DeepfakeClientError as error:
                 if isinstance(error, ServerUnreachableError) and not unreachable:
                     unreachable.append(error)
@@ -290,7 +289,9 @@ class DeepfakeClient:
         if lane.region is None:
             region = InputRegion(info.max_batch_size * info.request_bytes_per_image)
             try:
-                lane.triton.register_system_shared_memory(region.name, region.key, region.byte_size, **self._call_options)
+                lane.triton.register_system_shared_memory(
+                    region.name, region.key, region.byte_size, **self._call_options
+                )
             except BaseException:
                 region.close()
                 raise

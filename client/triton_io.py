@@ -64,7 +64,7 @@ def parse_model_config(name: str, config: dict[str, Any]) -> ModelInfo:
     try:
         card_json = config["parameters"]["model_card"]["string_value"]
     except KeyError:
-        raise ServerError(f"model {name!r} has no 'model_card' parameter in its config: not a deepfake-edge model") from None
+        raise ServerError(f"model {name!r} has no 'model_card' config parameter: not a deepfake-edge model") from None
     card = ModelCard.from_json(card_json)
     max_batch_size = int(config.get("max_batch_size", 0))
     inputs = {spec["name"]: spec for spec in config.get("input", [])}
@@ -72,7 +72,7 @@ def parse_model_config(name: str, config: dict[str, Any]) -> ModelInfo:
         raise ServerError(f"model {name!r} does not follow the contract (batched UINT8 input {INPUT_NAME!r})")
     shape = tuple(int(d) for d in inputs[INPUT_NAME].get("dims", []))
     if shape != (3, card.input_size, card.input_size):
-        raise ServerError(f"model {name!r}: input dims {list(shape)} disagree with its model card (input_size {card.input_size})")
+        raise ServerError(f"model {name!r}: input dims {list(shape)} disagree with card input_size {card.input_size}")
     return ModelInfo(name=name, card=card, max_batch_size=max_batch_size, input_shape=shape)
 
 

@@ -70,7 +70,8 @@ def test_detect_reads_everything_from_the_served_model(triton_server, good_folde
     heatmap_dims = next(o["dims"] for o in config["output"] if o["name"] == "heatmap")
     assert list(detection.heatmap.shape) == [int(d) for d in heatmap_dims]
     assert detection.heatmap.dtype == np.float32 and 0.0 <= detection.heatmap.min() <= detection.heatmap.max() <= 1.0
-    assert plain.heatmap is None and plain.fake_probability == pytest.approx(detection.fake_probability, abs=SCORE_TOLERANCE)
+    assert plain.heatmap is None
+    assert plain.fake_probability == pytest.approx(detection.fake_probability, abs=SCORE_TOLERANCE)
 
 
 def test_client_sends_exactly_the_shared_preprocessing(triton_server, good_folder):
@@ -166,10 +167,12 @@ def test_async_client_matches_the_sync_client(triton_server, good_folder, protoc
             return single, many
 
     single, many = asyncio.run(run())
-    assert single.heatmap is not None and single.fake_probability == pytest.approx(expected[0].fake_probability, abs=SCORE_TOLERANCE)
+    assert single.heatmap is not None
+    assert single.fake_probability == pytest.approx(expected[0].fake_probability, abs=SCORE_TOLERANCE)
     assert [r.source for r in many] == sources
     assert [r.ok for r in many] == [True] * (len(sources) - 1) + [False]
-    assert [r.fake_probability for r in many[:-1]] == pytest.approx([r.fake_probability for r in expected[:-1]], abs=SCORE_TOLERANCE)
+    expected_scores = [r.fake_probability for r in expected[:-1]]
+    assert [r.fake_probability for r in many[:-1]] == pytest.approx(expected_scores, abs=SCORE_TOLERANCE)
     assert isinstance(many[-1].error, BadImageError)
 
 

@@ -105,7 +105,8 @@ def test_json_lines_schema(triton_server, mixed_folder, capsys):
             assert record["label"] in ("Real", "Fake") and record["model"] == "deepfake_b0" and record["model_version"]
             assert 0.0 <= record["fake_probability"] <= 1.0 and 0.5 <= record["confidence"] <= 1.0
             fake = record["label"] == "Fake"
-            assert record["confidence"] == pytest.approx(record["fake_probability"] if fake else 1 - record["fake_probability"])
+            probability = record["fake_probability"]
+            assert record["confidence"] == pytest.approx(probability if fake else 1 - probability)
 
 
 def test_all_good_exits_zero_and_writes_heatmap_overlays(triton_server, good_folder, tmp_path, capsys):
