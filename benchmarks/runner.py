@@ -8,6 +8,7 @@ stopped when its stage ends, when a stage fails and on Ctrl-C. A stage that fail
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import sys
 import time
@@ -69,6 +70,7 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
         "machine": describe_machine(),
         "settings": settings.to_dict() | {
             "input_size": first.card.input_size, "images": len(workload), "image_names": list(workload.names),
+            "checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
             "engine_threads": {name: m.intra_op_threads for name, m in models.items()},
             "triton_instances": {name: m.instances for name, m in models.items()},
             "triton_max_queue_delay_us": {name: m.max_queue_delay_us for name, m in models.items()},
