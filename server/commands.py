@@ -91,10 +91,19 @@ def _concurrency_range(text: str) -> tuple[int, int, int]:
 
 
 def _stop_on_signals() -> None:
-    # SIGTERM takes the same clean path as Ctrl+C: KeyboardInterrupt unwinds the context managers. SIGINT
-    # is set too because a shell that starts us in the background leaves it ignored.
+    """Make SIGINT (Ctrl+C) and SIGTERM raise KeyboardInterrupt once, so context managers stop everything.
+
+    Further signals are ignored: a second Ctrl+C must not cut the shutdown short and orphan the server.
+    SIGINT is set explicitly because a shell that starts us in the background leaves it ignored.
+    """
+
+    def request_stop(signum: int, frame: object) -> None:
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop_signal, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop_signal, signal.default_int_handler)
+        signal.signal(stop_signal, request_stop)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -104,7 +113,6 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"error: model repository {args.model_repository} does not exist; build it with "
               f"'deepfake-edge export --if-missing' (what 'make serve' runs first)", file=sys.stderr)
         return 2
-    web_app = None
     if not args.no_web:
         try:
             from deepfake_edge.webapp.app import create_app, make_web_server
@@ -129,13 +137,13 @@ def run_serve(args: argparse.Namespace) -> int:
             print(f"  log:     {server.log_file}")
             if not args.no_web:
                 triton_url = server.grpc_url if args.web_protocol == "grpc" else server.http_url
-                web_app = make_web_server(create_app(triton_url, protocol=args.web_protocol), args.host, args.web_port)
-                stack.callback(web_app.server_close)
-                thread = threading.Thread(target=web_app.serve_forever, name="web", daemon=True)
+                web = make_web_server(create_app(triton_url, protocol=args.web_protocol), args.host, args.web_port)
+                stack.callback(web.server_close)
+                thread = threading.Thread(target=web.serve_forever, name="web", daemon=True)
                 thread.start()
                 stack.callback(thread.join, 5.0)
-                stack.callback(web_app.shutdown)
-                print(f"  web:     http://{args.host}:{web_app.server_port}/")
+                stack.callback(web.shutdown)
+                print(f"  web:     http://{args.host}:{web.server_port}/")
             print("Ctrl+C stops everything.", flush=True)
             while server.is_running():
                 time.sleep(0.5)
