@@ -73,12 +73,20 @@ def time_batches(runs: Sequence[BatchRunner], workload: Workload, batch: int, ma
     return len(every), float(np.median(every) * 1e3), len(every) * batch / wall, cpu_ms
 
 
-def session_for(onnx_path: str | Path, threads: int, providers: Sequence[str] = ("CPUExecutionProvider",)):
+def server_providers() -> list[str]:
+    """The execution providers the server's model picks with ``execution_provider: auto``."""
+    import onnxruntime as ort
+
+    gpu = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in ort.get_available_providers() else []
+    return gpu + ["CPUExecutionProvider"]
+
+
+def session_for(onnx_path: str | Path, threads: int, providers: Sequence[str] | None = None):
     """An onnxruntime session configured like the server's model (see ``_server_session_options``)."""
     import onnxruntime as ort
 
     return ort.InferenceSession(str(onnx_path), sess_options=_server_session_options(threads),
-                                providers=list(providers))
+                                providers=list(providers or server_providers()))
 
 
 def _server_session_options(threads: int):

@@ -226,12 +226,12 @@ def _drive(sender: _Sender, kinds: list[Kind], concurrency: int, deadline: float
     from tqdm import tqdm
 
     outcomes: list[Outcome] = []
-    lock, started = threading.Lock(), time.perf_counter()
+    lock, started, stop = threading.Lock(), time.perf_counter(), threading.Event()
     position = iter(enumerate(kinds))
     bar = tqdm(total=len(kinds), desc=progress, unit="req", disable=progress is None, mininterval=1.0)
 
     def worker() -> None:
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and not stop.is_set():
             with lock:
                 item = next(position, None)
             if item is None:
@@ -242,9 +242,14 @@ def _drive(sender: _Sender, kinds: list[Kind], concurrency: int, deadline: float
                 bar.update()
 
     with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="soak") as pool:
-        for future in [pool.submit(worker) for _ in range(concurrency)]:
-            future.result()
-    bar.close()
+        try:
+            for future in [pool.submit(worker) for _ in range(concurrency)]:
+                future.result()
+        except BaseException:  # Ctrl+C: let the workers finish the request they are on, then stop
+            stop.set()
+            raise
+        finally:
+            bar.close()
     return outcomes
 
 

@@ -41,6 +41,7 @@ def _positive(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from deepfake_edge.benchmarks.soak import SoakSettings, run_soak
     from deepfake_edge.benchmarks.soak_report import write_report
+    from deepfake_edge.benchmarks.soak_service import ServiceError
 
     if not 0.0 <= args.malformed_fraction < 1.0:
         print("error: --malformed-fraction must be in [0, 1)", file=sys.stderr)
@@ -53,6 +54,12 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except ServiceError as error:
+        print(f"error: the service did not start: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; the service was stopped and nothing was written", file=sys.stderr)
+        return 130
     command = "deepfake-edge " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["soak"] else "deepfake-edge soak"
     paths = write_report(results, args.out, command)
     latency = results["latency_ms"]["all_valid"]

@@ -13,7 +13,13 @@ from functools import partial
 from pathlib import Path
 
 from deepfake_edge.benchmarks.cputime import CpuMeter
-from deepfake_edge.benchmarks.engine import bench_engine, onnxruntime_runner, session_for, torch_runner
+from deepfake_edge.benchmarks.engine import (
+    bench_engine,
+    onnxruntime_runner,
+    server_providers,
+    session_for,
+    torch_runner,
+)
 from deepfake_edge.benchmarks.loadgen import run_closed_loop
 from deepfake_edge.benchmarks.served import BatchingStats, ServedModel, client_sender
 from deepfake_edge.benchmarks.settings import BenchSettings, precision_of
@@ -27,13 +33,20 @@ def engine_stage(settings: BenchSettings, models: dict[str, ServedModel], worklo
                  progress: Progress) -> list[dict]:
     """images/s and ms/batch per (engine, precision, batch); sessions opened like the server's."""
     rows: list[dict] = []
-    for name, model in models.items():
-        progress(f"engine onnxruntime {precision_of(name)}")
-        sessions = [session_for(model.onnx_path, model.intra_op_threads) for _ in range(model.instances)]
-        results = bench_engine("onnxruntime", precision_of(name), [onnxruntime_runner(s) for s in sessions], workload,
+    providers = server_providers()
+    files = {name: (model.onnx_path, precision_of(name), model) for name, model in models.items()}
+    if "CUDAExecutionProvider" in providers:  # FP16 is exported for GPUs only, into the ngc repository
+        for name, model in models.items():
+            fp16 = _latest_onnx(settings.repository.parent / "ngc" / f"{name}_fp16")
+            if precision_of(name) == "fp32" and fp16 is not None:
+                files[f"{name}_fp16"] = (fp16, "fp16", model)
+    for name, (onnx_path, precision, model) in files.items():
+        progress(f"engine onnxruntime {precision}")
+        sessions = [session_for(onnx_path, model.intra_op_threads, providers) for _ in range(model.instances)]
+        results = bench_engine("onnxruntime", precision, [onnxruntime_runner(s) for s in sessions], workload,
                                settings.batches, model.intra_op_threads, settings.engine_seconds,
                                settings.engine_iterations)
-        rows += [r.to_dict() | {"model": name} for r in results]
+        rows += [r.to_dict() | {"model": name, "provider": sessions[0].get_providers()[0]} for r in results]
         del sessions
     if settings.torch_engine:
         import torch
@@ -46,6 +59,11 @@ def engine_stage(settings: BenchSettings, models: dict[str, ServedModel], worklo
                                torch.get_num_threads(), settings.engine_seconds, settings.engine_iterations)
         rows += [r.to_dict() | {"model": settings.checkpoint.name} for r in results]
     return rows
+
+
+def _latest_onnx(model_dir: Path) -> Path | None:
+    versions = sorted(int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit())
+    return model_dir / str(versions[-1]) / "model.onnx" if versions else None
 
 
 def served_stage(settings: BenchSettings, grpc_url: str, http_url: str, server_pid: int | None,
