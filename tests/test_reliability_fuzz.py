@@ -27,7 +27,7 @@ from deepfake_edge.preprocessing import BadImageError, Preprocessor, load_image
 
 # Small enough that one decode stays fast on a loaded 2-core machine; the guard logic is the same at 40 M.
 FUZZ_MAX_PIXELS = 4_000_000
-PER_INPUT_LIMIT_S = 10.0
+PER_INPUT_LIMIT_S = 30.0  # generous: shared CI machines; a hang is what it catches
 MEMORY_BUDGET_MB = 400  # above the RSS at the start of a fuzz test, at the end of every example
 PREPROCESSOR = Preprocessor(input_size=128, resize_size=146)
 FUZZ = settings(derandomize=True, database=None, deadline=None, print_blob=False,
@@ -128,7 +128,7 @@ def test_bombs_in_every_format_are_refused_within_bounded_memory():
         """
     )
     tests_dir = str(Path(__file__).resolve().parent)
-    result = subprocess.run([sys.executable, "-c", script, tests_dir], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script, tests_dir], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = dict(line.split(" -> ", 1) for line in result.stdout.splitlines() if " -> " in line)
     assert set(lines) == set(bombs()), result.stdout
@@ -157,7 +157,7 @@ def test_sixteen_bit_images_convert_exactly_without_float64_temporaries():
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
         """
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) < 350, f"peak RSS {result.stdout.strip()} MB for a 16 M-pixel 16-bit image"
 
