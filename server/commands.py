@@ -47,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="start Triton on --model-repository on free loopback ports for this run")
     perf.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY,
                       help=f"repository for --start-server (default {DEFAULT_REPOSITORY})")
+    perf.add_argument("--startup-timeout", type=float, default=300.0,
+                      help="seconds --start-server waits for ready (default 300)")
     perf.add_argument("--concurrency-range", type=_concurrency_range, default=(1, 8, 2), metavar="START:END:STEP",
                       help="concurrency levels as perf_analyzer takes them (default 1:8:2)")
     perf.add_argument("--batch-size", type=int, default=1, help="images per request (default 1)")
@@ -185,7 +187,8 @@ def run_perf(args: argparse.Namespace) -> int:
             url = args.url or f"127.0.0.1:{8001 if args.protocol == 'grpc' else 8000}"
             if args.start_server:
                 server = stack.enter_context(TritonServer(
-                    args.model_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()))
+                    args.model_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
+                    startup_timeout_s=args.startup_timeout))
                 url = server.grpc_url if args.protocol == "grpc" else server.http_url
             try:
                 card = fetch_model_card(url, args.protocol, args.model)
