@@ -45,7 +45,9 @@ serve: venv model-repository
 test: venv system-deps
 	$(BIN)/python -m pytest -q
 
+# The demo's default synthetic set also draws on the photos in Debian's opencv-doc (more photo diversity).
 demo-model: venv
+	@dpkg -s opencv-doc >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends opencv-doc >/dev/null; }
 	$(BIN)/python -m deepfake_edge.training.demo
 
 bench: venv model-repository
