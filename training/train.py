@@ -165,6 +165,33 @@ def _train_loader(samples: Sequence, card: ModelCard, config: TrainConfig, order
     return loader, sum(len(g) == 2 for g in groups)
 
 
+def _train_epoch(model: nn.Module, batches, criterion, optimizer, scheduler, scaler, card: ModelCard,
+                 clip_grad: float) -> tuple[float, int, int]:
+    """One pass over ``batches``; returns (mean loss, images trained on, unreadable images dropped)."""
+    device = next(model.parameters()).device
+    model.train()
+    losses, images_seen, dropped = [], 0, 0
+    for images, targets, bad in batches:
+        dropped += bad
+        if len(images) < 2:  # BatchNorm cannot train on a single image
+            continue
+        images = normalize(images.to(device, non_blocking=True), card.mean, card.std)
+        targets = targets.to(device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+            loss = criterion(model(images).squeeze(1).float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        losses.append(loss.item())
+        images_seen += len(targets)
+        batches.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+    return (float(np.mean(losses)) if losses else float("nan")), images_seen, dropped
+
+
 def fit(
     train_samples: Sequence,
     val_samples: Sequence,
@@ -205,8 +232,7 @@ def fit(
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([weight], device=device))
     optimizer = _optimizer(model, config)
     scheduler = _scheduler(optimizer, config, len(train_loader))
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
 
     state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_loss": math.inf, "best_epoch": 0,
                              "stale_epochs": 0, "history": [], "train_images": 0, "train_seconds": 0.0}
@@ -233,27 +259,11 @@ def fit(
         train_set.set_epoch(epoch)
         order.manual_seed(config.seed * 100_003 + epoch)
         torch.manual_seed(config.seed * 100_019 + epoch)
-        model.train()
-        losses, dropped, started = [], 0, time.perf_counter()
+        started = time.perf_counter()
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
-        for images, targets, bad in bar:
-            dropped += bad
-            if len(images) < 2:
-                continue
-            images = normalize(images.to(device, non_blocking=True), card.mean, card.std)
-            targets = targets.to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = criterion(model(images).squeeze(1).float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            losses.append(loss.item())
-            state["train_images"] += len(targets)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        train_loss, images_seen, dropped = _train_epoch(model, bar, criterion, optimizer, scheduler, scaler, card,
+                                                        config.clip_grad)
+        state["train_images"] += images_seen
         state["train_seconds"] += time.perf_counter() - started
 
         labels, scores, val_dropped = predict(model, val_loader, card, device)
@@ -261,7 +271,7 @@ def fit(
         metrics = compute_metrics(labels, scores, threshold)
         val_loss = _bce(labels, scores)
         state["history"].append({
-            "epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "epoch": epoch, "train_loss": train_loss,
             "val_loss": val_loss, "val_roc_auc": metrics["roc_auc"], "val_accuracy": metrics["accuracy"],
             "val_eer": metrics["eer"], "threshold": threshold, "lr": scheduler.get_last_lr()[0],
             "skipped_images": dropped + val_dropped, "seconds": time.perf_counter() - started,
