@@ -36,6 +36,7 @@ from deepfake_edge.client.triton_io import (
     make_inputs,
     make_outputs,
     normalize_url,
+    not_ready_message,
     parse_model_config,
 )
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, BadImageError, ImageSource
@@ -206,7 +207,8 @@ class AsyncDeepfakeClient:
         if not await triton.is_server_live(**self._call_options):
             raise ServerUnreachableError(self.url, "the server is not live")
         if not await triton.is_model_ready(self.model, **self._call_options):
-            raise ModelNotReadyError(f"model {self.model!r} is not ready on the Triton server at {self.url}")
+            index = await triton.get_model_repository_index(**self._json_options)
+            raise ModelNotReadyError(not_ready_message(self.model, self.url, index))
         config = await triton.get_model_config(self.model, **self._json_options)
         return parse_model_config(self.model, config_as_dict(config))
 

@@ -41,6 +41,7 @@ from deepfake_edge.client.triton_io import (
     make_inputs,
     make_outputs,
     normalize_url,
+    not_ready_message,
     parse_model_config,
 )
 from deepfake_edge.client.workers import LanePool, Worker
@@ -261,15 +262,10 @@ class DeepfakeClient:
         if not lane.triton.is_server_live(**self._call_options):
             raise ServerUnreachableError(self.url, "the server is not live")
         if not lane.triton.is_model_ready(self.model, **self._call_options):
-            raise ModelNotReadyError(self._not_ready_message(lane))
+            index = lane.triton.get_model_repository_index(**self._json_options)
+            raise ModelNotReadyError(not_ready_message(self.model, self.url, index))
         config = lane.triton.get_model_config(self.model, **self._json_options)
         return parse_model_config(self.model, config_as_dict(config))
-
-    def _not_ready_message(self, lane: _Lane) -> str:
-        index = lane.triton.get_model_repository_index(**self._json_options)
-        index = index.get("models", index) if isinstance(index, dict) else index
-        states = ", ".join(f"{m.get('name')} ({m.get('state') or 'UNAVAILABLE'})" for m in index) or "none"
-        return f"model {self.model!r} is not ready on the Triton server at {self.url}; its models: {states}"
 
     def _infer(self, lane: _Lane, batch: np.ndarray, sources: list[ImageSource], heatmap: bool) -> list[Detection]:
         info = self._info

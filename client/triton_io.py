@@ -129,6 +129,13 @@ def decode_result(result: Any, sources: Sequence[ImageSource], info: ModelInfo, 
     return detections
 
 
+def not_ready_message(model: str, url: str, index: Any) -> str:
+    """Names the models the server does have (``index``: the repository index of either protocol)."""
+    entries = index.get("models", []) if isinstance(index, dict) else index
+    states = ", ".join(f"{m.get('name')} ({m.get('state') or 'UNAVAILABLE'})" for m in entries) or "none"
+    return f"model {model!r} is not ready on the Triton server at {url}; its models: {states}"
+
+
 def config_as_dict(config: Any) -> dict[str, Any]:
     """HTTP returns a dict; gRPC ``as_json=True`` returns a dict too, older versions a JSON string."""
     return json.loads(config) if isinstance(config, (str, bytes)) else config
