@@ -10,6 +10,7 @@ from PIL import Image
 
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.preprocessing import BadImageError, Preprocessor, load_image
+from client_samples import png_bomb
 
 
 def _encode(image: Image.Image, fmt: str, **params) -> bytes:
@@ -60,7 +61,7 @@ def test_bad_bytes_raise_bad_image_error(payload, reason):
 
 
 def test_declared_pixel_bomb_is_refused_before_decoding():
-    bomb = _encode(Image.new("1", (30_000, 30_000)), "PNG")
+    bomb = png_bomb(30_000, 30_000)
     assert len(bomb) < 200_000
     with pytest.raises(BadImageError, match="too large"):
         load_image(bomb)
