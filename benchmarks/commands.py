@@ -32,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="seconds per load point (default 8, quick 2); each point is also capped in requests")
     parser.add_argument("--max-requests", type=int, default=None, help="requests per load point at most")
     parser.add_argument("--no-perf-analyzer", action="store_true", help="skip the perf_analyzer sweep")
+    parser.add_argument("--no-torch-engine", action="store_true", help="skip in-process PyTorch (reference only)")
     parser.set_defaults(func=run)
 
 
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         settings = replace(settings, max_requests=args.max_requests)
     if args.no_perf_analyzer:
         settings = replace(settings, perf_analyzer=False)
+    if args.no_torch_engine:
+        settings = replace(settings, torch_engine=False)
     _ensure_repository(settings)
     results = run_benchmark(settings)
     print("\n".join(summary_lines(results)))

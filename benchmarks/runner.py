@@ -77,13 +77,14 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
         },
         "engine": [], "load": [], "perf_analyzer": [], "failures": [],
     }
+    interrupted = False
     bar = tqdm(total=_count_points(settings), desc="bench", unit="point", dynamic_ncols=True)
 
     def progress(description: str) -> None:
         bar.set_postfix_str(description, refresh=False)
         bar.update(1)
 
-    def attempt(stage: str, measure) -> list[dict]:
+    def attempt(stage: str, measure) -> list:
         try:
             return measure()
         except Exception as error:  # noqa: BLE001 - one failed stage must not lose the others' figures
@@ -92,28 +93,38 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
             return []
 
     try:
-        results["engine"] = attempt("engine", lambda: engine_stage(settings, models, workload, progress))
+        attempt("engine", lambda: engine_stage(settings, models, workload, progress, results["engine"]))
         with ExitStack() as servers:
             triton = attempt("triton start", lambda: [servers.enter_context(TritonServer(
                 settings.repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()))])
             if triton:
                 grpc_url, http_url = triton[0].grpc_url, triton[0].http_url
-                results["load"] += attempt("served", lambda: served_stage(
-                    settings, grpc_url, http_url, triton[0].pid, models, workload, progress))
+                attempt("served", lambda: served_stage(
+                    settings, grpc_url, http_url, triton[0].pid, models, workload, progress, results["load"]))
                 if settings.perf_analyzer:
-                    results["perf_analyzer"] = attempt("perf_analyzer", lambda: perf_stage(
-                        settings, grpc_url, http_url, models, workload, progress))
+                    attempt("perf_analyzer", lambda: perf_stage(
+                        settings, grpc_url, http_url, models, workload, progress, results["perf_analyzer"]))
         fp32 = next((m.onnx_path for name, m in models.items() if precision_of(name) == "fp32"), None)
-        results["load"] += attempt("naive", lambda: naive_stage(settings, fp32, workload, progress))
+        attempt("naive", lambda: naive_stage(settings, fp32, workload, progress, results["load"]))
+    except KeyboardInterrupt:
+        # Servers are already stopped (ExitStack); keep what was measured, then let Ctrl-C end the command.
+        results["failures"].append("interrupted (Ctrl-C): later stages were not measured")
+        interrupted = True
     finally:
         bar.close()
+    _finish(results, settings, started)
+    if interrupted:
+        raise KeyboardInterrupt
+    return results
+
+
+def _finish(results: dict, settings: BenchSettings, started: float) -> None:
     results["machine"]["load_average_after"] = load_average()
     results["duration_s"] = round(time.perf_counter() - started, 1)
     results["ratios"] = [r.to_dict() for r in compute_ratios(results)]
     results["plots"] = [str(p) for p in plots.write_plots(results, settings.out)]
     report.write_json(results, settings.out / "bench.json")
     report.write_markdown(results, settings.out / "bench.md")
-    return results
 
 
 def summary_lines(results: dict) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 DEFAULT_REPOSITORY = Path("model_repository/embedded")
@@ -40,7 +40,6 @@ class BenchSettings:
     perf_stability: float = 25.0
     request_timeout_s: float = 60.0
     quick: bool = False
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {key: str(value) if isinstance(value, Path) else value for key, value in asdict(self).items()}

@@ -30,9 +30,9 @@ _ANY_STABILITY = 1000.0  # percent: perf_analyzer then accepts its first three w
 
 
 def engine_stage(settings: BenchSettings, models: dict[str, ServedModel], workload: Workload,
-                 progress: Progress) -> list[dict]:
+                 progress: Progress, rows: list[dict] | None = None) -> list[dict]:
     """images/s and ms/batch per (engine, precision, batch); sessions opened like the server's."""
-    rows: list[dict] = []
+    rows = [] if rows is None else rows  # filled in place: an interrupted run keeps what it measured
     providers = server_providers()
     files = {name: (model.onnx_path, precision_of(name), model) for name, model in models.items()}
     if "CUDAExecutionProvider" in providers:  # FP16 is exported for GPUs only, into the ngc repository
@@ -67,9 +67,10 @@ def _latest_onnx(model_dir: Path) -> Path | None:
 
 
 def served_stage(settings: BenchSettings, grpc_url: str, http_url: str, server_pid: int | None,
-                 models: dict[str, ServedModel], workload: Workload, progress: Progress) -> list[dict]:
+                 models: dict[str, ServedModel], workload: Workload, progress: Progress,
+                 rows: list[dict] | None = None) -> list[dict]:
     """Single-image requests from N client workers (one connection each); Triton batches them."""
-    rows: list[dict] = []
+    rows = [] if rows is None else rows  # filled in place: an interrupted run keeps what it measured
     for name in models:
         for protocol in settings.protocols:
             url = grpc_url if protocol == "grpc" else http_url
@@ -98,12 +99,13 @@ def served_stage(settings: BenchSettings, grpc_url: str, http_url: str, server_p
     return rows
 
 
-def naive_stage(settings: BenchSettings, fp32_onnx: Path | None, workload: Workload, progress: Progress) -> list[dict]:
+def naive_stage(settings: BenchSettings, fp32_onnx: Path | None, workload: Workload, progress: Progress,
+                rows: list[dict] | None = None) -> list[dict]:
     """The same load against each naive Flask server, started and stopped here."""
     from deepfake_edge.benchmarks.naive_server import NaiveServer, predict_sender
     from deepfake_edge.server.triton import free_port
 
-    rows: list[dict] = []
+    rows = [] if rows is None else rows  # filled in place: an interrupted run keeps what it measured
     for engine in settings.naive_engines:
         if engine == "onnxruntime" and fp32_onnx is None:
             continue
@@ -124,11 +126,11 @@ def naive_stage(settings: BenchSettings, fp32_onnx: Path | None, workload: Workl
 
 
 def perf_stage(settings: BenchSettings, grpc_url: str, http_url: str, models: dict[str, ServedModel],
-               workload: Workload, progress: Progress) -> list[dict]:
+               workload: Workload, progress: Progress, rows: list[dict] | None = None) -> list[dict]:
     """perf_analyzer at the same concurrency levels (one invocation per level: powers of two)."""
     from deepfake_edge.server.perf import PerfAnalyzerError, run_perf_analyzer
 
-    rows: list[dict] = []
+    rows = [] if rows is None else rows  # filled in place: an interrupted run keeps what it measured
     for name in models:
         for protocol in settings.perf_protocols:
             system = f"perf_analyzer-{protocol}-{precision_of(name)}"
