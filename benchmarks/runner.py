@@ -103,7 +103,8 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
                     settings, grpc_url, http_url, triton[0].pid, models, workload, progress, results["load"]))
                 if settings.perf_analyzer:
                     attempt("perf_analyzer", lambda: perf_stage(
-                        settings, grpc_url, http_url, models, workload, progress, results["perf_analyzer"]))
+                        settings, grpc_url, http_url, models, workload, progress, results["perf_analyzer"],
+                        results["failures"]))
         fp32 = next((m.onnx_path for name, m in models.items() if precision_of(name) == "fp32"), None)
         attempt("naive", lambda: naive_stage(settings, fp32, workload, progress, results["load"]))
     except KeyboardInterrupt:

@@ -126,11 +126,13 @@ def naive_stage(settings: BenchSettings, fp32_onnx: Path | None, workload: Workl
 
 
 def perf_stage(settings: BenchSettings, grpc_url: str, http_url: str, models: dict[str, ServedModel],
-               workload: Workload, progress: Progress, rows: list[dict] | None = None) -> list[dict]:
-    """perf_analyzer at the same concurrency levels (one invocation per level: powers of two)."""
+               workload: Workload, progress: Progress, rows: list[dict], failures: list[str]) -> list[dict]:
+    """perf_analyzer at the same concurrency levels (one invocation per level: powers of two).
+
+    A level perf_analyzer cannot measure is reported in ``failures`` and the sweep goes on.
+    """
     from deepfake_edge.server.perf import PerfAnalyzerError, run_perf_analyzer
 
-    rows = [] if rows is None else rows  # filled in place: an interrupted run keeps what it measured
     for name in models:
         for protocol in settings.perf_protocols:
             system = f"perf_analyzer-{protocol}-{precision_of(name)}"
@@ -141,13 +143,18 @@ def perf_stage(settings: BenchSettings, grpc_url: str, http_url: str, models: di
                                   measurement_interval_ms=settings.perf_interval_ms, max_trials=settings.perf_max_trials)
                 stable = True
                 try:
-                    figures = measure(stability_percentage=settings.perf_stability)
-                except PerfAnalyzerError as error:
-                    if "stable" not in str(error):
-                        raise
-                    # A busy machine keeps windows from agreeing: keep the last windows' figures, flagged.
-                    stable = False
-                    figures = measure(stability_percentage=_ANY_STABILITY)
+                    try:
+                        figures = measure(stability_percentage=settings.perf_stability)
+                    except PerfAnalyzerError as error:
+                        if "stable" not in str(error):
+                            raise
+                        # A busy machine keeps windows from agreeing: keep the last windows' figures, flagged.
+                        stable = False
+                        figures = measure(stability_percentage=_ANY_STABILITY)
+                except PerfAnalyzerError as error:  # one level failing must not lose the other levels
+                    failures.append(f"{system} c={concurrency}: {str(error).splitlines()[0]} "
+                                    f"({str(error).strip().splitlines()[-1]})")
+                    continue
                 for row in figures:
                     rows.append({"system": system, "model": name, "protocol": protocol, "stable": stable,
                                  "precision": precision_of(name), "concurrency": int(row["concurrency"]),
