@@ -106,10 +106,42 @@ def compute_ratios(results: dict, naive_concurrency: int = 16, served_target: fl
         if best_fp32 and best_int8:
             ratios.append(_ratio(f"INT8/FP32 served best ({source})", best_int8["throughput"],
                                  best_fp32["throughput"], int8_target))
+    ratios += _cpu_cost_ratios(engine, ours, [r for r in load if r["system"] == "flask-torch-fp32"], naive_concurrency)
     for pa_row in perf:
         ours_row = next((r for r in ours if r["precision"] == pa_row["precision"] and r["protocol"] == pa_row["protocol"]
                          and r["concurrency"] == pa_row["concurrency"]), None)
         if ours_row is not None:
             ratios.append(_ratio(f"client/perf_analyzer {ours_row['system']} c={ours_row['concurrency']}",
                                  ours_row["throughput"], pa_row["throughput"]))
+    return ratios
+
+
+def _total_cpu(row: dict) -> float:
+    return row.get("client_cpu_ms_per_image", float("nan")) + row.get("server_cpu_ms_per_image", float("nan"))
+
+
+def _cpu_cost_ratios(engine: list[dict], ours: list[dict], naive: list[dict], concurrency: int) -> list[Ratio]:
+    """The same comparisons by CPU ms per image (lower cost = higher capacity), which other load on the
+    machine disturbs far less than images/s: what the wall-clock ratios would be on an idle machine
+    where every system is CPU-bound."""
+    ratios: list[Ratio] = []
+    for precision in ("fp32", "int8"):
+        cheapest = min((r["cpu_ms_per_image"] for r in engine if r["engine"] == "onnxruntime"
+                        and r["precision"] == precision), default=None)
+        rows = [r for r in ours if r["precision"] == precision and r["concurrency"] == concurrency]
+        for row in rows if cheapest else []:
+            ratios.append(_ratio(f"CPU cost in-process/served {row['system']} c={concurrency} (server only)",
+                                 cheapest, row["server_cpu_ms_per_image"]))
+            ratios.append(_ratio(f"CPU cost in-process/served {row['system']} c={concurrency} (client + server)",
+                                 cheapest, _total_cpu(row)))
+        for naive_row in [r for r in naive if r["concurrency"] == concurrency]:
+            for row in rows:
+                ratios.append(_ratio(f"CPU cost naive/ours {naive_row['system']}/{row['system']} c={concurrency}",
+                                     _total_cpu(naive_row), _total_cpu(row)))
+    fp32 = min((r["cpu_ms_per_image"] for r in engine if r["engine"] == "onnxruntime" and r["precision"] == "fp32"),
+               default=None)
+    int8 = min((r["cpu_ms_per_image"] for r in engine if r["engine"] == "onnxruntime" and r["precision"] == "int8"),
+               default=None)
+    if fp32 and int8:
+        ratios.append(_ratio("CPU cost FP32/INT8 in-process (cheapest batch each)", fp32, int8))
     return ratios
