@@ -9,6 +9,8 @@ from pathlib import Path
 
 DEMO_CHECKPOINTS = (Path("models/demo/efficientnet_b0.safetensors"), Path("models/demo/small_cnn.safetensors"))
 DEFAULT_MODELS = ("deepfake_b0", "deepfake_b0_int8", "deepfake_cnn")
+# The default build quantizes and converts only the detector; the CNN baseline is served in FP32.
+DEFAULT_VARIANTS_FOR = ("deepfake_b0",)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quant-format", choices=("QDQ", "QOperator"), default=None, help="INT8 graph format")
     parser.add_argument("--no-int8-check", action="store_true",
                         help="write the INT8 model even if it misses the accuracy bound (untrained models)")
+    parser.add_argument("--instances", type=int, default=1, help="embedded model instances per model; each uses "
+                        "cores/instances onnxruntime threads (default: %(default)s)")
     parser.add_argument("--no-speed", action="store_true", help="skip the CPU speed measurement")
     parser.add_argument("--if-missing", action="store_true",
                         help="only build the default repository from the demo checkpoints if OUT/embedded is incomplete")
@@ -54,8 +58,12 @@ def run(args: argparse.Namespace) -> int:
         if repository.is_complete(args.out / repository.EMBEDDED, DEFAULT_MODELS):
             print(f"{args.out / repository.EMBEDDED} is complete; nothing to do")
             return 0
+    for option in ("instances", "calibration_images", "eval_images"):
+        if getattr(args, option) < 1:
+            print(f"error: --{option.replace('_', '-')} must be at least 1", file=sys.stderr)
+            return 2
     checkpoints = list(args.checkpoints)
-    int8, fp16, speed = args.int8, args.fp16, not args.no_speed
+    int8, fp16, speed, variants_for = args.int8, args.fp16, not args.no_speed, None
     if not checkpoints:
         missing = [str(path) for path in DEMO_CHECKPOINTS if not path.is_file()]
         if missing:
@@ -63,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                   "or pass CHECKPOINT paths)", file=sys.stderr)
             return 2
         checkpoints = list(DEMO_CHECKPOINTS)
-        int8, fp16 = True, True
+        int8, fp16, variants_for = True, True, DEFAULT_VARIANTS_FOR
         speed = speed and not args.if_missing  # `make serve` should start quickly
     for path in checkpoints:
         if not path.is_file():
@@ -72,10 +80,11 @@ def run(args: argparse.Namespace) -> int:
     if args.name and len(args.name) != len(checkpoints):
         print(f"error: {len(args.name)} --name for {len(checkpoints)} checkpoints", file=sys.stderr)
         return 2
-    return _export(args, checkpoints, int8, fp16, speed)
+    return _export(args, checkpoints, int8, fp16, speed, variants_for)
 
 
-def _export(args: argparse.Namespace, checkpoints: list[Path], int8: bool, fp16: bool, speed: bool) -> int:
+def _export(args: argparse.Namespace, checkpoints: list[Path], int8: bool, fp16: bool, speed: bool,
+            variants_for: tuple[str, ...] | None) -> int:
     import dataclasses
 
     from deepfake_edge.export.pipeline import SUMMARY_FILE, ExportCheckError, ExportOptions, run_export
@@ -89,7 +98,8 @@ def _export(args: argparse.Namespace, checkpoints: list[Path], int8: bool, fp16:
     options = ExportOptions(
         out=args.out, opset=args.opset, int8=int8, fp16=fp16, data=args.data, calibration_data=args.calibration_data,
         calibration_images=args.calibration_images, eval_images=args.eval_images,
-        check_int8=not args.no_int8_check, speed=speed, recipe=recipe,
+        check_int8=not args.no_int8_check, speed=speed, recipe=recipe, cpu_instances=args.instances,
+        variants_for=variants_for,
     )
     try:
         summary = run_export(checkpoints, options, names=args.name)

@@ -42,6 +42,7 @@ class ExportOptions:
     opset: int = 17
     int8: bool = False
     fp16: bool = False
+    variants_for: tuple[str, ...] | None = None  # model names that get the INT8/FP16 variants (None: all)
     data: Path | None = None  # dataset root or image folder for parity/accuracy (its test split)
     calibration_data: Path | None = None  # dataset root or image folder for INT8 calibration (train split)
     calibration_images: int = 300
@@ -49,6 +50,7 @@ class ExportOptions:
     check_int8: bool = True
     speed: bool = True
     speed_batches: tuple[int, ...] = (1, 8, 32)
+    cpu_instances: int = 1  # embedded model instances; each gets cores / instances onnxruntime threads
     recipe: QuantizationRecipe = field(default_factory=QuantizationRecipe)
 
 
@@ -103,7 +105,8 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
     embedded = [repository.ModelSpec(name, fp32_path, card.replace(extra={**card.extra, "precision": "fp32"}),
                                      heatmap_size, "fp32")]
     ngc = list(embedded)
-    if options.int8:
+    variants = options.variants_for is None or name in options.variants_for
+    if options.int8 and variants:
         with _timed(seconds, "load_calibration_images"):
             calibration = load_image_set(card, options.calibration_data or data, "train",
                                          options.calibration_images)
@@ -122,7 +125,7 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
         int8_card = card.replace(extra={**card.extra, "precision": "int8", "int8": options.recipe.describe()})
         embedded.append(repository.ModelSpec(f"{name}_int8", int8_path, int8_card, heatmap_size, "int8"))
         ngc.append(embedded[-1])
-    if options.fp16:
+    if options.fp16 and variants:
         with _timed(seconds, "convert_fp16"):
             fp16_path = convert_fp16(fp32_path, workdir / f"{name}_fp16.onnx")
         summary["files"]["fp16"] = _file_entry(fp16_path)
@@ -168,7 +171,7 @@ def run_export(checkpoints: list[Path], options: ExportOptions, names: list[str]
                 Path(checkpoint), name, options, Path(scratch), data)
             embedded += model_embedded
             ngc += model_ngc
-        written = repository.write_repositories(options.out, embedded, ngc)
+        written = repository.write_repositories(options.out, embedded, ngc, cpu_instances=options.cpu_instances)
     summary["written"] = written
     _record_paths(summary, written)
     text = json.dumps(summary, indent=2, default=_json_default)

@@ -9,6 +9,7 @@ FP32: they are cheap, and quantizing the heatmap's normalisation would only add 
 
 from __future__ import annotations
 
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ class QuantizationRecipe:
     calibrate_method: str = "Percentile"  # onnxruntime CalibrationMethod name
     percentile: float = 99.999
     op_types: tuple[str, ...] = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Sigmoid", "GlobalAveragePool")
+    # Regular expressions (re.search) over node names; matching nodes stay FP32.
     exclude_name_patterns: tuple[str, ...] = field(default_factory=tuple)
 
     def describe(self) -> dict:
@@ -91,8 +93,12 @@ def _spatial_means_as_global_pools(model: onnx.ModelProto) -> int:
 
 
 def quantize_int8(fp32_path: Path, out_path: Path, calibration_images: np.ndarray,
-                  recipe: QuantizationRecipe = QuantizationRecipe()) -> Path:
-    """Statically quantize ``fp32_path`` into ``out_path``, calibrated on UINT8 (N, 3, H, W) images."""
+                  recipe: QuantizationRecipe = QuantizationRecipe(), calibration_cache: Path | None = None) -> Path:
+    """Statically quantize ``fp32_path`` into ``out_path``, calibrated on UINT8 (N, 3, H, W) images.
+
+    ``calibration_cache`` (a JSON file) stores the activation ranges on first use and reuses them after,
+    which makes trying exclusion patterns cheap; it is only valid for the same model, images and method.
+    """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -105,7 +111,8 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_images: np.ndarra
             onnx.save(model, str(prepared))
         input_name = model.graph.input[0].name
         excluded = _head_and_preprocessing_nodes(model)
-        excluded += [n.name for n in model.graph.node if any(p in n.name for p in recipe.exclude_name_patterns)]
+        excluded += [n.name for n in model.graph.node
+                     if any(re.search(pattern, n.name) for pattern in recipe.exclude_name_patterns)]
         quantize_static(
             str(prepared),
             str(out_path),
@@ -117,6 +124,7 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration_images: np.ndarra
             weight_type=QuantType.QInt8,
             nodes_to_exclude=sorted(set(excluded)),
             calibrate_method=CalibrationMethod[recipe.calibrate_method],
+            calibration_cache_path=calibration_cache,
             extra_options={
                 "CalibPercentile": recipe.percentile,
                 "CalibTensorRangeSymmetric": False,

@@ -166,14 +166,16 @@ def write_model(root: Path, spec: ModelSpec, config: model_config_pb2.ModelConfi
     return version_dir
 
 
-def write_repositories(out: Path, specs: list[ModelSpec], ngc_specs: list[ModelSpec] | None = None) -> dict[str, list[str]]:
+def write_repositories(out: Path, specs: list[ModelSpec], ngc_specs: list[ModelSpec] | None = None,
+                       cpu_instances: int = 1) -> dict[str, list[str]]:
     """Write ``specs`` into ``out/embedded`` and ``ngc_specs`` (default: ``specs``) into ``out/ngc``.
 
     Returns the version directories written, per target.
     """
     written: dict[str, list[str]] = {EMBEDDED: [], NGC: []}
     for spec in specs:
-        version_dir = write_model(out / EMBEDDED, spec, embedded_config(spec), python_backend=True)
+        config = embedded_config(spec, instances=cpu_instances)
+        version_dir = write_model(out / EMBEDDED, spec, config, python_backend=True)
         written[EMBEDDED].append(str(version_dir))
     for spec in ngc_specs if ngc_specs is not None else specs:
         version_dir = write_model(out / NGC, spec, ngc_config(spec), python_backend=False)

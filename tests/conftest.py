@@ -24,22 +24,13 @@ def demo_repository(tmp_path_factory):
     """
     from pathlib import Path
 
-    from deepfake_edge.export.commands import DEMO_CHECKPOINTS
+    from deepfake_edge.export.commands import DEFAULT_VARIANTS_FOR, DEMO_CHECKPOINTS
     from deepfake_edge.export.pipeline import ExportOptions, run_export
 
     root = tmp_path_factory.mktemp("demo_repository")
     checkpoints = [Path(__file__).resolve().parent.parent / path for path in DEMO_CHECKPOINTS]
-    if not all(path.is_file() for path in checkpoints):
-        # Only until the training area commits models/demo/: untrained weights, same contract.
-        from deepfake_edge.checkpoint import save_checkpoint
-        from deepfake_edge.model_card import ModelCard
-        from deepfake_edge.models import build_model
-
-        checkpoints = [save_checkpoint(root / f"{arch}.safetensors", build_model(arch),
-                                       ModelCard(arch=arch, input_size=128, resize_size=146))
-                       for arch in ("efficientnet_b0", "small_cnn")]
-    options = ExportOptions(out=root, int8=True, fp16=True, calibration_images=32, eval_images=16,
-                            check_int8=False, speed=False)
+    options = ExportOptions(out=root, int8=True, fp16=True, variants_for=DEFAULT_VARIANTS_FOR,
+                            calibration_images=32, eval_images=16, check_int8=False, speed=False)
     run_export(checkpoints, options)
     yield root
 
