@@ -164,7 +164,8 @@ def test_perf_analyzer_runs_unmodified_and_reports_figures(triton_server: Triton
     images = photo_batch(model_card(triton_server, "deepfake_b0"), count=3)
     rows = run_perf_analyzer(
         triton_server.grpc_url, images, model="deepfake_b0", protocol="grpc", concurrency_range=(1, 2, 1),
-        measurement_request_count=10, max_trials=3, stability_percentage=100, timeout_s=120,
+        # Any three windows count as stable: this checks that it runs and reports, not how steady the machine is.
+        measurement_request_count=10, max_trials=3, stability_percentage=1000, timeout_s=120,
     )
     assert [row["concurrency"] for row in rows] == [1, 2]
     for row in rows:
