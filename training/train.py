@@ -211,12 +211,11 @@ def fit(
     np.random.seed(config.seed)
 
     model = build_model(config.arch, drop_rate=config.drop_rate)
-    init_counts = None
-    if config.init_weights:
-        init_counts = load_initial_weights(model, config.init_weights)
-        # A fresh head on pre-trained features can emit huge logits (loss >> ln 2 at step 0): start it at 0.
-        nn.init.zeros_(model.get_classifier().weight)
-        nn.init.zeros_(model.get_classifier().bias)
+    init_counts = load_initial_weights(model, config.init_weights) if config.init_weights else None
+    # timm's B0 head init gave logits with std ~7 on real batches (measured; loss 1.3 at step 0, ~2.8 over the
+    # first epoch from scratch). A zero head starts every run at p = 0.5, loss ln 2.
+    nn.init.zeros_(model.get_classifier().weight)
+    nn.init.zeros_(model.get_classifier().bias)
     model.to(device)
     mean, std = _mean_std(config)
     card = ModelCard(
