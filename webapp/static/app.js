@@ -121,8 +121,9 @@
       ? "⚠️ This image shows signs of manipulation."
       : "✅ No signs of manipulation found.";
     $("verdict-model").textContent = r.model_title + " (" + r.model + ", version " + r.model_version +
-      ") · fake probability " + formatPercent(r.fake_probability) + " · threshold " + r.threshold.toFixed(2);
+      ") · fake probability " + formatPercent(r.fake_probability) + " · threshold " + formatPercent(r.threshold);
     $("meter-fill").style.left = (r.fake_probability * 100).toFixed(1) + "%";
+    $("meter-threshold").style.left = (r.threshold * 100).toFixed(1) + "%";
 
     var viewer = $("viewer");
     if (r.heatmap) {
@@ -154,7 +155,7 @@
       tr.appendChild(name);
       if (m.error) {
         var cell = document.createElement("td");
-        cell.colSpan = 4;
+        cell.colSpan = 5;
         cell.textContent = "unavailable: " + m.error;
         tr.appendChild(cell);
       } else {
@@ -162,6 +163,7 @@
         label.className = m.label === "Fake" ? "is-fake" : "is-real";
         tr.appendChild(label);
         tr.appendChild(cell_(formatPercent(m.fake_probability)));
+        tr.appendChild(cell_(formatPercent(m.threshold)));
         tr.appendChild(cell_(m.logit.toFixed(3)));
         tr.appendChild(cell_(m.version));
       }
