@@ -19,9 +19,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
-from deepfake_edge.client import DeepfakeClient, DeepfakeClientError
+from deepfake_edge.client import DeepfakeClient, DeepfakeClientError, Detection
 from deepfake_edge.heatmap import overlay_heatmap
 from deepfake_edge.model_card import ModelCard
 
@@ -92,13 +93,6 @@ class _ClientPool:
         except queue.Full:
             client.close()
 
-    def close(self) -> None:
-        while True:
-            try:
-                self._idle.get_nowait().close()
-            except queue.Empty:
-                return
-
 
 class DetectionService:
     """Scores images with ``models[0]`` (the verdict and heatmap) and ``models[1:]`` (for comparison)."""
@@ -159,12 +153,7 @@ class DetectionService:
                 client.close()
         return {"triton_url": self.triton_url, "protocol": self.protocol, "models": states}
 
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-        for pool in self._pools.values():
-            pool.close()
-
-    def _score_primary(self, image: Image.Image, want_heatmap: bool) -> tuple[ModelScore, Any, ModelCard]:
+    def _score_primary(self, image: Image.Image, want_heatmap: bool) -> tuple[ModelScore, Detection, ModelCard]:
         name = self.models[0]
         with self._pools[name].borrow() as client:
             detection = client.detect(image, heatmap=want_heatmap)
@@ -179,7 +168,7 @@ class DetectionService:
             return ModelScore(name=name, title=name, role="baseline", error=str(error))
 
     @staticmethod
-    def _render_heatmap(image: Image.Image, heatmap: Any, card: ModelCard, alpha: float) -> dict[str, Any]:
+    def _render_heatmap(image: Image.Image, heatmap: np.ndarray, card: ModelCard, alpha: float) -> dict[str, Any]:
         # Downscale first: the crop geometry is relative to the image, so the overlay lines up the same.
         shown = image.copy()
         shown.thumbnail((DISPLAY_MAX_SIDE, DISPLAY_MAX_SIDE), Image.Resampling.LANCZOS)
@@ -194,12 +183,12 @@ class DetectionService:
         }
 
 
-def _score(name: str, role: str, detection: Any, card: ModelCard) -> ModelScore:
+def _score(name: str, role: str, detection: Detection, card: ModelCard) -> ModelScore:
     return ModelScore(
         name=name,
         title=_ARCH_TITLES.get(card.arch, card.arch),
         role=role,
-        version=str(detection.model_version) if detection.model_version is not None else None,
+        version=detection.model_version,
         label=detection.label,
         confidence=float(detection.confidence),
         fake_probability=float(detection.fake_probability),
