@@ -70,10 +70,12 @@ def test_triton_crash_mid_detect_many_fails_exactly_the_unanswered_images_and_a_
     ports = _ports()
     with TritonServer(repository, **ports) as server:
         client = DeepfakeClient(server.grpc_url, model=MODEL, timeout_s=60, retries=1)
-        # Heatmaps tell images apart even for untrained weights (whose scores barely move).
+        # Logit + heatmap tell the images apart, so a result given to the wrong image cannot go unnoticed
+        # (a trained model's heatmap alone can be all zero for several clearly real images).
         reference = {r.source: r for r in client.detect_many(paths, concurrency=2, batch_size=2, heatmap=True)}
-        heatmaps = np.stack([reference[path].heatmap for path in paths]).reshape(len(paths), -1)
-        assert np.abs(heatmaps[:, None] - heatmaps[None]).max(axis=-1)[np.triu_indices(len(paths), 1)].min() > 1e-3
+        fingerprints = np.stack([np.append(reference[path].heatmap.ravel(), reference[path].logit) for path in paths])
+        pairwise = np.abs(fingerprints[:, None] - fingerprints[None]).max(axis=-1)
+        assert pairwise[np.triu_indices(len(paths), 1)].min() > 1e-3
         results = []
         for result in client.iter_detect(paths, concurrency=2, batch_size=2, heatmap=True):
             results.append(result)
