@@ -20,6 +20,7 @@ import collections
 import ctypes
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -125,6 +126,29 @@ def check_port_free(host: str, port: int, purpose: str) -> None:
                 f"{purpose} port {port} on {host} is already in use ({error.strerror}); "
                 f"stop whatever listens there or choose another port"
             ) from error
+
+
+def remove_stale_regions() -> list[str]:
+    """Unlink shm regions of launchers that died without stopping their server; return their names.
+
+    A region is stale when the launcher pid in its name is gone and no process maps it any more (the
+    server and its stubs exited but nobody was left to unlink it, e.g. after a SIGKILL under heavy load).
+    """
+    candidates = {}
+    for path in SHM_DIR.glob(f"{SHM_STEM}dfe*"):
+        match = re.match(rf"{SHM_STEM}dfe(\d+)_", path.name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            candidates[path.name] = path
+    for maps in Path("/proc").glob("[0-9]*/maps") if candidates else ():
+        try:
+            text = maps.read_text()
+        except OSError:  # the process exited or is not ours to read
+            continue
+        for name in [name for name in candidates if name in text]:
+            del candidates[name]
+    for path in candidates.values():
+        path.unlink(missing_ok=True)
+    return sorted(candidates)
 
 
 def has_cuda_gpu() -> bool:
@@ -237,6 +261,7 @@ class TritonServer:
         for purpose, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port), ("metrics", self.metrics_port)):
             check_port_free(self.host, port, purpose)
         install = TritonInstallation.locate()
+        remove_stale_regions()
         self._workdir = tempfile.TemporaryDirectory(prefix="deepfake-edge-triton-")
         workdir = Path(self._workdir.name)
         self.log_file = self._requested_log_file or workdir / "tritonserver.log"
@@ -269,8 +294,10 @@ class TritonServer:
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true", "--allow-cpu-metrics=true", f"--allow-gpu-metrics={str(gpu).lower()}",
             "--strict-readiness=true", "--exit-on-error=true",
-            # Unloading a Python model takes ~1.5 s; anything beyond a few seconds is a hung request.
-            "--exit-timeout-secs=5",
+            # Unloading takes ~1.5 s per model, far longer on a starved machine. stop() escalates to SIGKILL
+            # after stop_timeout_s anyway; the long bound matters when the launcher died (parent-death
+            # SIGTERM): only a complete unload lets the server unlink its own shared memory.
+            "--exit-timeout-secs=30",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             # A 224 px batch of 32 UINT8 images is 4.8 MB: start big enough that the region rarely grows.
             "--backend-config=python,shm-default-byte-size=16777216",

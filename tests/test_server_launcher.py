@@ -7,6 +7,7 @@ port checks, log tail on failure, SIGTERM -> SIGKILL escalation, process group a
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ from deepfake_edge.server.triton import (
     TritonServer,
     TritonStartupError,
     free_port,
+    remove_stale_regions,
 )
 
 pytestmark = pytest.mark.server
@@ -179,3 +181,20 @@ def test_server_does_not_outlive_a_launcher_that_is_killed(tmp_path: Path) -> No
         launcher.stdout.close()
     assert wait_until_gone(server_pid, timeout_s=20) == []
     assert shm_regions(prefix) == set()
+
+
+def test_stale_regions_of_dead_launchers_are_removed_and_nothing_else() -> None:
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)
+    stale, still_mapped = (SHM_DIR / f"{SHM_STEM}dfe{dead_pid}_{tag}_region" for tag in ("0badf00d", "0000feed"))
+    alive = SHM_DIR / f"{SHM_STEM}dfe{os.getpid()}_00c0ffee_region"
+    paths = (stale, still_mapped, alive)
+    try:
+        for path in paths:
+            path.write_bytes(b"\0" * 4096)
+        with open(still_mapped, "r+b") as handle, mmap.mmap(handle.fileno(), 4096):
+            assert remove_stale_regions() == [stale.name]
+        assert not stale.exists() and still_mapped.exists() and alive.exists()
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
