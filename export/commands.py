@@ -98,7 +98,9 @@ def _export(args: argparse.Namespace, checkpoints: list[Path], int8: bool, fp16:
     options = ExportOptions(
         out=args.out, opset=args.opset, int8=int8, fp16=fp16, data=args.data, calibration_data=args.calibration_data,
         calibration_images=args.calibration_images, eval_images=args.eval_images,
-        check_int8=not args.no_int8_check, speed=speed, recipe=recipe, cpu_instances=args.instances,
+        # `make serve` must come up even when the demo's INT8 variant misses the bound: it is then served
+        # and the miss is printed (below) and kept in the summary; an explicit export still fails on it.
+        check_int8=not (args.no_int8_check or args.if_missing), speed=speed, recipe=recipe, cpu_instances=args.instances,
         variants_for=variants_for,
     )
     try:
@@ -107,5 +109,8 @@ def _export(args: argparse.Namespace, checkpoints: list[Path], int8: bool, fp16:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2))
+    for name, model in summary["models"].items():
+        if problems := model.get("int8_vs_fp32", {}).get("problems"):
+            print(f"warning: {name}_int8 is outside the accuracy bound: {'; '.join(problems)}", file=sys.stderr)
     print(f"summary written to {args.out / SUMMARY_FILE}", file=sys.stderr)
     return 0
