@@ -45,9 +45,15 @@ serve: venv model-repository
 test: venv system-deps
 	$(BIN)/python -m pytest -q
 
-# The demo's default synthetic set also draws on the photos in Debian's opencv-doc (more photo diversity).
+# The demo's default synthetic set also draws on photos in Debian packages (training/photos.py): photo
+# diversity is what lets the detector generalise to the test split's unseen photos.
+DEMO_PHOTO_PACKAGES := opencv-doc lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds plasma-workspace-wallpapers
 demo-model: venv
-	@dpkg -s opencv-doc >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends opencv-doc >/dev/null; }
+	@missing=$$(for p in $(DEMO_PHOTO_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian photo packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 	$(BIN)/python -m deepfake_edge.training.demo
 
 bench: venv model-repository

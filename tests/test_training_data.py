@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from deepfake_edge.training import blending, synth
+from deepfake_edge.training import photos as photos_module
 from deepfake_edge.training.commands import register
 from deepfake_edge.training.datasets import (
     DatasetSplits,
@@ -175,8 +176,8 @@ def test_face_centred_crops_put_the_mask_on_the_face(monkeypatch: pytest.MonkeyP
 
 
 def test_splits_get_disjoint_source_photos_spread_over_categories() -> None:
-    photos = [synth.Photo(f"{c}{i}", c, f"{c}{i}", _photo(i)) for c in "abc" for i in range(10)]
-    photos.append(synth.Photo("a0_twin", "a", "a0", _photo(99)))  # same scene as a0
+    photos = [photos_module.Photo(f"{c}{i}", c, f"{c}{i}", _photo(i)) for c in "abc" for i in range(10)]
+    photos.append(photos_module.Photo("a0_twin", "a", "a0", _photo(99)))  # same scene as a0
     assigned = synth.assign_splits(photos, val_fraction=0.2, test_fraction=0.2, seed=0)
     names = {split: {p.name for p in members} for split, members in assigned.items()}
     assert sum(map(len, names.values())) == 31
@@ -189,7 +190,7 @@ def test_splits_get_disjoint_source_photos_spread_over_categories() -> None:
 
 
 def test_packaged_photos_load_offline() -> None:
-    photos = synth.packaged_photos()
+    photos = photos_module.packaged_photos()
     names = {name for name, _ in photos}
     assert {"astronaut", "coffee", "grace_hopper", "lfw_face_000"} <= names
     assert all(image.mode == "RGB" and min(image.size) >= 25 for _, image in photos)

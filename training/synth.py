@@ -14,17 +14,15 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from deepfake_edge.model_card import LABELS
-from deepfake_edge.preprocessing import BadImageError, load_image
 from deepfake_edge.training.blending import blend_pair, detect_faces, finish, finish_mask
-from deepfake_edge.training.datasets import IMAGE_SUFFIXES, SPLITS, SYNTH_MANIFEST, verify_image
+from deepfake_edge.training.datasets import SPLITS, SYNTH_MANIFEST
+from deepfake_edge.training.photos import Photo, folder_photos, packaged_photo_records
 
 DEFAULT_OUT = Path("data/synth")
 DEFAULT_COUNT = 4000
@@ -33,108 +31,7 @@ DEFAULT_JPEG_QUALITY = (75, 100)
 MASK_FOLDER = "masks"
 # Blending happens at 1-1.5x the output size, so the final resize softens it as video pipelines do.
 _WORK_SCALE = (1.0, 1.5)
-
-# Real photographs bundled with scikit-image (loaded offline) -> (category, scene). Photos of the same
-# scene share a split; categories are spread over the splits (see assign_splits).
-_SKIMAGE_PHOTOS = {
-    "astronaut": ("people", "astronaut"), "camera": ("people", "camera"),
-    "chelsea": ("objects", "chelsea"), "coffee": ("objects", "coffee"), "rocket": ("objects", "rocket"),
-    "coins": ("objects", "coins"), "motorcycle_left": ("objects", "motorcycle"),
-    "motorcycle_right": ("objects", "motorcycle"), "brick": ("texture", "brick"),
-    "grass": ("texture", "grass"), "gravel": ("texture", "gravel"), "moon": ("science", "moon"),
-    "hubble_deep_field": ("science", "hubble"), "retina": ("science", "retina"),
-    "immunohistochemistry": ("science", "ihc"), "text": ("documents", "text"), "page": ("documents", "page"),
-}
-_LFW_FACES = 100  # lfw_subset.npy: 100 face crops (25x25 grey) followed by 100 non-faces
-# Photos in scikit-learn's wheel (always installed) and in Debian's opencv-doc (installed by
-# `make demo-model`; used when present). Photo diversity, not crop count, is what lets a detector trained
-# on these generalise to the unseen photos of the test split: 18 photos gave validation AUC ~0.65, 47 ~0.8+.
-_SKLEARN_PHOTOS = {"china.jpg": ("scenes", "china"), "flower.jpg": ("objects", "flower")}
-OPENCV_DOC_DATA = Path("/usr/share/doc/opencv-doc/examples")
-_OPENCV_DOC_PHOTOS = {
-    "data/fruits.jpg": ("objects", "fruits"), "data/baboon.jpg": ("animals", "baboon"),
-    "data/HappyFish.jpg": ("animals", "fish"), "data/home.jpg": ("scenes", "home"),
-    "data/squirrel_cls.jpg": ("animals", "squirrel"), "data/starry_night.jpg": ("documents", "starry_night"),
-    "data/orange.jpg": ("objects", "orange"), "data/messi5.jpg": ("people", "messi"),
-    "data/apple.jpg": ("objects", "apple"), "data/butterfly.jpg": ("animals", "butterfly"),
-    "data/building.jpg": ("scenes", "building"), "data/aero1.jpg": ("scenes", "aero1"),
-    "data/aero3.jpg": ("scenes", "aero3"), "data/basketball1.png": ("people", "basketball"),
-    "data/box_in_scene.png": ("objects", "box_in_scene"), "data/graf1.png": ("scenes", "graffiti"),
-    "data/smarties.png": ("objects", "smarties"), "data/chicky_512.png": ("animals", "chicky"),
-    "data/rubberwhale1.png": ("objects", "rubberwhale"), "data/cards.png": ("objects", "cards"),
-    "alphamat/input_images/plant.jpg": ("objects", "plant"),
-    **{f"text/scenetext0{i}.jpg": ("scenes", f"scenetext{i}") for i in range(1, 7)},
-}
-
-
-@dataclass(frozen=True)
-class Photo:
-    """A source photograph, loaded on demand. ``category`` spreads photos over the splits, photos of
-    one ``scene`` stay in one split, ``find_faces`` turns on face-centred crops."""
-
-    name: str
-    category: str
-    scene: str
-    source: Path | Image.Image
-    find_faces: bool = False
-
-    @property
-    def size(self) -> tuple[int, int]:
-        if isinstance(self.source, Image.Image):
-            return self.source.size
-        with Image.open(self.source) as image:
-            return image.size
-
-    def load(self) -> Image.Image:
-        return self.source if isinstance(self.source, Image.Image) else load_image(self.source)
-
-
-def packaged_photos() -> list[tuple[str, Image.Image]]:
-    """The real photographs that ship inside installed packages, as ``(name, RGB image)``."""
-    return [(photo.name, photo.load()) for photo in _packaged_photo_records()]
-
-
-def _packaged_photo_records() -> list[Photo]:
-    import matplotlib
-    import skimage.data
-    import sklearn.datasets
-
-    images = {}
-    for name in _SKIMAGE_PHOTOS:
-        if name.startswith("motorcycle_"):
-            array = skimage.data.stereo_motorcycle()[0 if name.endswith("left") else 1]
-        else:
-            array = getattr(skimage.data, name)()
-        images[name] = Image.fromarray(array).convert("RGB")
-    images["grace_hopper"] = load_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
-    categories = {**_SKIMAGE_PHOTOS, "grace_hopper": ("people", "grace_hopper")}
-    photos = [Photo(name, *categories[name], image, find_faces=categories[name][0] == "people")
-              for name, image in images.items()]
-    sklearn_images = Path(sklearn.datasets.__file__).parent / "images"
-    photos += [Photo(f"sklearn_{Path(name).stem}", *where, sklearn_images / name) for name, where in _SKLEARN_PHOTOS.items()]
-    photos += [Photo(f"opencv_{Path(name).stem}", *where, OPENCV_DOC_DATA / name, find_faces=where[0] == "people")
-               for name, where in _OPENCV_DOC_PHOTOS.items() if (OPENCV_DOC_DATA / name).is_file()]
-    for index, face in enumerate(skimage.data.lfw_subset()[:_LFW_FACES]):
-        image = Image.fromarray(np.round(face * 255).astype(np.uint8)).convert("RGB")
-        photos.append(Photo(f"lfw_face_{index:03d}", "faces", f"lfw_{index:03d}", image))
-    return photos
-
-
-def folder_photos(folder: Path) -> list[Photo]:
-    """Every readable image below ``folder`` (searched recursively); unreadable ones are reported and left out."""
-    if not Path(folder).is_dir():
-        raise ValueError(f"source folder not found: {folder}")
-    photos = []
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    for path in tqdm(paths, desc=f"check {folder}", unit="img", leave=False, disable=len(paths) < 2000):
-        try:
-            verify_image(path)
-        except BadImageError as error:
-            print(f"skipping {path}: {error}")
-            continue
-        name = str(path.relative_to(folder))
-        photos.append(Photo(name, "photos", name, path, find_faces=True))
-    return photos
+_MAX_PHOTO_WEIGHT = 1024.0  # sampling weight is the side of the square of equal area, capped
 
 
 def assign_splits(photos: list[Photo], val_fraction: float, test_fraction: float,
@@ -186,8 +83,8 @@ def synthesize(
 ) -> dict:
     """Write ``count`` images (half Real, half Fake) in the kaggle layout under ``out_dir``.
 
-    ``source`` is a folder of real images; ``None`` uses :func:`packaged_photos` (plus the LFW face
-    crops). ``out_dir`` must be empty, missing, or an earlier output of this function (replaced).
+    ``source`` is a folder of real images; ``None`` uses the packaged catalogue (training/photos.py).
+    ``out_dir`` must be empty, missing, or an earlier output of this function (replaced).
     Returns the manifest also written to ``out_dir/synth.json``.
     """
     if count < 6:
@@ -203,7 +100,7 @@ def synthesize(
     out_dir = Path(out_dir)
     _check_replaceable(out_dir)
     started = time.perf_counter()
-    photos = folder_photos(Path(source)) if source is not None else _packaged_photo_records()
+    photos = folder_photos(Path(source)) if source is not None else packaged_photo_records()
     if len(photos) < 3:
         raise ValueError(f"need at least 3 readable images in {source} (one per split), found {len(photos)}")
     assigned = assign_splits(photos, val_fraction, test_fraction, seed)
@@ -247,7 +144,8 @@ def _description(source: str | Path | None, photos: list[Photo], seed: int, imag
     if source is None:
         faces = sum(p.category == "faces" for p in photos)
         origin = (f"{len(photos) - faces} real photographs and {faces} LFW face crops bundled with "
-                  f"scikit-image, matplotlib, scikit-learn and Debian's opencv-doc (when installed)")
+                  f"scikit-image, matplotlib, scikit-learn and the Debian packages of training/photos.py "
+                  f"that were installed")
     else:
         origin = f"{len(photos)} real images from {source}"
     return (f"Synthetic self-blended images (SBI, Shiohara & Yamasaki 2022) made by 'deepfake-edge data synth' "
@@ -283,7 +181,9 @@ def _write_split(folder: Path, photos: list[Photo], n_pairs: int, image_size: in
     """Write one split; returns the names of the photos whose crops were centred on a detected face."""
     for name in (*LABELS, MASK_FOLDER):
         (folder / name).mkdir(parents=True, exist_ok=True)
-    weights = np.array([math.sqrt(width * height) for width, height in (p.size for p in photos)])
+    # Bigger photos hold more distinct crops, but a 14-megapixel wallpaper must not crowd out the rest.
+    weights = np.array([min(math.sqrt(width * height), _MAX_PHOTO_WEIGHT)
+                        for width, height in (p.size for p in photos)])
     chosen = np.random.default_rng([*seed, 1]).choice(len(photos), size=n_pairs, p=weights / weights.sum())
     with_faces = []
     with tqdm(total=n_pairs, desc=f"synth {folder.name}", unit="pair", disable=not progress) as bar:
