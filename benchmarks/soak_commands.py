@@ -13,10 +13,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "soak",
         help="soak the real service (Triton + web app) with valid and malformed requests mixed",
         description="Start 'deepfake-edge serve' on free 127.0.0.1 ports, send REQUESTS requests from CONCURRENCY "
-        "threads (90%% real photographs over gRPC, HTTP and the web API; 10%% malformed: truncated, empty, non-image, "
+        "threads (90% real photographs over gRPC, HTTP and the web API; 10% malformed: truncated, empty, non-image, "
         "decompression bomb and oversized uploads, wrong dtype/shape/batch straight to Triton), sample the RSS of "
         "every process, then stop everything. Writes soak.json, soak.md, soak.png to --out. Exit code 0 when every "
-        "target is met (no crash, no 5xx, no unexpected outcome, RSS growth < 10%%, nothing left behind), 1 if not.",
+        "target is met (no crash, no 5xx, no unexpected outcome, RSS growth < 10%, nothing left behind), 1 if not.",
     )
     parser.add_argument("--requests", type=_positive, default=10_000, help="requests to send (default 10000)")
     parser.add_argument("--concurrency", type=_positive, default=16, help="requests in flight (default 16)")

@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="classify images as Real or Fake with a running server",
         description=(
             "Classify image files (and the images in folders) with a deepfake-edge model served by Triton. "
-            "Prints one line per image, e.g. 'photo.jpg  Fake – 97.3%%', in input order; inputs that are not "
+            "Prints one line per image, e.g. 'photo.jpg  Fake – 97.3%', in input order; inputs that are not "
             "usable images are reported with the reason and do not stop the run."
         ),
         epilog=EXIT_CODES_HELP,
