@@ -162,7 +162,7 @@ def test_openapi_describes_the_api(offline_client):
     spec = offline_client.get("/api/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
     detect = spec["paths"]["/api/detect"]["post"]
-    assert set(detect["responses"]) >= {"200", "400", "413", "503"}
+    assert set(detect["responses"]) >= {"200", "400", "413", "503", "504"}
     schema = detect["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert schema["required"] == ["file"]
     assert {"/api/health", "/api/openapi.json"} <= set(spec["paths"])

@@ -7,7 +7,8 @@ multipart parts over 500 KB to a temporary file, so :class:`InMemoryRequest` kee
 ``BytesIO``, and ``MAX_CONTENT_LENGTH`` bounds how much memory one request can take.
 
 Every error answers JSON ``{"error": "<message for a person>"}``: 4xx for bad input, 503 when
-Triton is unreachable or the model not ready, 502 when Triton fails on a valid image.
+Triton is unreachable or the model not ready, 504 when it does not answer within the timeout, 502
+when Triton fails on a valid image.
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from flask import Flask, Request, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from deepfake_edge.client import BadImageError, ModelNotReadyError, ServerError, ServerUnreachableError
+from deepfake_edge.client import (
+    BadImageError,
+    ModelNotReadyError,
+    RequestTimeoutError,
+    ServerError,
+    ServerUnreachableError,
+)
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, load_image
 from deepfake_edge.webapp.inference import DetectionService
 from deepfake_edge.webapp.openapi import openapi_spec
@@ -170,6 +177,12 @@ def _register_error_handlers(app: Flask, triton_url: str, primary: str, max_uplo
             f"The detection server (Triton at {triton_url}) cannot be reached. "
             "Start it with 'deepfake-edge serve' and try again.",
         )
+
+    @app.errorhandler(RequestTimeoutError)
+    def timed_out(error: RequestTimeoutError) -> Any:
+        # Reachable but too slow (overloaded): a gateway timeout, not "start the server".
+        return answer(504, f"The detection server did not answer within {error.timeout_s:g} s; "
+                           "it is busy. Try again in a moment.")
 
     @app.errorhandler(ModelNotReadyError)
     def not_ready(error: ModelNotReadyError) -> Any:

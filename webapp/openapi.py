@@ -150,6 +150,7 @@ def openapi_spec(max_upload_bytes: int, models: tuple[str, ...]) -> dict[str, An
                         "413": _error_response("upload larger than the configured limit"),
                         "502": _error_response("Triton failed on a valid image"),
                         "503": _error_response("Triton unreachable or the model not ready"),
+                        "504": _error_response("Triton did not answer within the configured timeout"),
                     },
                 }
             },
