@@ -280,7 +280,6 @@ def run_soak(settings: SoakSettings) -> dict:
         with watcher:
             outcomes = _drive(sender, kinds, settings.concurrency, deadline, "soak" if settings.progress else None)
         results["duration_s"] = round(time.perf_counter() - began, 2)
-        results["rss_end_mb"] = watcher.samples[-1]["rss_mb"]
         results["rss_samples"] = watcher.samples
         results["crash_events"] = watcher.crash_events
         results["triton_statistics"] = _triton_statistics(service.http_url)
@@ -335,12 +334,27 @@ def _percentiles(seconds: list[float]) -> dict:
 
 
 def _rss_table(results: dict) -> dict:
+    """Per process: point readings (ready, warm, last) and the growth from the first to the last tenth.
+
+    RSS of the web app and of tritonserver swings by tens of MB with what is in flight (decoded images,
+    gRPC buffers), so a single reading at each end measures the swing, not a leak. Growth compares the
+    median RSS of the first and of the last tenth of the soak's samples: a leak moves it, load does not.
+    """
+    samples = results["rss_samples"]
+    tenth = max(1, len(samples) // 10)
     table = {}
     for process, warm in results["rss_warm_mb"].items():
-        end = results["rss_end_mb"].get(process)
-        ready = results["rss_ready_mb"].get(process)
-        growth = None if end is None or not warm else round((end - warm) / warm, 4)
-        table[process] = {"ready_mb": _round(ready), "warm_mb": _round(warm), "end_mb": _round(end), "growth": growth}
+        series = [s["rss_mb"].get(process) for s in samples]
+        first, last = series[:tenth], series[-tenth:]
+        alive = None not in first + last
+        start = float(np.median(first)) if alive else None
+        end = float(np.median(last)) if alive else None
+        table[process] = {
+            "ready_mb": _round(results["rss_ready_mb"].get(process)), "warm_mb": _round(warm),
+            "last_mb": _round(series[-1]), "max_mb": _round(max((v for v in series if v is not None), default=None)),
+            "first_tenth_mb": _round(start), "last_tenth_mb": _round(end),
+            "growth": None if start is None or end is None else round((end - start) / start, 4),
+        }
     return table
 
 

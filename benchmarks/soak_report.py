@@ -59,11 +59,15 @@ def markdown(results: dict) -> str:
     lines += [f"- {label}: {count}" for label, count in results["unexpected"].items()] or ["- none"]
     lines += [f"  - e.g. `{example}`" for example in results["unexpected_examples"][:5]]
     lines += ["", "## Memory (RSS, MB)", "",
-              "Ready = right after start; warm = after the warm-up requests (the baseline for growth); end = after the soak.",
-              "", "| process | ready | warm | end | growth vs warm |", "|---|---|---|---|---|"]
+              "Ready = right after start; warm = after the warm-up requests; last = the last reading; max = the "
+              "highest reading during the soak. Growth compares the median RSS of the first and of the last "
+              "tenth of the soak (one reading per second), so a leak shows and the swing with load does not.",
+              "", "| process | ready | warm | first tenth | last tenth | last | max | growth |",
+              "|---|---|---|---|---|---|---|---|"]
     for process, row in results["rss"].items():
         growth = "gone" if row["growth"] is None else f"{row['growth']:+.1%}"
-        lines.append(f"| {process} | {row['ready_mb']} | {row['warm_mb']} | {row['end_mb']} | {growth} |")
+        lines.append(f"| {process} | {row['ready_mb']} | {row['warm_mb']} | {row['first_tenth_mb']} | "
+                     f"{row['last_tenth_mb']} | {row['last_mb']} | {row['max_mb']} | {growth} |")
     lines += ["", "## Latency of valid requests during the mix (ms)", "",
               "| channel | count | p50 | p95 | p99 | max |", "|---|---|---|---|---|---|"]
     for channel, row in results["latency_ms"].items():

@@ -43,7 +43,7 @@ def test_short_soak_meets_its_targets_and_leaves_nothing_behind(demo_repository,
     assert "serve (web app)" in labels and "tritonserver" in labels and "stub deepfake_b0" in labels
     pids = [int(label.rsplit("[", 1)[1].rstrip("]")) for label in results["rss"]]
     assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
-    assert all(row["end_mb"] is not None and row["end_mb"] < 4096 for row in results["rss"].values())
+    assert all(row["last_mb"] is not None and row["last_mb"] < 4096 for row in results["rss"].values())
     assert results["latency_ms"]["all_valid"]["p99"] > 0
 
     figures = json.loads(paths[0].read_text())
