@@ -19,6 +19,9 @@ from flask import Flask
 from deepfake_edge.webapp.app import make_web_server
 
 VERDICT_PATTERN = r"^(Real|Fake) – \d{1,3}\.\d%$"
+# scikit-image photos the browser tests synthesize their Real and Fake samples from (see synthetic_test_images).
+SAMPLE_SOURCE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "coins", "grass", "gravel")
+DEMO_B0 = Path(__file__).resolve().parents[1] / "models" / "demo" / "efficientnet_b0.safetensors"
 
 
 @contextmanager
@@ -77,14 +80,40 @@ def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:
 
 
 def synthetic_test_images(out_dir: Path) -> dict[str, Path]:
-    """One Real and one Fake image from the project's synthetic test split (deterministic, seed 0)."""
+    """The clearest Real and the clearest Fake, for the committed demo B0, of a small synthetic test split.
+
+    The split is made from a fixed set of scikit-image photos (not the packaged catalogue, whose size
+    depends on which Debian photo packages are installed), so the candidates are the same on every
+    machine. The demo model is weak on some photos; the browser tests check the page, so they take the
+    candidate of each class that the model scores most clearly (checked against its threshold).
+    """
+    import numpy as np
+    import skimage.data
+    import torch
+    from PIL import Image
+
+    from deepfake_edge.checkpoint import load_checkpoint
+    from deepfake_edge.preprocessing import Preprocessor, normalize
     from deepfake_edge.training.synth import synthesize
 
-    synthesize(out_dir, count=12, seed=0, progress=False)
-    return {
-        "Real": sorted((out_dir / "test" / "Real").glob("*.jpg"))[0],
-        "Fake": sorted((out_dir / "test" / "Fake").glob("*.jpg"))[0],
-    }
+    photos = out_dir / "photos"
+    photos.mkdir(parents=True)
+    for name in SAMPLE_SOURCE_PHOTOS:
+        Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(photos / f"{name}.png")
+    synthesize(out_dir / "synth", source=photos, count=40, seed=0, test_fraction=0.4, progress=False)
+    model, card = load_checkpoint(DEMO_B0)
+    model = model.float().eval()
+    preprocess = Preprocessor.from_card(card)
+    chosen = {}
+    for label, pick in (("Real", np.argmin), ("Fake", np.argmax)):
+        paths = sorted((out_dir / "synth" / "test" / label).glob("*.jpg"))
+        batch = torch.from_numpy(np.stack([preprocess(path) for path in paths]))
+        with torch.no_grad():
+            scores = torch.sigmoid(model(normalize(batch, card.mean, card.std))).squeeze(1).numpy()
+        best = int(pick(scores))
+        assert (scores[best] >= card.threshold) == (label == "Fake"), f"the demo model gets no {label} sample right: {scores}"
+        chosen[label] = paths[best]
+    return chosen
 
 
 def jpeg_bytes(size: tuple[int, int] = (320, 240)) -> bytes:
