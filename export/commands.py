@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibration", choices=("MinMax", "Entropy", "Percentile"), default=None,
                         help="activation range method (default: the shipped recipe's)")
     parser.add_argument("--quant-format", choices=("QDQ", "QOperator"), default=None, help="INT8 graph format")
+    parser.add_argument("--no-fp32-fallback", action="store_true",
+                        help="quantize every backbone unit instead of keeping the most INT8-sensitive ones FP32 "
+                        "(chosen on the validation split)")
     parser.add_argument("--no-int8-check", action="store_true",
                         help="write the INT8 model even if it misses the accuracy bound (untrained models)")
     parser.add_argument("--instances", type=int, default=1, help="embedded model instances per model; each uses "
@@ -95,6 +98,8 @@ def _export(args: argparse.Namespace, checkpoints: list[Path], int8: bool, fp16:
         recipe = dataclasses.replace(recipe, calibrate_method=args.calibration)
     if args.quant_format:
         recipe = dataclasses.replace(recipe, quant_format=args.quant_format)
+    if args.no_fp32_fallback:
+        recipe = dataclasses.replace(recipe, fp32_fallback=False)
     options = ExportOptions(
         out=args.out, opset=args.opset, int8=int8, fp16=fp16, data=args.data, calibration_data=args.calibration_data,
         calibration_images=args.calibration_images, eval_images=args.eval_images,

@@ -1,8 +1,9 @@
 """Checkpoint -> checked ONNX variants -> Triton repositories, with a JSON summary of what was measured.
 
 For each checkpoint: export FP32, check parity against PyTorch (fails the export if broken), then
-optionally quantize to INT8 (checked against FP32: decisions and ROC-AUC) and convert to FP16, measure
-CPU speed, and write everything into ``<out>/embedded`` and ``<out>/ngc``.
+optionally quantize to INT8 (sensitive units kept FP32, chosen on the validation split; the result is
+checked against FP32 on the test split: decisions and ROC-AUC) and convert to FP16, measure CPU speed,
+and write everything into ``<out>/embedded`` and ``<out>/ngc``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from deepfake_edge.checkpoint import load_checkpoint
 from deepfake_edge.export import evaluate, repository
 from deepfake_edge.export.calibration import DEFAULT_DATA_ROOT, ImageSet, load_image_set, synthesize_small_dataset
 from deepfake_edge.export.graph import export_onnx, feature_map_size
-from deepfake_edge.export.quantize import QuantizationRecipe, convert_fp16, quantize_int8
+from deepfake_edge.export.fallback import quantize_with_fallback
+from deepfake_edge.export.quantize import QuantizationRecipe, convert_fp16
 from deepfake_edge.model_card import ModelCard
 
 DEFAULT_NAMES = {"efficientnet_b0": "deepfake_b0", "small_cnn": "deepfake_cnn"}
@@ -62,7 +64,8 @@ def _file_entry(path: Path) -> dict:
     return {"path": str(path), "bytes": path.stat().st_size}
 
 
-def _check_int8(report: dict) -> list[str]:
+def int8_problems(report: dict) -> list[str]:
+    """Why an INT8-vs-FP32 ``compare`` report misses the accuracy bound; empty when it meets it."""
     problems = []
     if report["decision_agreement"] < INT8_MIN_AGREEMENT:
         problems.append(f"decisions agree on {report['decision_agreement']:.2%} < {INT8_MIN_AGREEMENT:.0%}")
@@ -110,19 +113,29 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
         with _timed(seconds, "load_calibration_images"):
             calibration = load_image_set(card, options.calibration_data or data, "train",
                                          options.calibration_images)
+        validation = None
+        if options.recipe.fp32_fallback:
+            with _timed(seconds, "load_validation_images"):
+                validation = load_image_set(card, data, "validation", options.eval_images)
         with _timed(seconds, "quantize_int8"):
-            int8_path = quantize_int8(fp32_path, workdir / f"{name}_int8.onnx", calibration.images, options.recipe)
+            int8_path = workdir / f"{name}_int8.onnx"
+            fallback = quantize_with_fallback(
+                fp32_path, int8_path, calibration.images, validation.images if validation else None,
+                validation.labels if validation else None, card.threshold, options.recipe)
         with _timed(seconds, "evaluate_int8"):
             int8_probabilities = evaluate.onnx_outputs(int8_path, evaluation.images)["fake_probability"].reshape(-1)
         report = evaluate.compare(fp32_outputs["fake_probability"].reshape(-1), int8_probabilities, card.threshold,
                                   evaluation.labels)
         report.update(calibration_images=int(len(calibration.images)), calibration_source=calibration.source,
-                      recipe=options.recipe.describe(), problems=_check_int8(report))
+                      recipe=options.recipe.describe(), problems=int8_problems(report))
+        if validation is not None:
+            report["fp32_fallback"] = {**fallback.describe(), "validation_source": validation.source}
         summary["int8_vs_fp32"] = report
         summary["files"]["int8"] = _file_entry(int8_path)
         if options.check_int8 and report["problems"]:
             raise ExportCheckError(f"{name}_int8 is outside the accuracy bound: {'; '.join(report['problems'])}")
-        int8_card = card.replace(extra={**card.extra, "precision": "int8", "int8": options.recipe.describe()})
+        int8_card = card.replace(extra={**card.extra, "precision": "int8",
+                                        "int8": {**options.recipe.describe(), "fp32_units": list(fallback.fp32_units)}})
         embedded.append(repository.ModelSpec(f"{name}_int8", int8_path, int8_card, heatmap_size, "int8"))
         ngc.append(embedded[-1])
     if options.fp16 and variants:
@@ -144,10 +157,10 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
 
 
 def _speeds(files: dict, input_size: int, batches: tuple[int, ...]) -> dict:
-    speeds: dict = {"threads": evaluate.cpu_count(), "provider": "CPUExecutionProvider", "optimization": "ORT_ENABLE_ALL"}
-    for precision in ("fp32", "int8"):
-        if precision in files:
-            speeds[precision] = evaluate.measure_speed(Path(files[precision]["path"]), input_size, batches)
+    speeds: dict = {"threads": evaluate.cpu_count(), "provider": "CPUExecutionProvider", "optimization": "ORT_ENABLE_ALL",
+                    "timing": "median of each round, best of 3 rounds, graphs taking turns"}
+    speeds.update(evaluate.measure_speeds({precision: Path(files[precision]["path"]) for precision in ("fp32", "int8")
+                                           if precision in files}, input_size, batches))
     if "int8" in speeds:
         speeds["int8_speedup"] = {batch: round(speeds["fp32"][batch]["ms_per_batch"] / speeds["int8"][batch]["ms_per_batch"], 2)
                                   for batch in speeds["fp32"]}

@@ -4,13 +4,18 @@ INT8 is *static* post-training quantization: activation ranges are calibrated on
 (dynamic quantization recomputes them per batch and ran ~15x slower here, FACTS.md). Activations are
 UINT8 and weights INT8 per channel: onnxruntime's x86 kernels have VNNI paths for U8S8, while S8S8
 ran ~3x slower than FP32 on this CPU. The in-graph preprocessing (Cast/Div/Sub) and the CAM head stay
-FP32: they are cheap, and quantizing the heatmap's normalisation would only add error.
+FP32: they are cheap, and quantizing the heatmap's normalisation would only add error. Which backbone
+units (:func:`backbone_units`) also stay FP32 is measured per checkpoint by
+:mod:`deepfake_edge.export.fallback`; the recipes tried are compared by :mod:`deepfake_edge.export.int8_sweep`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import sys
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,20 +35,26 @@ class QuantizationRecipe:
     per_channel: bool = True
     calibrate_method: str = "Percentile"  # onnxruntime CalibrationMethod name
     percentile: float = 99.999
+    reduce_range: bool = False  # 7-bit weights: for CPUs without VNNI; costs accuracy here
+    activation_symmetric: bool = False
     op_types: tuple[str, ...] = ("Conv", "Gemm", "MatMul", "Add", "Mul", "Sigmoid", "GlobalAveragePool")
     # Regular expressions (re.search) over node names; matching nodes stay FP32.
     exclude_name_patterns: tuple[str, ...] = field(default_factory=tuple)
+    # Keep the backbone units that INT8 hurts most in FP32, chosen on the validation split
+    # (deepfake_edge.export.fallback) until the accuracy bound holds there.
+    fp32_fallback: bool = True
 
     def describe(self) -> dict:
         return {
             "format": self.quant_format,
             "per_channel": self.per_channel,
-            "activations": "uint8",
-            "weights": "int8",
+            "activations": "uint8" + (" symmetric" if self.activation_symmetric else ""),
+            "weights": "int8" + (" reduced range" if self.reduce_range else ""),
             "calibration": self.calibrate_method
             + (f" {self.percentile}" if self.calibrate_method == "Percentile" else ""),
             "op_types": list(self.op_types),
             "excluded_patterns": list(self.exclude_name_patterns),
+            "fp32_fallback": self.fp32_fallback,
         }
 
 
@@ -92,46 +103,95 @@ def _spatial_means_as_global_pools(model: onnx.ModelProto) -> int:
     return rewritten
 
 
-def quantize_int8(fp32_path: Path, out_path: Path, calibration_images: np.ndarray,
-                  recipe: QuantizationRecipe = QuantizationRecipe(), calibration_cache: Path | None = None) -> Path:
-    """Statically quantize ``fp32_path`` into ``out_path``, calibrated on UINT8 (N, 3, H, W) images.
+def backbone_units(prepared: onnx.ModelProto) -> dict[str, list[str]]:
+    """The quantizable nodes grouped into units: a timm block (``blocks.3.1``) or a top-level module.
 
-    ``calibration_cache`` (a JSON file) stores the activation ranges on first use and reuses them after,
-    which makes trying exclusion patterns cheap; it is only valid for the same model, images and method.
+    Units are what the FP32 fallback keeps or quantizes as a whole; the in-graph preprocessing and
+    the CAM head are no unit (they always stay FP32).
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    fixed = set(_head_and_preprocessing_nodes(prepared))
+    units: dict[str, list[str]] = {}
+    for node in prepared.graph.node:
+        block = re.search(r"blocks\.\d+\.\d+", node.name)
+        scopes = [part for part in node.name.split("/") if part]
+        unit = block.group(0) if block else (scopes[0] if len(scopes) > 1 else None)
+        if unit and node.name not in fixed:
+            units.setdefault(unit, []).append(node.name)
+    return units
+
+
+def unit_nodes(units: dict[str, list[str]], selected: Iterable[str]) -> tuple[str, ...]:
+    """The node names of the ``selected`` units; an unknown unit name is an error."""
+    selected = list(selected)
+    unknown = set(selected) - set(units)
+    if unknown:
+        raise ValueError(f"unknown units {sorted(unknown)}; the graph has {sorted(units)}")
+    return tuple(name for unit in selected for name in units[unit])
+
+
+def prepare(fp32_path: Path, prepared_path: Path) -> Path:
+    """The graph the quantizer reads: shapes inferred, basic fusions, squeeze-excite means as pools."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    with tempfile.TemporaryDirectory() as scratch:
-        prepared = Path(scratch) / "prepared.onnx"
-        # Symbolic shape inference + onnxruntime's basic graph fusions, as the quantizer expects.
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
-        model = onnx.load(str(prepared))
-        if _spatial_means_as_global_pools(model):
-            onnx.save(model, str(prepared))
-        input_name = model.graph.input[0].name
-        excluded = _head_and_preprocessing_nodes(model)
-        excluded += [n.name for n in model.graph.node
-                     if any(re.search(pattern, n.name) for pattern in recipe.exclude_name_patterns)]
+    quant_pre_process(str(fp32_path), str(prepared_path), skip_symbolic_shape=False)
+    model = onnx.load(str(prepared_path))
+    if _spatial_means_as_global_pools(model):
+        onnx.save(model, str(prepared_path))
+    return prepared_path
+
+
+def quantize_prepared(prepared_path: Path, out_path: Path, calibration_images: np.ndarray,
+                      recipe: QuantizationRecipe, calibration_cache: Path | None = None,
+                      fp32_nodes: tuple[str, ...] = ()) -> Path:
+    """Statically quantize a :func:`prepare`-d graph; ``fp32_nodes`` stay FP32 besides the recipe's exclusions.
+
+    ``calibration_cache`` (a JSON file) stores the activation ranges on first use and reuses them after,
+    which makes trying exclusions cheap; it is only valid for the same graph, images, method and op types.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    model = onnx.load(str(prepared_path))
+    input_name = model.graph.input[0].name
+    excluded = set(_head_and_preprocessing_nodes(model)) | set(fp32_nodes)
+    excluded |= {n.name for n in model.graph.node
+                 if any(re.search(pattern, n.name) for pattern in recipe.exclude_name_patterns)}
+    # onnxruntime's calibrators print progress to stdout, which carries the export's JSON summary.
+    with contextlib.redirect_stdout(sys.stderr):
         quantize_static(
-            str(prepared),
+            str(prepared_path),
             str(out_path),
             _BatchReader(calibration_images, input_name),
             quant_format=QuantFormat[recipe.quant_format],
             op_types_to_quantize=list(recipe.op_types),
             per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=sorted(set(excluded)),
+            nodes_to_exclude=sorted(excluded),
             calibrate_method=CalibrationMethod[recipe.calibrate_method],
             calibration_cache_path=calibration_cache,
             extra_options={
+                "ActivationSymmetric": recipe.activation_symmetric,
                 "CalibPercentile": recipe.percentile,
                 "CalibTensorRangeSymmetric": False,
                 "CalibStridedMinMax": 1,  # fold in one batch at a time: bounded memory for any image count
             },
         )
-    _copy_metadata(fp32_path, out_path)
+    return out_path
+
+
+def quantize_int8(fp32_path: Path, out_path: Path, calibration_images: np.ndarray,
+                  recipe: QuantizationRecipe = QuantizationRecipe(), fp32_units: tuple[str, ...] = ()) -> Path:
+    """Statically quantize ``fp32_path`` into ``out_path``, calibrated on UINT8 (N, 3, H, W) images.
+
+    ``fp32_units`` (names from :func:`backbone_units`) stay FP32; the search that picks them is
+    :func:`deepfake_edge.export.fallback.choose_fp32_units`. The ModelCard metadata is carried over.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        prepared = prepare(fp32_path, Path(scratch) / "prepared.onnx")
+        nodes = unit_nodes(backbone_units(onnx.load(str(prepared))), fp32_units)
+        quantize_prepared(prepared, out_path, calibration_images, recipe, fp32_nodes=nodes)
+    copy_metadata(fp32_path, out_path)
     return out_path
 
 
@@ -167,7 +227,8 @@ def _outputs_as_leaves(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _copy_metadata(source: Path, target: Path) -> None:
+def copy_metadata(source: Path, target: Path) -> None:
+    """Replace ``target``'s ONNX metadata (the ModelCard) with ``source``'s."""
     metadata = onnx.load(str(source), load_external_data=False).metadata_props
     model = onnx.load(str(target))
     del model.metadata_props[:]
