@@ -31,11 +31,12 @@ from deepfake_edge.export.quantize import QuantizationRecipe, prepare, quantize_
 DEFAULT = QuantizationRecipe()
 ALL_INT8 = dataclasses.replace(DEFAULT, fp32_fallback=False)
 STEM = r"^/conv_stem/|^/bn1/"
-# (label, recipe, calibration-image multiplier); the last row is the export's default.
+# (label, recipe, calibration-image multiplier); the last row is the export's default. Entropy
+# calibration is left out: onnxruntime's histogram gains bins whenever a batch widens the range, and on
+# the retrained demo B0 its threshold search had not finished after 13 minutes.
 CONFIGURATIONS: tuple[tuple[str, QuantizationRecipe, int], ...] = (
     ("all INT8: QDQ, per-channel, Percentile 99.999 (previous default)", ALL_INT8, 1),
     ("all INT8, MinMax calibration", dataclasses.replace(ALL_INT8, calibrate_method="MinMax"), 1),
-    ("all INT8, Entropy calibration", dataclasses.replace(ALL_INT8, calibrate_method="Entropy"), 1),
     ("all INT8, Percentile 99.99", dataclasses.replace(ALL_INT8, percentile=99.99), 1),
     ("all INT8, 2x calibration images", ALL_INT8, 2),
     ("all INT8, per-tensor weights", dataclasses.replace(ALL_INT8, per_channel=False), 1),
