@@ -20,17 +20,20 @@ def demo_repository(tmp_path_factory):
 
     Models: deepfake_b0, deepfake_b0_int8, deepfake_cnn (embedded and ngc) and deepfake_b0_fp16 (ngc).
     Built the way ``deepfake-edge export`` builds it, with fewer images (the INT8 accuracy bound is
-    checked in test_export_quantize.py, not here) and no speed measurement, to stay fast.
+    checked in test_export_quantize.py, not here), no search for FP32 fallback units (the INT8 model is
+    fully quantized) and no speed measurement, to stay fast.
     """
     from pathlib import Path
 
     from deepfake_edge.export.commands import DEFAULT_VARIANTS_FOR, DEMO_CHECKPOINTS
     from deepfake_edge.export.pipeline import ExportOptions, run_export
+    from deepfake_edge.export.quantize import QuantizationRecipe
 
     root = tmp_path_factory.mktemp("demo_repository")
     checkpoints = [Path(__file__).resolve().parent.parent / path for path in DEMO_CHECKPOINTS]
     options = ExportOptions(out=root, int8=True, fp16=True, variants_for=DEFAULT_VARIANTS_FOR,
-                            calibration_images=32, eval_images=16, check_int8=False, speed=False)
+                            calibration_images=32, eval_images=16, check_int8=False, speed=False,
+                            recipe=QuantizationRecipe(fp32_fallback=False))
     run_export(checkpoints, options)
     yield root
 
