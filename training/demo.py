@@ -20,12 +20,12 @@ DATA = Path("data/synth")
 RUNS = Path("runs/demo")
 DEMO_DIR = Path("models/demo")
 REPORT_DIR = DEMO_DIR / "report"
-# Twice the default count: more distinct crops per step overfit the source photos less.
+# Twice the default count: more distinct crops of each photo per epoch.
 SYNTH_COUNT = 8000
 # One thread: on a shared two-core machine two OpenMP threads ran ~10x slower (spin-waiting under contention).
 COMMON = ["--input-size", "112", "--batch-size", "32", "--seed", "0", "--device", "cpu", "--threads", "1",
           "--workers", "1", "--checkpoint-dtype", "float16"]
-# Budget: B0 6 epochs of 5,600 images at 112 px takes ~30 minutes of one CPU core.
+# Budget: B0 6 epochs of 5,600 images at 112 px took 23 minutes of one CPU core (docs/training.md).
 DEMO_MODELS: dict[str, list[str]] = {
     "efficientnet_b0": ["--arch", "efficientnet_b0", "--init-weights", "lite0", "--epochs", "6", "--lr", "1e-3",
                         "--warmup-epochs", "0.3", "--patience", "3"],
