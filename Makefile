@@ -12,8 +12,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@echo "make serve   - set up .venv, build model_repository/ from the demo checkpoint, run Triton + web page"
 	@echo "make test    - set up .venv and Chromium, run the test suite"
-	@echo "make demo-model - retrain the committed demo checkpoint (CPU, ~30 min)"
-	@echo "make bench   - full benchmark run (~15 min)"
+	@echo "make demo-model - retrain the committed demo checkpoint (one CPU core, ~40 min)"
+	@echo "make bench   - full benchmark run (~8 min on 2 idle cores)"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -60,7 +60,7 @@ bench: venv model-repository
 	$(BIN)/deepfake-edge bench
 
 perf: venv model-repository
-	$(BIN)/deepfake-edge perf
+	$(BIN)/deepfake-edge perf --start-server
 
 clean:
 	rm -rf $(VENV) build *.egg-info
