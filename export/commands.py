@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(chosen on the validation split)")
     parser.add_argument("--no-int8-check", action="store_true",
                         help="write the INT8 model even if it misses the accuracy bound (untrained models)")
-    parser.add_argument("--instances", type=int, default=1, help="embedded model instances per model; each uses "
-                        "cores/instances onnxruntime threads (default: %(default)s)")
+    parser.add_argument("--instances", type=int, help="embedded model instances per model; each uses "
+                        "cores/instances onnxruntime threads (default: 2, faster than 1 on two cores)")
     parser.add_argument("--no-speed", action="store_true", help="skip the CPU speed measurement")
     parser.add_argument("--if-missing", action="store_true",
                         help="only build the default repository from the demo checkpoints if OUT/embedded is incomplete")
@@ -54,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from deepfake_edge.export import repository
 
+    if args.instances is None:
+        args.instances = repository.DEFAULT_CPU_INSTANCES
     if args.if_missing:
         if args.checkpoints:
             print("error: --if-missing builds from the demo checkpoints; give no CHECKPOINT", file=sys.stderr)

@@ -52,7 +52,7 @@ class ExportOptions:
     check_int8: bool = True
     speed: bool = True
     speed_batches: tuple[int, ...] = (1, 8, 32)
-    cpu_instances: int = 1  # embedded model instances; each gets cores / instances onnxruntime threads
+    cpu_instances: int = repository.DEFAULT_CPU_INSTANCES  # each gets cores / instances onnxruntime threads
     recipe: QuantizationRecipe = field(default_factory=QuantizationRecipe)
 
 
