@@ -22,6 +22,7 @@ from deepfake_edge.training.datasets import (
     load_splits,
     pos_weight,
 )
+from deepfake_edge.training.evaluate import by_source
 
 
 def _photo(seed: int, size: int = 40) -> Image.Image:
@@ -231,6 +232,23 @@ def test_synthesis_is_deterministic_readable_and_masks_are_not_samples(tmp_path:
             assert mask.size == (48, 48) and np.asarray(mask).max() > 0
     assert "not real deepfakes" in splits.describe()
     assert json.loads((tmp_path / "b" / "synth.json").read_text())["seed"] == 7
+    for name in ("train", "validation", "test"):
+        sources = synth.read_sources(tmp_path / "b" / name)
+        assert sorted(sources) == sorted({s.path.stem for s in splits.split(name)})
+        assert set(sources.values()) <= set(photos[name])
+
+
+def test_evaluation_scores_each_source_photo_of_a_synth_set(tmp_path: Path) -> None:
+    split = tmp_path / "test"
+    (split / synth.SOURCES_FILE).parent.mkdir(parents=True)
+    (split / synth.SOURCES_FILE).write_text(json.dumps({"000000": "sky", "000001": "sky", "000002": "leaf"}))
+    samples = [Sample(split / label / f"{stem}.jpg", index) for index, label in enumerate(("Real", "Fake"))
+               for stem in ("000000", "000001", "000002")]
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.3, 0.6, 0.2, 0.9, 0.5])  # sky: 0.1 0.3 vs 0.2 0.9; leaf: 0.6 vs 0.5
+    per_source = by_source(samples, labels, scores)
+    assert per_source == {"leaf": {"n": 2, "roc_auc": 0.0}, "sky": {"n": 4, "roc_auc": 0.75}}
+    assert by_source([Sample(tmp_path / "other" / "Real" / "a.jpg", 0)], labels[:1], scores[:1]) == {}
 
 
 def test_synthesis_refuses_to_overwrite_foreign_folders(tmp_path: Path) -> None:

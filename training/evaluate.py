@@ -11,12 +11,15 @@ import math
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
 from deepfake_edge.checkpoint import load_checkpoint
 from deepfake_edge.preprocessing import Preprocessor
 from deepfake_edge.training.metrics import compute_metrics
 from deepfake_edge.training.plots import plot_confusion, plot_curves, plot_roc
+from deepfake_edge.training.synth import read_sources
 from deepfake_edge.training.train import HISTORY_FILE, predict
 from deepfake_edge.training.transforms import DetectorDataset, collate
 
@@ -56,6 +59,8 @@ def evaluate_checkpoint(
         "checkpoint": str(checkpoint), "arch": card.arch, "input_size": card.input_size, "split": split,
         "skipped_images": dropped, **metrics,
     }
+    if dropped == 0 and (per_source := by_source(samples, labels, scores)):
+        report["by_source"] = per_source
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -72,6 +77,27 @@ def evaluate_checkpoint(
                                                                  f"{card.arch} training"))
         (out_dir / METRICS_FILE).write_text(to_json(report) + "\n")
     return report
+
+
+def by_source(samples: Sequence, labels: np.ndarray, scores: np.ndarray) -> dict[str, dict[str, Any]]:
+    """ROC-AUC and count per source photo, for sets written by ``data synth`` (empty for any other set).
+
+    One pooled AUC hides which photos a detector fails on and how differently it is calibrated on each.
+    """
+    sources_by_folder: dict[Path, dict[str, str] | None] = {}
+    groups: dict[str, list[int]] = {}
+    for index, sample in enumerate(samples):
+        split_folder = sample.path.parent.parent
+        if split_folder not in sources_by_folder:
+            sources_by_folder[split_folder] = read_sources(split_folder)
+        source = (sources_by_folder[split_folder] or {}).get(sample.path.stem)
+        if source is None:
+            return {}
+        groups.setdefault(source, []).append(index)
+    return {
+        source: {"n": len(members), "roc_auc": float(roc_auc_score(labels[members], scores[members]))}
+        for source, members in sorted(groups.items()) if len(set(labels[members].tolist())) == 2
+    }
 
 
 def _finite(value: Any) -> Any:
@@ -101,6 +127,10 @@ def format_report(report: dict[str, Any]) -> str:
     for key in ("accuracy", "roc_auc", "average_precision", "precision", "recall", "f1", "fpr", "eer"):
         lines.append(f"  {key:<18} {report[key]:.4f}")
     lines.append(f"  confusion matrix   true Real: {tn} Real / {fp} Fake;  true Fake: {fn} Real / {tp} Fake")
+    if ranked := sorted(report.get("by_source", {}).items(), key=lambda item: item[1]["roc_auc"]):
+        shown = ranked if len(ranked) <= 6 else [*ranked[:3], *ranked[-3:]]
+        lines.append(f"  per source photo   ROC-AUC from {ranked[0][1]['roc_auc']:.3f} to {ranked[-1][1]['roc_auc']:.3f} "
+                     f"over {len(ranked)} photos; " + ", ".join(f"{name} {m['roc_auc']:.3f}" for name, m in shown))
     for name, path in report.get("plots", {}).items():
         lines.append(f"  {name:<18} {path}")
     return "\n".join(lines)

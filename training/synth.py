@@ -3,6 +3,7 @@
 Output is the kaggle layout ``OUT/{train,validation,test}/{Real,Fake}/NNNNNN.jpg``. ``Real/N`` and
 ``Fake/N`` come from the same crop; the blend mask of ``Fake/N`` is ``OUT/<split>/masks/N.png`` (8-bit
 weight of the perturbed copy, at output resolution), a folder the dataset readers never enter.
+``OUT/<split>/sources.json`` names the source photo of every N, so ``evaluate`` can score each photo.
 ``OUT/synth.json`` records how the set was made. Whole source photos are assigned to one split, so the
 test split holds only photos never seen in training. Every sample has its own seed derived from
 (seed, split, index): the same arguments write identical bytes.
@@ -29,6 +30,7 @@ DEFAULT_COUNT = 4000
 DEFAULT_IMAGE_SIZE = 160
 DEFAULT_JPEG_QUALITY = (75, 100)
 MASK_FOLDER = "masks"
+SOURCES_FILE = "sources.json"
 # Blending happens at 1-1.5x the output size, so the final resize softens it as video pipelines do.
 _WORK_SCALE = (1.0, 1.5)
 _MAX_PHOTO_WEIGHT = 1024.0  # sampling weight is the side of the square of equal area, capped
@@ -121,6 +123,7 @@ def synthesize(
         "pairs": pairs, "photos": {split: sorted(p.name for p in assigned[split]) for split in SPLITS},
         "face_centred_photos": sorted(face_photos),
         "masks": f"<split>/{MASK_FOLDER}/NNNNNN.png: 8-bit alpha of the perturbed copy in <split>/Fake/NNNNNN.jpg",
+        "sources": f"<split>/{SOURCES_FILE}: the source photo of each NNNNNN",
     }
     (staging / SYNTH_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     _swap_in(staging, out_dir)
@@ -151,6 +154,12 @@ def _description(source: str | Path | None, photos: list[Photo], seed: int, imag
     return (f"Synthetic self-blended images (SBI, Shiohara & Yamasaki 2022) made by 'deepfake-edge data synth' "
             f"(seed {seed}, {image_size} px, JPEG quality {quality[0]}-{quality[1]}) from {origin}; "
             f"source photos are disjoint across splits. These are not real deepfakes.")
+
+
+def read_sources(split_folder: Path) -> dict[str, str] | None:
+    """The ``{file stem: source photo}`` map that ``synthesize`` wrote into a split folder, if any."""
+    path = split_folder / SOURCES_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _check_replaceable(out_dir: Path) -> None:
@@ -186,6 +195,8 @@ def _write_split(folder: Path, photos: list[Photo], n_pairs: int, image_size: in
                         for width, height in (p.size for p in photos)])
     chosen = np.random.default_rng([*seed, 1]).choice(len(photos), size=n_pairs, p=weights / weights.sum())
     with_faces = []
+    sources = {f"{index:06d}": photos[photo_index].name for index, photo_index in enumerate(chosen)}
+    (folder / SOURCES_FILE).write_text(json.dumps(sources, indent=0, sort_keys=True) + "\n")
     with tqdm(total=n_pairs, desc=f"synth {folder.name}", unit="pair", disable=not progress) as bar:
         for photo_index in np.unique(chosen):  # each photo is loaded (and searched for faces) once
             photo = photos[photo_index]
