@@ -24,6 +24,7 @@ from deepfake_edge.training.train import HISTORY_FILE, predict
 from deepfake_edge.training.transforms import DetectorDataset, collate
 
 METRICS_FILE = "metrics.json"
+_MIN_IMAGES_SHOWN = 20  # the summary line skips photos with fewer test images (their AUC is mostly noise)
 
 
 def find_history(checkpoint: Path) -> Path | None:
@@ -127,10 +128,12 @@ def format_report(report: dict[str, Any]) -> str:
     for key in ("accuracy", "roc_auc", "average_precision", "precision", "recall", "f1", "fpr", "eer"):
         lines.append(f"  {key:<18} {report[key]:.4f}")
     lines.append(f"  confusion matrix   true Real: {tn} Real / {fp} Fake;  true Fake: {fn} Real / {tp} Fake")
-    if ranked := sorted(report.get("by_source", {}).items(), key=lambda item: item[1]["roc_auc"]):
+    sources = [item for item in report.get("by_source", {}).items() if item[1]["n"] >= _MIN_IMAGES_SHOWN]
+    if ranked := sorted(sources, key=lambda item: item[1]["roc_auc"]):
         shown = ranked if len(ranked) <= 6 else [*ranked[:3], *ranked[-3:]]
-        lines.append(f"  per source photo   ROC-AUC from {ranked[0][1]['roc_auc']:.3f} to {ranked[-1][1]['roc_auc']:.3f} "
-                     f"over {len(ranked)} photos; " + ", ".join(f"{name} {m['roc_auc']:.3f}" for name, m in shown))
+        low, high = ranked[0][1]["roc_auc"], ranked[-1][1]["roc_auc"]
+        lines.append(f"  per source photo   ROC-AUC {low:.3f} to {high:.3f} over the {len(ranked)} photos with "
+                     f">= {_MIN_IMAGES_SHOWN} images: " + ", ".join(f"{name} {m['roc_auc']:.3f}" for name, m in shown))
     for name, path in report.get("plots", {}).items():
         lines.append(f"  {name:<18} {path}")
     return "\n".join(lines)
