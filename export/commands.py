@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "cores/instances onnxruntime threads (default: 2, faster than 1 on two cores)")
     parser.add_argument("--no-speed", action="store_true", help="skip the CPU speed measurement")
     parser.add_argument("--if-missing", action="store_true",
-                        help="only build the default repository from the demo checkpoints if OUT/embedded is incomplete")
+                        help="only build the default repository from the demo checkpoints if OUT/embedded is "
+                             "incomplete or older than they are")
     parser.set_defaults(func=run)
 
 
@@ -60,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
         if args.checkpoints:
             print("error: --if-missing builds from the demo checkpoints; give no CHECKPOINT", file=sys.stderr)
             return 2
-        if repository.is_complete(args.out / repository.EMBEDDED, DEFAULT_MODELS):
-            print(f"{args.out / repository.EMBEDDED} is complete; nothing to do")
+        if repository.is_complete(args.out / repository.EMBEDDED, DEFAULT_MODELS, DEMO_CHECKPOINTS):
+            print(f"{args.out / repository.EMBEDDED} is complete and newer than the demo checkpoints; nothing to do")
             return 0
     for option in ("instances", "calibration_images", "eval_images"):
         if getattr(args, option) < 1:

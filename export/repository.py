@@ -189,13 +189,18 @@ def write_repositories(out: Path, specs: list[ModelSpec], ngc_specs: list[ModelS
     return written
 
 
-def is_complete(root: Path, model_names: tuple[str, ...]) -> bool:
-    """True when every model has a config and a latest version holding model.onnx and model.py."""
+def is_complete(root: Path, model_names: tuple[str, ...], sources: tuple[Path, ...] = ()) -> bool:
+    """True when every model has a config and a latest version holding model.onnx and model.py, and
+    that model.onnx is not older than any of ``sources`` (the checkpoints it is exported from), so a
+    retrained or pulled checkpoint is never shadowed by an old export."""
+    newest_source = max((path.stat().st_mtime for path in sources if path.is_file()), default=0.0)
     for name in model_names:
         versions = existing_versions(root / name)
         if not versions or not (root / name / "config.pbtxt").is_file():
             return False
         latest = root / name / str(versions[-1])
         if not (latest / "model.onnx").is_file() or not (latest / "model.py").is_file():
+            return False
+        if (latest / "model.onnx").stat().st_mtime < newest_source:
             return False
     return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import filecmp
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from tritonclient.grpc import model_config_pb2
 from deepfake_edge.checkpoint import save_checkpoint
 from deepfake_edge.cli import main
 from deepfake_edge.export import repository
+from deepfake_edge.export.commands import DEFAULT_MODELS
 from deepfake_edge.export.evaluate import make_session
 from deepfake_edge.export.pipeline import SUMMARY_FILE, ExportOptions, run_export
 from deepfake_edge.model_card import ModelCard
@@ -138,6 +140,17 @@ def test_if_missing_leaves_a_complete_repository_alone(demo_repository: Path, ca
     assert main(["export", "--if-missing", "--out", str(demo_repository)]) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in (demo_repository / "embedded").rglob("*")} == before
+
+
+def test_a_checkpoint_newer_than_its_export_makes_the_repository_stale(demo_repository: Path, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "retrained.safetensors"
+    checkpoint.write_bytes(b"weights")
+    embedded = demo_repository / "embedded"
+    exported = max(p.stat().st_mtime for p in embedded.rglob("model.onnx"))
+    os.utime(checkpoint, (exported - 60, exported - 60))
+    assert repository.is_complete(embedded, DEFAULT_MODELS, (checkpoint,))
+    os.utime(checkpoint, (exported + 60, exported + 60))  # as after `git pull` or `make demo-model`
+    assert not repository.is_complete(embedded, DEFAULT_MODELS, (checkpoint,))
 
 
 def test_cli_rejects_missing_checkpoint(tmp_path: Path, capsys) -> None:
