@@ -24,7 +24,7 @@ from deepfake_edge.training.train import HISTORY_FILE, predict
 from deepfake_edge.training.transforms import DetectorDataset, collate
 
 METRICS_FILE = "metrics.json"
-_MIN_IMAGES_SHOWN = 20  # the summary line skips photos with fewer test images (their AUC is mostly noise)
+_MIN_IMAGES_SHOWN = 20  # the summary line skips photos with fewer images (their AUC is mostly noise)
 
 
 def find_history(checkpoint: Path) -> Path | None:
