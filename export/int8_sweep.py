@@ -33,7 +33,7 @@ ALL_INT8 = dataclasses.replace(DEFAULT, fp32_fallback=False)
 STEM = r"^/conv_stem/|^/bn1/"
 # (label, recipe, calibration-image multiplier); the last row is the export's default. Entropy
 # calibration is left out: onnxruntime's histogram gains bins whenever a batch widens the range, and on
-# the retrained demo B0 its threshold search had not finished after 13 minutes.
+# the demo B0 of commit 39ca722 its threshold search had not finished after 13 minutes.
 CONFIGURATIONS: tuple[tuple[str, QuantizationRecipe, int], ...] = (
     ("all INT8: QDQ, per-channel, Percentile 99.999 (previous default)", ALL_INT8, 1),
     ("all INT8, MinMax calibration", dataclasses.replace(ALL_INT8, calibrate_method="MinMax"), 1),

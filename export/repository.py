@@ -90,7 +90,8 @@ def _common(spec: ModelSpec) -> dict:
 DEFAULT_CPU_INSTANCES = 2
 
 
-def embedded_config(spec: ModelSpec, instances: int = DEFAULT_CPU_INSTANCES, intra_op_threads: int = 0) -> model_config_pb2.ModelConfig:
+def embedded_config(spec: ModelSpec, instances: int = DEFAULT_CPU_INSTANCES,
+                    intra_op_threads: int = 0) -> model_config_pb2.ModelConfig:
     """Python-backend config; ``intra_op_threads=0`` lets model.py use cores / instances."""
     config = _common(spec)
     config["backend"] = "python"
