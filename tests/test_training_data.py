@@ -22,7 +22,7 @@ from deepfake_edge.training.datasets import (
     load_splits,
     pos_weight,
 )
-from deepfake_edge.training.evaluate import by_source
+from deepfake_edge.training.evaluate import by_source, twin_ranking
 
 
 def _photo(seed: int, size: int = 40) -> Image.Image:
@@ -249,6 +249,17 @@ def test_evaluation_scores_each_source_photo_of_a_synth_set(tmp_path: Path) -> N
     per_source = by_source(samples, labels, scores)
     assert per_source == {"leaf": {"n": 2, "roc_auc": 0.0}, "sky": {"n": 4, "roc_auc": 0.75}}
     assert by_source([Sample(tmp_path / "other" / "Real" / "a.jpg", 0)], labels[:1], scores[:1]) == {}
+
+
+def test_twin_ranking_compares_each_fake_with_its_own_real(tmp_path: Path) -> None:
+    stems = ("000000", "000001", "000002", "000003")
+    samples = [Sample(tmp_path / "test" / label / f"{stem}.jpg", index)
+               for index, label in enumerate(("Real", "Fake")) for stem in stems]
+    samples.append(Sample(tmp_path / "test" / "Fake" / "lonely.jpg", 1))  # no twin: not a pair
+    # real/fake: 0.1/0.2 above, 0.3/0.9 above, 0.6/0.5 below, 0.4/0.4 a tie (half)
+    scores = np.array([0.1, 0.3, 0.6, 0.4, 0.2, 0.9, 0.5, 0.4, 0.99])
+    assert twin_ranking(samples, scores) == {"twin_pairs": 4, "twin_accuracy": 2.5 / 4}
+    assert twin_ranking(samples[4:], scores[4:]) == {}
 
 
 def test_synthesis_refuses_to_overwrite_foreign_folders(tmp_path: Path) -> None:

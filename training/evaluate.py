@@ -18,6 +18,7 @@ from sklearn.metrics import roc_auc_score
 from deepfake_edge.checkpoint import load_checkpoint
 from deepfake_edge.preprocessing import Preprocessor
 from deepfake_edge.training.metrics import compute_metrics
+from deepfake_edge.training.pairing import pair_groups
 from deepfake_edge.training.plots import plot_confusion, plot_curves, plot_roc
 from deepfake_edge.training.synth import read_sources
 from deepfake_edge.training.train import HISTORY_FILE, predict
@@ -62,6 +63,8 @@ def evaluate_checkpoint(
     }
     if dropped == 0 and (per_source := by_source(samples, labels, scores)):
         report["by_source"] = per_source
+    if dropped == 0 and (twins := twin_ranking(samples, scores)):
+        report.update(twins)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -101,6 +104,21 @@ def by_source(samples: Sequence, labels: np.ndarray, scores: np.ndarray) -> dict
     }
 
 
+def twin_ranking(samples: Sequence, scores: np.ndarray) -> dict[str, Any]:
+    """How often a fake scores above its own real twin (ties count half), for sets with real/fake twins
+    (``data synth`` writes them); empty for any other set.
+
+    The twins differ only by the blend, so this says whether the detector sees the blend whatever the
+    content. ROC-AUC also needs one threshold to fit every image: a large gap between the two means the
+    score moves more with content than with the blend.
+    """
+    twins = np.array([group for group in pair_groups(samples) if len(group) == 2])
+    if twins.size == 0:
+        return {}
+    real, fake = scores[twins[:, 0]], scores[twins[:, 1]]
+    return {"twin_pairs": len(twins), "twin_accuracy": float(np.mean((fake > real) + 0.5 * (fake == real)))}
+
+
 def _finite(value: Any) -> Any:
     """NaN/inf become null: strict JSON has no NaN (AUC is undefined when a split has one class)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -128,6 +146,9 @@ def format_report(report: dict[str, Any]) -> str:
     for key in ("accuracy", "roc_auc", "average_precision", "precision", "recall", "f1", "fpr", "eer"):
         lines.append(f"  {key:<18} {report[key]:.4f}")
     lines.append(f"  confusion matrix   true Real: {tn} Real / {fp} Fake;  true Fake: {fn} Real / {tp} Fake")
+    if "twin_accuracy" in report:
+        lines.append(f"  twin_accuracy      {report['twin_accuracy']:.4f} (a fake above its own real twin, "
+                     f"{report['twin_pairs']} pairs)")
     sources = [item for item in report.get("by_source", {}).items() if item[1]["n"] >= _MIN_IMAGES_SHOWN]
     if ranked := sorted(sources, key=lambda item: item[1]["roc_auc"]):
         shown = ranked if len(ranked) <= 6 else [*ranked[:3], *ranked[-3:]]
