@@ -17,12 +17,10 @@ import numpy as np
 
 from deepfake_edge.client.errors import ServerError
 from deepfake_edge.client.results import Detection
-from deepfake_edge.model_card import ModelCard
+from deepfake_edge.model_card import INPUT_NAME, OUTPUT_NAMES, ModelCard
 from deepfake_edge.preprocessing import BadImageError, ImageSource, Preprocessor
 
-INPUT_NAME = "image"
-SCORE_OUTPUTS = ("fake_probability", "logit")
-HEATMAP_OUTPUT = "heatmap"
+SCORE_OUTPUTS, HEATMAP_OUTPUT = OUTPUT_NAMES[:2], OUTPUT_NAMES[2]
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
 
 

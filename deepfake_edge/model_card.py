@@ -16,6 +16,10 @@ from typing import Any
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LABELS = ("Real", "Fake")  # index 1 is the positive class: the model's single logit scores "Fake"
+# The exported graph's tensors, batch first: UINT8 (N, 3, H, W) in; fake probability (N, 1), logit (N, 1)
+# and heatmap (N, h, w) out. export/triton_model.py repeats them (it must not import this package).
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("fake_probability", "logit", "heatmap")
 
 
 @dataclass(frozen=True)

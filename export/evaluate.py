@@ -10,8 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepfake_edge.export.graph import INPUT_NAME
-from deepfake_edge.model_card import ModelCard
+from deepfake_edge.model_card import INPUT_NAME, ModelCard
 from deepfake_edge.preprocessing import normalize
 
 EVAL_BATCH = 32

@@ -20,8 +20,7 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from deepfake_edge.export.graph import INPUT_NAME
-from deepfake_edge.model_card import ModelCard
+from deepfake_edge.model_card import INPUT_NAME, ModelCard
 
 EMBEDDED = "embedded"
 NGC = "ngc"

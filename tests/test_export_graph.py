@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from deepfake_edge.export.evaluate import compare, onnx_outputs, torch_probabilities
-from deepfake_edge.export.graph import INPUT_NAME, OUTPUT_NAMES, export_onnx, feature_map_size, read_onnx_card
+from deepfake_edge.export.graph import export_onnx, feature_map_size, read_onnx_card
+from deepfake_edge.model_card import INPUT_NAME, OUTPUT_NAMES
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.models import build_model
 from deepfake_edge.preprocessing import normalize

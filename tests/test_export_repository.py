@@ -18,7 +18,7 @@ from deepfake_edge.export import repository
 from deepfake_edge.export.commands import DEFAULT_MODELS
 from deepfake_edge.export.evaluate import make_session
 from deepfake_edge.export.pipeline import SUMMARY_FILE, ExportOptions, run_export
-from deepfake_edge.model_card import ModelCard
+from deepfake_edge.model_card import INPUT_NAME, OUTPUT_NAMES, ModelCard
 from deepfake_edge.models import build_model
 
 EMBEDDED_MODELS = {"deepfake_b0": "fp32", "deepfake_b0_int8": "int8", "deepfake_cnn": "fp32"}
@@ -169,3 +169,14 @@ def image_folder(tmp_path: Path) -> Path:
     for index in range(8):
         Image.fromarray(rng.integers(0, 256, (80, 100, 3), dtype=np.uint8)).save(folder / f"{index}.png")
     return folder
+
+
+def test_names_and_defaults_restated_outside_the_package_match_it(capsys) -> None:
+    # triton_model.py must run without deepfake_edge, and `export --help` must not import the exporter.
+    namespace: dict = {}
+    source = (Path(repository.__file__).parent / "triton_model.py").read_text()
+    exec("\n".join(line for line in source.splitlines() if line.startswith(("INPUT_NAME", "OUTPUT_NAMES"))), namespace)
+    assert (namespace["INPUT_NAME"], namespace["OUTPUT_NAMES"]) == (INPUT_NAME, OUTPUT_NAMES)
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert f"(default: {repository.DEFAULT_CPU_INSTANCES}," in " ".join(capsys.readouterr().out.split())
