@@ -22,7 +22,7 @@ from deepfake_edge.training.datasets import (
     load_splits,
     pos_weight,
 )
-from deepfake_edge.training.evaluate import by_source, twin_ranking
+from deepfake_edge.training.evaluate import by_source, twin_indices, twin_ranking
 
 
 def _photo(seed: int, size: int = 40) -> Image.Image:
@@ -258,8 +258,10 @@ def test_twin_ranking_compares_each_fake_with_its_own_real(tmp_path: Path) -> No
     samples.append(Sample(tmp_path / "test" / "Fake" / "lonely.jpg", 1))  # no twin: not a pair
     # real/fake: 0.1/0.2 above, 0.3/0.9 above, 0.6/0.5 below, 0.4/0.4 a tie (half)
     scores = np.array([0.1, 0.3, 0.6, 0.4, 0.2, 0.9, 0.5, 0.4, 0.99])
-    assert twin_ranking(samples, scores) == {"twin_pairs": 4, "twin_accuracy": 2.5 / 4}
-    assert twin_ranking(samples[4:], scores[4:]) == {}
+    twins = twin_indices(samples)
+    assert twins.tolist() == [[0, 4], [1, 5], [2, 6], [3, 7]]
+    assert twin_ranking(scores[twins[:, 0]], scores[twins[:, 1]]) == {"twin_pairs": 4, "twin_accuracy": 2.5 / 4}
+    assert twin_indices(samples[4:]).shape == (0, 2)
 
 
 def test_synthesis_refuses_to_overwrite_foreign_folders(tmp_path: Path) -> None:

@@ -83,7 +83,9 @@ def test_train_then_evaluate_small_cnn(easy_data, tmp_path, capsys):
     assert report["n"] == 2 * SPLIT_SIZES["test"] and report["threshold"] == pytest.approx(card.threshold)
     assert sum(map(sum, report["confusion_matrix"])) == report["n"]
     assert report["roc_auc"] > 0.8  # the inverted square is easy; an untrained model scores ~0.5
-    for png in ("roc.png", "confusion_matrix.png", "training_curves.png"):
+    # Real/NNN.png and Fake/NNN.png count as twins (as data synth writes them).
+    assert report["twin_pairs"] == SPLIT_SIZES["test"] and 0.0 <= report["twin_accuracy"] <= 1.0
+    for png in ("roc.png", "confusion_matrix.png", "training_curves.png", "twins.png"):
         assert (report_dir / png).stat().st_size > 1000, png
     assert json.loads((report_dir / "metrics.json").read_text())["roc_auc"] == report["roc_auc"]
 

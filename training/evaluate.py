@@ -19,7 +19,7 @@ from deepfake_edge.checkpoint import load_checkpoint
 from deepfake_edge.preprocessing import Preprocessor
 from deepfake_edge.training.metrics import compute_metrics
 from deepfake_edge.training.pairing import pair_groups
-from deepfake_edge.training.plots import plot_confusion, plot_curves, plot_roc
+from deepfake_edge.training.plots import plot_confusion, plot_curves, plot_roc, plot_twins
 from deepfake_edge.training.synth import read_sources
 from deepfake_edge.training.train import HISTORY_FILE, predict
 from deepfake_edge.training.transforms import DetectorDataset, collate
@@ -63,8 +63,11 @@ def evaluate_checkpoint(
     }
     if dropped == 0 and (per_source := by_source(samples, labels, scores)):
         report["by_source"] = per_source
-    if dropped == 0 and (twins := twin_ranking(samples, scores)):
-        report.update(twins)
+    # Dropped images would shift the indices, as for by_source.
+    twins = twin_indices(samples) if dropped == 0 else np.empty((0, 2), dtype=int)
+    real_twins, fake_twins = scores[twins[:, 0]], scores[twins[:, 1]]
+    if len(twins):
+        report.update(twin_ranking(real_twins, fake_twins))
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +77,8 @@ def evaluate_checkpoint(
             "confusion_matrix": str(plot_confusion(metrics["confusion_matrix"], card.labels,
                                                    out_dir / "confusion_matrix.png", title)),
         }
+        if len(twins):
+            report["plots"]["twins"] = str(plot_twins(real_twins, fake_twins, report, out_dir / "twins.png", title))
         history_path = Path(history) if history else find_history(checkpoint)
         if history_path is not None:
             curves = json.loads(history_path.read_text())
@@ -104,19 +109,19 @@ def by_source(samples: Sequence, labels: np.ndarray, scores: np.ndarray) -> dict
     }
 
 
-def twin_ranking(samples: Sequence, scores: np.ndarray) -> dict[str, Any]:
-    """How often a fake scores above its own real twin (ties count half), for sets with real/fake twins
-    (``data synth`` writes them); empty for any other set.
+def twin_indices(samples: Sequence) -> np.ndarray:
+    """(real index, fake index) of every real/fake twin pair (``data synth`` writes them), shape (n, 2)."""
+    return np.array([group for group in pair_groups(samples) if len(group) == 2], dtype=int).reshape(-1, 2)
+
+
+def twin_ranking(real: np.ndarray, fake: np.ndarray) -> dict[str, Any]:
+    """How often a fake scores above its own real twin (ties count half).
 
     The twins differ only by the blend, so this says whether the detector sees the blend whatever the
     content. ROC-AUC also needs one threshold to fit every image: a large gap between the two means the
     score moves more with content than with the blend.
     """
-    twins = np.array([group for group in pair_groups(samples) if len(group) == 2])
-    if twins.size == 0:
-        return {}
-    real, fake = scores[twins[:, 0]], scores[twins[:, 1]]
-    return {"twin_pairs": len(twins), "twin_accuracy": float(np.mean((fake > real) + 0.5 * (fake == real)))}
+    return {"twin_pairs": len(real), "twin_accuracy": float(np.mean((fake > real) + 0.5 * (fake == real)))}
 
 
 def _finite(value: Any) -> Any:

@@ -1,4 +1,5 @@
-"""PNG figures for evaluation reports: ROC curve, confusion matrix, training curves (matplotlib, no display)."""
+"""PNG figures for evaluation reports: ROC curve, confusion matrix, training curves, real/fake twins
+(matplotlib, no display)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,36 @@ def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> Path:
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     return _save(fig, path)
+
+
+def plot_twins(real: np.ndarray, fake: np.ndarray, metrics: dict[str, Any], path: Path, title: str) -> Path:
+    """Each real/fake twin pair as one point: the real image's logit across, its fake's up.
+
+    Points above the diagonal are pairs the detector ranks right (``metrics["twin_accuracy"]``); the
+    spread along the diagonal is how far content alone moves the score, which one threshold (the dashed
+    lines) has to live with. Logits beyond +-16 (float32 probabilities of 1e-7 from 0 or 1) sit on the edges.
+    """
+    threshold = metrics["threshold"]
+    real_logit, fake_logit = _logit(real), _logit(fake)
+    cut = float(_logit(np.array([threshold]))[0])
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.scatter(real_logit, fake_logit, s=4, alpha=0.25, linewidths=0)
+    low = float(min(real_logit.min(), fake_logit.min(), cut)) - 0.5
+    high = float(max(real_logit.max(), fake_logit.max(), cut)) + 0.5
+    ax.plot([low, high], [low, high], color="grey", lw=1, label="fake = real")
+    ax.axvline(cut, color="red", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+    ax.axhline(cut, color="red", ls="--", lw=1)
+    ax.set(xlabel="logit of the real image", ylabel="logit of its fake twin", xlim=(low, high), ylim=(low, high),
+           title=f"{title}\nfake above its real twin: {metrics['twin_accuracy']:.1%} of {len(real)} pairs")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def _logit(probability: np.ndarray) -> np.ndarray:
+    # float32 sigmoid outputs saturate near logit +-16; clipping keeps them finite.
+    p = np.clip(np.asarray(probability, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
 
 
 def _save(fig: "plt.Figure", path: Path) -> Path:
