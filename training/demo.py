@@ -23,7 +23,8 @@ RUNS = Path("runs/demo")
 DEMO_DIR = Path("models/demo")
 REPORT_DIR = DEMO_DIR / "report"
 # Twelve times the default count: B0 sees 33,600 distinct crops once. At the same compute that beat
-# two passes over 16,800 and six over 5,600, which overfit the training photos (docs/training.md).
+# two passes over 16,800 and six over 5,600, which overfit the training photos; twice as many crops of
+# the same photos did worse on test (docs/training.md).
 SYNTH_COUNT = 48000
 # One thread: on a shared two-core machine two OpenMP threads ran ~10x slower (spin-waiting under contention).
 COMMON = ["--input-size", "112", "--batch-size", "32", "--seed", "0", "--device", "cpu", "--threads", "1",
