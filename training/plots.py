@@ -65,7 +65,7 @@ def plot_twins(real: np.ndarray, fake: np.ndarray, metrics: dict[str, Any], path
 
     Points above the diagonal are pairs the detector ranks right (``metrics["twin_accuracy"]``); the
     spread along the diagonal is how far content alone moves the score, which one threshold (the dashed
-    lines) has to live with. Logits beyond +-16 (float32 probabilities of 1e-7 from 0 or 1) sit on the edges.
+    lines) has to live with. Logits beyond +-16 sit on the edges.
     """
     threshold = metrics["threshold"]
     real_logit, fake_logit = _logit(real), _logit(fake)
@@ -85,7 +85,7 @@ def plot_twins(real: np.ndarray, fake: np.ndarray, metrics: dict[str, Any], path
 
 
 def _logit(probability: np.ndarray) -> np.ndarray:
-    # float32 sigmoid outputs saturate near logit +-16; clipping keeps them finite.
+    # In float32, 1 - p underflows above logit ~16: clip both ends there so the axes stay finite and symmetric.
     p = np.clip(np.asarray(probability, dtype=np.float64), 1e-7, 1 - 1e-7)
     return np.log(p / (1 - p))
 
