@@ -22,8 +22,8 @@ import numpy as np
 import onnx
 
 from deepfake_edge.export.evaluate import compare, onnx_outputs
-from deepfake_edge.export.quantize import (QuantizationRecipe, backbone_units, copy_metadata, prepare,
-                                           quantize_prepared, unit_nodes)
+from deepfake_edge.export.quantize import (QuantizationRecipe, backbone_units, prepare, quantize_prepared,
+                                           quantize_units, unit_nodes)
 
 # Half the error the export's bound allows (99 % agreement, 0.005 ROC-AUC), so that a choice made on
 # the validation split still holds on the test split.
@@ -109,7 +109,6 @@ def quantize_with_fallback(fp32_path: Path, out_path: Path, calibration_images: 
             reference = onnx_outputs(fp32_path, validation_images)["fake_probability"].reshape(-1)
             choice = choose_fp32_units(prepared, calibration_images, validation_images, validation_labels, reference,
                                        threshold, recipe, workdir)
-        nodes = unit_nodes(backbone_units(onnx.load(str(prepared))), choice.fp32_units)
-        quantize_prepared(prepared, out_path, calibration_images, recipe, workdir / "ranges.json", nodes)
-    copy_metadata(fp32_path, out_path)
+        quantize_units(fp32_path, prepared, out_path, calibration_images, recipe, choice.fp32_units,
+                       workdir / "ranges.json")
     return choice

@@ -180,19 +180,27 @@ def quantize_prepared(prepared_path: Path, out_path: Path, calibration_images: n
     return out_path
 
 
+def quantize_units(fp32_path: Path, prepared_path: Path, out_path: Path, calibration_images: np.ndarray,
+                   recipe: QuantizationRecipe, fp32_units: tuple[str, ...] = (),
+                   calibration_cache: Path | None = None) -> Path:
+    """Quantize ``prepared_path`` (made by :func:`prepare` from ``fp32_path``) into ``out_path`` with the
+    backbone units ``fp32_units`` (names from :func:`backbone_units`) kept FP32; carries the ModelCard over."""
+    nodes = unit_nodes(backbone_units(onnx.load(str(prepared_path))), fp32_units)
+    quantize_prepared(prepared_path, out_path, calibration_images, recipe, calibration_cache, nodes)
+    copy_metadata(fp32_path, out_path)
+    return out_path
+
+
 def quantize_int8(fp32_path: Path, out_path: Path, calibration_images: np.ndarray,
                   recipe: QuantizationRecipe = QuantizationRecipe(), fp32_units: tuple[str, ...] = ()) -> Path:
     """Statically quantize ``fp32_path`` into ``out_path``, calibrated on UINT8 (N, 3, H, W) images.
 
-    ``fp32_units`` (names from :func:`backbone_units`) stay FP32; the search that picks them is
-    :func:`deepfake_edge.export.fallback.choose_fp32_units`. The ModelCard metadata is carried over.
+    ``fp32_units`` stay FP32; the search that picks them is
+    :func:`deepfake_edge.export.fallback.choose_fp32_units`.
     """
     with tempfile.TemporaryDirectory() as scratch:
         prepared = prepare(fp32_path, Path(scratch) / "prepared.onnx")
-        nodes = unit_nodes(backbone_units(onnx.load(str(prepared))), fp32_units)
-        quantize_prepared(prepared, out_path, calibration_images, recipe, fp32_nodes=nodes)
-    copy_metadata(fp32_path, out_path)
-    return out_path
+        return quantize_units(fp32_path, prepared, out_path, calibration_images, recipe, fp32_units)
 
 
 def convert_fp16(fp32_path: Path, out_path: Path) -> Path:
