@@ -48,12 +48,45 @@ class SmallCNN(nn.Module):
         return self.classifier(self.dropout(pooled))
 
 
-def build_model(arch: str, drop_rate: float = 0.2) -> nn.Module:
-    """Create an untrained detector: ``small_cnn`` or any timm model name (``efficientnet_b0``...)."""
+def build_model(arch: str, drop_rate: float = 0.2, drop_path_rate: float = 0.0) -> nn.Module:
+    """Create an untrained detector: ``small_cnn`` or any timm model name (``efficientnet_b0``...).
+
+    ``drop_rate`` is dropout before the classifier; ``drop_path_rate`` is timm's stochastic depth (residual
+    branches dropped per sample, linearly more in deeper blocks), which the small CNN does not have.
+    """
     if arch == SMALL_CNN:
+        if drop_path_rate:
+            raise ValueError("small_cnn has no residual blocks: stochastic depth (--drop-path) needs a timm model")
         return SmallCNN(drop_rate=drop_rate)
     timm = import_timm()
-    return timm.create_model(arch, pretrained=False, num_classes=1, drop_rate=drop_rate)
+    return timm.create_model(arch, pretrained=False, num_classes=1, drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+
+
+def freeze_early_layers(model: nn.Module, blocks: int) -> int:
+    """Stop training the stem and the first ``blocks`` stages of a timm EfficientNet-style model.
+
+    Returns the number of parameters frozen. Use :func:`train_mode` instead of ``model.train()`` so the
+    frozen BatchNorm layers keep their (pretrained) running statistics too.
+    """
+    stages = getattr(model, "blocks", None)
+    if not hasattr(model, "conv_stem") or stages is None:
+        raise ValueError(f"{type(model).__name__} has no conv_stem/blocks: --freeze-blocks needs an EfficientNet-style model")
+    if not 0 <= blocks <= len(stages):
+        raise ValueError(f"--freeze-blocks must be between 0 and {len(stages)} for this model (got {blocks})")
+    frozen = [model.conv_stem, model.bn1, *stages[:blocks]]
+    params = [p for module in frozen for p in module.parameters()]
+    for param in params:
+        param.requires_grad_(False)
+    return sum(p.numel() for p in params)
+
+
+def train_mode(model: nn.Module) -> None:
+    """``model.train()``, except that modules whose parameters are all frozen stay in eval mode."""
+    model.train()
+    for module in model.modules():
+        params = list(module.parameters(recurse=False))
+        if params and not any(p.requires_grad for p in params):
+            module.eval()
 
 
 def count_parameters(model: nn.Module) -> int:

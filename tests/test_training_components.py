@@ -10,7 +10,7 @@ from PIL import Image
 from deepfake_edge._compat import import_timm
 from deepfake_edge.checkpoint import load_checkpoint, save_checkpoint
 from deepfake_edge.model_card import ModelCard
-from deepfake_edge.models import build_model
+from deepfake_edge.models import build_model, freeze_early_layers, train_mode
 from deepfake_edge.preprocessing import Preprocessor, normalize
 from deepfake_edge.training.datasets import Sample
 from deepfake_edge.training.init_weights import (
@@ -137,3 +137,18 @@ def test_real_fake_twins_are_paired_batched_together_and_augmented_alike(tmp_pat
     for real, fake in groups[:3]:
         assert torch.equal(dataset[real][0], dataset[fake][0])
     assert not torch.equal(dataset[0][0], dataset[2][0])
+
+
+def test_frozen_layers_stay_in_eval_mode_and_mismatched_regularisers_are_clear_errors():
+    model = build_model("efficientnet_b0", drop_path_rate=0.2)
+    stem_and_three = sum(p.numel() for m in (model.conv_stem, model.bn1, *model.blocks[:3]) for p in m.parameters())
+    assert freeze_early_layers(model, 3) == stem_and_three
+    train_mode(model)
+    assert model.training and not model.bn1.training and not model.blocks[2][0].bn1.training
+    assert model.blocks[3][0].bn1.training
+    with pytest.raises(ValueError, match="between 0 and 7"):
+        freeze_early_layers(model, 8)
+    with pytest.raises(ValueError, match="conv_stem"):
+        freeze_early_layers(build_model("small_cnn"), 1)
+    with pytest.raises(ValueError, match="stochastic depth"):
+        build_model("small_cnn", drop_path_rate=0.1)

@@ -20,6 +20,7 @@ from safetensors import safe_open
 from deepfake_edge.checkpoint import load_checkpoint, read_card
 from deepfake_edge.cli import main
 from deepfake_edge.preprocessing import Preprocessor, normalize
+from deepfake_edge.training.init_weights import lite0_to_timm, lite0_weights_path, read_state_dict
 
 torch.set_num_threads(2)
 SPLIT_SIZES = {"train": 24, "validation": 12, "test": 12}  # images per class
@@ -183,12 +184,18 @@ def test_empty_class_folder_is_a_clear_error(easy_data, tmp_path, capsys):
     assert "Fake" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
-def test_tiny_efficientnet_with_packaged_lite0_weights(easy_data, tmp_path):
+def test_tiny_efficientnet_with_packaged_lite0_weights_frozen_stem_and_stochastic_depth(easy_data, tmp_path):
     run = tmp_path / "lite0"
     assert main(["train", str(easy_data), "--arch", "tf_efficientnet_lite0", "--init-weights", "lite0",
+                 "--freeze-blocks", "2", "--drop-path", "0.1",
                  "--input-size", "32", "--batch-size", "8", "--epochs", "1", "--workers", "0",
                  "--out", str(run)]) == 0
     model, card = load_checkpoint(run / "best.safetensors")
     assert card.extra["init_weights"] == "lite0" and card.extra["init_tensors_loaded"] == 294
+    assert card.extra["train_config"]["freeze_blocks"] == 2 and card.extra["train_config"]["drop_path_rate"] == 0.1
     assert card.mean == card.std == (0.5, 0.5, 0.5)  # the Lite0 weights' own normalisation
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 1)
+    lite0, trained = lite0_to_timm(read_state_dict(lite0_weights_path())), model.state_dict()
+    for name in ("conv_stem.weight", "bn1.running_mean", "blocks.1.0.conv_pwl.weight", "blocks.1.0.bn3.running_var"):
+        torch.testing.assert_close(trained[name], lite0[name], rtol=0, atol=0)  # weights and BN statistics frozen
+    assert not torch.equal(trained["blocks.2.0.conv_pwl.weight"], lite0["blocks.2.0.conv_pwl.weight"])
