@@ -22,18 +22,19 @@ DATA = Path("data/synth")
 RUNS = Path("runs/demo")
 DEMO_DIR = Path("models/demo")
 REPORT_DIR = DEMO_DIR / "report"
-# Twelve times the default count: B0 sees 33,600 distinct crops once. At the same compute that beat
-# two passes over 16,800 and six over 5,600, which overfit the training photos; twice as many crops of
-# the same photos did worse on test (docs/training.md).
-SYNTH_COUNT = 48000
+# 24 times the default count: B0 sees 67,200 distinct crops once. Without stochastic depth twice the
+# crops of the same photos did no better (the net memorised the photos within one pass); with it they
+# lifted test ROC-AUC from 0.88 to 0.90 (docs/training.md).
+SYNTH_COUNT = 96000
 # One thread: on a shared two-core machine two OpenMP threads ran ~10x slower (spin-waiting under contention).
 COMMON = ["--input-size", "112", "--batch-size", "32", "--seed", "0", "--device", "cpu", "--threads", "1",
           "--workers", "1", "--checkpoint-dtype", "float16"]
-# Budget: B0 one epoch of 33,600 images at 112 px, ~16 minutes of one CPU core (docs/training.md).
+# Budget: B0 one epoch of 67,200 images at 112 px, ~30 minutes of one CPU core (docs/training.md).
+# Stochastic depth 0.4 (chosen over 0.2 on validation) lifted test ROC-AUC from 0.83 to 0.88 on 33,600 crops.
 DEMO_MODELS: dict[str, list[str]] = {
-    "efficientnet_b0": ["--arch", "efficientnet_b0", "--init-weights", "lite0", "--epochs", "1", "--lr", "1e-3",
-                        "--warmup-epochs", "0.15", "--patience", "3"],
-    "small_cnn": ["--arch", "small_cnn", "--epochs", "5", "--lr", "2e-3", "--patience", "4"],
+    "efficientnet_b0": ["--arch", "efficientnet_b0", "--init-weights", "lite0", "--drop-path", "0.4", "--epochs", "1",
+                        "--lr", "1e-3", "--warmup-epochs", "0.15", "--patience", "3"],
+    "small_cnn": ["--arch", "small_cnn", "--epochs", "3", "--lr", "2e-3", "--patience", "4"],
 }
 
 
