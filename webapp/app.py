@@ -13,10 +13,12 @@ when Triton fails on a valid image.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import ipaddress
 import logging
 import math
+import os
 import threading
 from typing import Any, BinaryIO
 
@@ -36,6 +38,7 @@ from deepfake_edge.webapp.inference import DetectionService
 from deepfake_edge.webapp.openapi import openapi_spec
 
 log = logging.getLogger(__name__)
+_M_ARENA_MAX = -8  # glibc malloc.h
 
 DEFAULT_MODELS = ("deepfake_b0", "deepfake_cnn")
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -242,8 +245,25 @@ def make_web_server(
     """
     if not _is_loopback(host):
         log.warning("the web page is reachable from other machines on %s:%s", host, port)
+    limit_malloc_arenas()
     handler = type("TimeoutRequestHandler", (WSGIRequestHandler,), {"timeout": socket_timeout_s})
     return make_server(host, port, app, threaded=True, request_handler=handler)
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas for this process (``MALLOC_ARENA_MAX`` in the environment wins).
+
+    glibc gives busy threads arenas of their own (up to 8 per core) and keeps their freed pages: under
+    16 concurrent uploads the web app's median RSS drifted +10 % over 150,000 requests while its Python
+    heap stayed flat (RELIABILITY.md). Returns whether the cap was set (False off glibc).
+    """
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.mallopt(_M_ARENA_MAX, arenas))
 
 
 def _is_loopback(host: str) -> bool:
