@@ -70,7 +70,8 @@ def freeze_early_layers(model: nn.Module, blocks: int) -> int:
     """
     stages = getattr(model, "blocks", None)
     if not hasattr(model, "conv_stem") or stages is None:
-        raise ValueError(f"{type(model).__name__} has no conv_stem/blocks: --freeze-blocks needs an EfficientNet-style model")
+        raise ValueError(f"{type(model).__name__} has no conv_stem/blocks: "
+                         "--freeze-blocks needs an EfficientNet-style model")
     if not 0 <= blocks <= len(stages):
         raise ValueError(f"--freeze-blocks must be between 0 and {len(stages)} for this model (got {blocks})")
     frozen = [model.conv_stem, model.bn1, *stages[:blocks]]

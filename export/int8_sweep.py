@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = sweep(args.checkpoint, args.data, args.calibration_images, args.eval_images, args.batch)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2, default=lambda v: v.item() if isinstance(v, np.generic) else str(v)) + "\n")
+        text = json.dumps(result, indent=2, default=lambda v: v.item() if isinstance(v, np.generic) else str(v))
+        args.json.write_text(text + "\n")
     print(markdown(result))
     return 0
 

@@ -66,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY,
-                        help=f"Triton model repository (default {DEFAULT_REPOSITORY}; 'deepfake-edge export' writes it)")
+                        help=f"Triton model repository (default {DEFAULT_REPOSITORY}; "
+                             "'deepfake-edge export' writes it)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address every endpoint binds (default 127.0.0.1: this machine only)")
     parser.add_argument("--http-port", type=int, default=8000, help="Triton HTTP/REST port (default 8000)")

@@ -98,7 +98,10 @@ class TritonInstallation:
         return env
 
     def make_backend_directory(self, parent: Path) -> Path:
-        """Create ``parent/backends/python`` with the backend files and the matching stub; return ``parent/backends``."""
+        """Create ``parent/backends/python`` with the backend files and the matching stub.
+
+        Returns ``parent/backends``.
+        """
         backend_dir = parent / "backends" / "python"
         backend_dir.mkdir(parents=True, exist_ok=True)
         for source in (self.python_backend / "libtriton_python.so",
@@ -183,8 +186,8 @@ class TritonServer:
     repository are ready (``TritonStartupError`` with the server's log tail otherwise). ``stop()`` sends
     SIGTERM, escalates to SIGKILL of the whole process group, and removes the server's shared memory.
     Use it as a context manager so that this happens even when the body raises. Started from the main
-    thread, the server also receives SIGTERM from the kernel if this process dies without stopping it. ``extra_args`` are
-    appended to the tritonserver command line (later flags win, e.g. ``--log-verbose=1``).
+    thread, the server also receives SIGTERM from the kernel if this process dies without stopping it.
+    ``extra_args`` are appended to the tritonserver command line (later flags win, e.g. ``--log-verbose=1``).
     """
 
     def __init__(

@@ -131,7 +131,8 @@ def packaged_photo_records() -> list[Photo]:
     photos = [Photo(name, *categories[name], image, find_faces=categories[name][0] == "people")
               for name, image in images.items()]
     sklearn_images = Path(sklearn.datasets.__file__).parent / "images"
-    photos += [Photo(f"sklearn_{Path(name).stem}", *where, sklearn_images / name) for name, where in _SKLEARN_PHOTOS.items()]
+    photos += [Photo(f"sklearn_{Path(name).stem}", *where, sklearn_images / name)
+               for name, where in _SKLEARN_PHOTOS.items()]
     for package, catalogue in DEBIAN_PHOTOS.items():
         prefix = "opencv" if package == "opencv-doc" else "wallpaper"
         photos += [Photo(f"{prefix}_{where[1]}", *where, DEBIAN_SHARE / path, find_faces=where[0] == "people")

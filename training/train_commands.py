@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_data_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data", type=Path, help="dataset root: ROOT/{train,validation,test}/{Real,Fake}/ or ROOT/{Real,Fake}/")
+    parser.add_argument("data", type=Path,
+                        help="dataset root: ROOT/{train,validation,test}/{Real,Fake}/ or ROOT/{Real,Fake}/")
     parser.add_argument("--val-fraction", type=float, default=0.15, help="validation share when it must be carved out")
     parser.add_argument("--test-fraction", type=float, default=0.15, help="test share when it must be carved out")
     parser.add_argument("--no-verify", action="store_true", help="skip decoding every image up front")
@@ -33,7 +34,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
     _add_data_options(p)
     p.add_argument("--arch", default="efficientnet_b0", help="efficientnet_b0, small_cnn or any timm model name")
     p.add_argument("--input-size", type=int, default=128, help="square side the network sees (pixels)")
-    p.add_argument("--resize-size", type=int, default=None, help="shorter side before the centre crop (default input/0.875)")
+    p.add_argument("--resize-size", type=int, default=None,
+                   help="shorter side before the centre crop (default input/0.875)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
@@ -47,7 +49,8 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
                    help="keep the stem and the first N stages at their initial weights (EfficientNet-style models)")
     p.add_argument("--patience", type=int, default=5, help="early stopping: epochs without a better validation AUC")
     p.add_argument("--init-weights", default=None,
-                   help="initial weights: a .safetensors/.pt state dict, or 'lite0' (packaged EfficientNet-Lite0 ImageNet)")
+                   help="initial weights: a .safetensors/.pt state dict, "
+                        "or 'lite0' (packaged EfficientNet-Lite0 ImageNet)")
     p.add_argument("--no-pair-batches", dest="pair_batches", action="store_false",
                    help="do not batch each fake with its same-named real twin under one augmentation draw")
     p.add_argument("--folds", type=int, default=0, help="stratified k-fold cross-validation over train+validation")
@@ -77,7 +80,8 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="split seed for layouts that must be split (flat)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout (nothing else)")
     p.add_argument("--out", type=Path, default=None, help="write metrics.json and PNG plots here")
-    p.add_argument("--history", type=Path, default=None, help="history.json to plot (default: found beside the checkpoint)")
+    p.add_argument("--history", type=Path, default=None,
+                   help="history.json to plot (default: found beside the checkpoint)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="cpu")
