@@ -45,13 +45,13 @@ serve: venv model-repository
 test: venv system-deps
 	$(BIN)/python -m pytest -q
 
-# The demo's default synthetic set also draws on photos in Debian packages (training/photos.py): photo
-# diversity is what lets the detector generalise to the test split's unseen photos.
-DEMO_PHOTO_PACKAGES := opencv-doc lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds plasma-workspace-wallpapers
+# The demo's default synthetic set also draws on photos in Debian packages (the catalogue, with the package
+# names, is training/debian_photos.py): photo diversity is what lets the detector generalise to unseen photos.
 demo-model: venv
-	@missing=$$(for p in $(DEMO_PHOTO_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@set -e; packages=$$($(BIN)/python -c "from deepfake_edge.training.debian_photos import DEBIAN_PHOTOS; print(*DEBIAN_PHOTOS)"); \
+	missing=$$(for p in $$packages; do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian photo packages: $$missing"; \
+	  echo "installing Debian photo packages:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 	$(BIN)/python -m deepfake_edge.training.demo

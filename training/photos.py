@@ -2,14 +2,16 @@
 
 Nothing is downloaded at run time. The packaged catalogue is the scikit-image, matplotlib and
 scikit-learn photos (always installed with this project) plus photos from Debian packages when they are
-installed (``make demo-model`` installs them): opencv-doc's examples and four wallpaper packages whose
-pictures are photographs (the drawn and rendered wallpapers are left out). Photo diversity, not crop
+installed (``make demo-model`` installs them; the catalogue is ``debian_photos.py``): opencv-doc's
+examples, wallpapers, GCompris' landmarks and animals, Tux Paint's templates, Scratch's backdrops and
+more, camera photographs only. Photo diversity, not crop
 count, is what lets a detector trained on self-blended crops generalise to the unseen photos of the
 test split (docs/data.md has the measurements).
 """
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from tqdm import tqdm
 
 from deepfake_edge.preprocessing import BadImageError, load_image
 from deepfake_edge.training.datasets import IMAGE_SUFFIXES, verify_image
+from deepfake_edge.training.debian_photos import DEBIAN_PHOTOS
+from deepfake_edge.training.qt_resources import QtResourceError, ResourceMember
 
 # Every entry maps a name to (category, scene). Photos of one scene share a split; categories are spread
 # over the splits (see synth.assign_splits). "people" photos get face-centred crops.
@@ -34,55 +38,6 @@ _SKIMAGE_PHOTOS = {
 _LFW_FACES = 100  # lfw_subset.npy: 100 face crops (25x25 grey) followed by 100 non-faces
 _SKLEARN_PHOTOS = {"china.jpg": ("scenes", "china"), "flower.jpg": ("objects", "flower")}
 
-# Debian package -> {path below /usr/share: (category, scene)}; each package's photos are used when present.
-_WALLPAPERS = "wallpapers/{}/contents/images/2560x1440.jpg"  # plasma-workspace-wallpapers' layout
-DEBIAN_PHOTOS: dict[str, dict[str, tuple[str, str]]] = {
-    "opencv-doc": {
-        **{f"doc/opencv-doc/examples/data/{name}": where for name, where in {
-            "fruits.jpg": ("objects", "fruits"), "baboon.jpg": ("animals", "baboon"),
-            "HappyFish.jpg": ("animals", "fish"), "home.jpg": ("scenes", "home"),
-            "squirrel_cls.jpg": ("animals", "squirrel"), "starry_night.jpg": ("documents", "starry_night"),
-            "orange.jpg": ("objects", "orange"), "messi5.jpg": ("people", "messi"),
-            "apple.jpg": ("objects", "apple"), "butterfly.jpg": ("animals", "butterfly"),
-            "building.jpg": ("scenes", "building"), "aero1.jpg": ("scenes", "aero1"),
-            "aero3.jpg": ("scenes", "aero3"), "basketball1.png": ("people", "basketball"),
-            "box_in_scene.png": ("objects", "box_in_scene"), "graf1.png": ("scenes", "graffiti"),
-            "smarties.png": ("objects", "smarties"), "chicky_512.png": ("animals", "chicky"),
-            "rubberwhale1.png": ("objects", "rubberwhale"), "cards.png": ("objects", "cards"),
-        }.items()},
-        "doc/opencv-doc/examples/alphamat/input_images/plant.jpg": ("objects", "plant"),
-        **{f"doc/opencv-doc/examples/text/scenetext0{i}.jpg": ("scenes", f"scenetext{i}") for i in range(1, 7)},
-    },
-    "lomiri-wallpapers-16.04": {f"backgrounds/{name}": where for name, where in {
-        "Bridge_by_Sander_Klootwijk.jpg": ("scenes", "bridge"), "Dragonfly_by_Bolly.jpg": ("nature", "tree"),
-        "Picture_0B_by_freespace.jpg": ("objects", "fig"), "Picture_1A_by_freespace.jpg": ("objects", "brushes"),
-        "Wine_by_Jakkub_Mede.jpg": ("objects", "wine"), "aitzgorri_by_Aitzol_Berasategi.jpg": ("scenes", "aitzgorri"),
-        "analogpattern_by_Peter_Nerlich.jpg": ("texture", "analogpattern"),
-        "free_by_Peter_Nerlich.jpg": ("objects", "lamp"), "friends_by_Aitzol_Berasategi.jpg": ("animals", "dogs"),
-        "greentock_by_Peter_Nerlich.jpg": ("objects", "clock"), "life_by_Aitzol_Berasategi.jpg": ("nature", "stream"),
-        "picosdeeuropa_by_Aitzol_Berasategi.jpg": ("scenes", "picosdeeuropa"),
-        "seeding_by_Clements_Engelhardt.jpg": ("nature", "dandelions"),
-        "sunset_by_Aitzol_Berasategi.jpg": ("scenes", "sunset"),
-    }.items()},
-    "lomiri-wallpapers-20.04": {
-        "backgrounds/Infinite-Sea_by_Aury88.jpg": ("scenes", "night_sky"),
-        "backgrounds/Kleiber_by_Lukas_Baubkus.jpg": ("animals", "kleiber"),
-    },
-    "mate-backgrounds": {f"backgrounds/mate/nature/{name}.jpg": where for name, where in {
-        "Aqua": ("objects", "drop"), "Blinds": ("nature", "blinds"), "Dune": ("nature", "dune"),
-        "FreshFlower": ("nature", "freshflower"), "Garden": ("nature", "garden"),
-        "GreenMeadow": ("nature", "meadow"), "LadyBird": ("animals", "ladybird"),
-        "RainDrops": ("nature", "raindrops"), "Storm": ("scenes", "storm"), "TwoWings": ("animals", "twowings"),
-        "Wood": ("texture", "wood"), "YellowFlower": ("nature", "yellowflower"),
-    }.items()},
-    "plasma-workspace-wallpapers": {_WALLPAPERS.format(name): where for name, where in {
-        "BytheWater": ("scenes", "bythewater"), "ColdRipple": ("scenes", "pier"),
-        "DarkestHour": ("scenes", "darkesthour"), "EveningGlow": ("scenes", "boats"),
-        "FallenLeaf": ("nature", "fallenleaf"), "Grey": ("texture", "facade"), "Kite": ("scenes", "kite"),
-        "OneStandsOut": ("nature", "onestandsout"), "Path": ("nature", "forest_path"),
-        "summer_1am": ("scenes", "summer_1am"),
-    }.items()},
-}
 DEBIAN_SHARE = Path("/usr/share")
 
 
@@ -94,18 +49,36 @@ class Photo:
     name: str
     category: str
     scene: str
-    source: Path | Image.Image
+    source: Path | Image.Image | ResourceMember
     find_faces: bool = False
 
     @property
     def size(self) -> tuple[int, int]:
         if isinstance(self.source, Image.Image):
             return self.source.size
-        with Image.open(self.source) as image:
+        with Image.open(self._file()) as image:
             return image.size
 
     def load(self) -> Image.Image:
-        return self.source if isinstance(self.source, Image.Image) else load_image(self.source)
+        return self.source if isinstance(self.source, Image.Image) else load_image(self._file())
+
+    def _file(self) -> Path | io.BytesIO:
+        return io.BytesIO(self.source.read_bytes()) if isinstance(self.source, ResourceMember) else self.source
+
+
+def _installed(path: Path) -> Path | ResourceMember | None:
+    """``path`` if it is a file, the archive member it names if it runs through an ``.rcc`` file, else None."""
+    if path.is_file():
+        return path
+    archive = next((parent for parent in path.parents if parent.suffix == ".rcc"), None)
+    if archive is None or not archive.is_file():
+        return None
+    member = ResourceMember(archive, str(path.relative_to(archive)))
+    try:
+        member.read_bytes()
+    except QtResourceError:
+        return None
+    return member
 
 
 def packaged_photos() -> list[tuple[str, Image.Image]]:
@@ -133,10 +106,11 @@ def packaged_photo_records() -> list[Photo]:
     sklearn_images = Path(sklearn.datasets.__file__).parent / "images"
     photos += [Photo(f"sklearn_{Path(name).stem}", *where, sklearn_images / name)
                for name, where in _SKLEARN_PHOTOS.items()]
-    for package, catalogue in DEBIAN_PHOTOS.items():
-        prefix = "opencv" if package == "opencv-doc" else "wallpaper"
-        photos += [Photo(f"{prefix}_{where[1]}", *where, DEBIAN_SHARE / path, find_faces=where[0] == "people")
-                   for path, where in catalogue.items() if (DEBIAN_SHARE / path).is_file()]
+    for prefix, catalogue in DEBIAN_PHOTOS.values():
+        for path, (category, scene, *name) in catalogue.items():
+            if (source := _installed(DEBIAN_SHARE / path)) is not None:
+                photos.append(Photo(f"{prefix}_{name[0] if name else scene}", category, scene, source,
+                                    find_faces=category == "people"))
     for index, face in enumerate(skimage.data.lfw_subset()[:_LFW_FACES]):
         image = Image.fromarray(np.round(face * 255).astype(np.uint8)).convert("RGB")
         photos.append(Photo(f"lfw_face_{index:03d}", "faces", f"lfw_{index:03d}", image))

@@ -1,0 +1,105 @@
+"""The packaged photo catalogue: Debian photos found on disk and inside Qt resource archives (.rcc)."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deepfake_edge.training import photos as photos_module
+from deepfake_edge.training.debian_photos import DEBIAN_PHOTOS
+from deepfake_edge.training.qt_resources import QtResourceError, read_member
+
+Tree = dict[str, "Tree | tuple[bytes, bool]"]  # name -> subtree, or (payload, zlib-compressed?)
+
+
+def write_rcc(path: Path, tree: Tree, version: int = 2) -> None:
+    """Write ``tree`` as a Qt rcc archive the way Qt's rcc tool lays it out: directories breadth first,
+    each directory's children in consecutive entries, 4-byte sizes before names and payloads."""
+    entries: list[tuple[str, object]] = [("", tree)]
+    children: dict[int, tuple[int, int]] = {}
+    index = 0
+    while index < len(entries):  # breadth first: append each directory's children as one block
+        name, node = entries[index]
+        if isinstance(node, dict):
+            children[index] = (len(node), len(entries))
+            entries.extend(sorted(node.items()))
+        index += 1
+    names, payloads, table = bytearray(), bytearray(), bytearray()
+    for position, (name, node) in enumerate(entries):
+        name_offset = len(names)
+        names += struct.pack(">HI", len(name), 0) + name.encode("utf-16-be")
+        if isinstance(node, dict):
+            table += struct.pack(">IHII", name_offset, 0x2, *children[position])
+        else:
+            payload, compressed = node
+            stored = struct.pack(">I", len(payload)) + zlib.compress(payload) if compressed else payload
+            table += struct.pack(">IHHHI", name_offset, 0x1 if compressed else 0, 0, 0, len(payloads))
+            payloads += struct.pack(">I", len(stored)) + stored
+        if version >= 2:
+            table += struct.pack(">Q", 0)  # modification time
+    header = 20 + (4 if version >= 3 else 0)
+    tree_offset, data_offset = header, header + len(table)
+    names_offset = data_offset + len(payloads)
+    head = b"qres" + struct.pack(">IIII", version, tree_offset, data_offset, names_offset)
+    path.write_bytes(head + (struct.pack(">I", 0) if version >= 3 else b"") + table + payloads + names)
+
+
+def _jpeg(seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_rcc_members_are_read_plain_and_zlib_compressed(tmp_path: Path, version: int) -> None:
+    archive = tmp_path / "photos.rcc"
+    write_rcc(archive, {"a": {"b": {"plain.jpg": (b"plain bytes", False), "packed.txt": (b"x" * 500, True)}},
+                        "top.bin": (b"\x00\x01", False)}, version)
+    assert read_member(archive, "/a/b/plain.jpg") == b"plain bytes"
+    assert read_member(archive, "a/b/packed.txt") == b"x" * 500
+    assert read_member(archive, "top.bin") == b"\x00\x01"
+    for missing in ("a/b/none.jpg", "a/c/plain.jpg", "top.bin/deeper"):
+        with pytest.raises(QtResourceError, match="no member"):
+            read_member(archive, missing)
+    with pytest.raises(QtResourceError, match="is a directory"):
+        read_member(archive, "a/b")
+
+
+def test_a_file_that_is_not_an_rcc_archive_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "fake.rcc").write_bytes(b"PK\x03\x04 a zip file")
+    with pytest.raises(QtResourceError, match="not a Qt resource archive"):
+        read_member(tmp_path / "fake.rcc", "x")
+
+
+def test_debian_photos_are_found_in_folders_and_archives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pics").mkdir()
+    (tmp_path / "pics" / "lake.jpg").write_bytes(_jpeg(0))
+    write_rcc(tmp_path / "game.rcc", {"res": {"fox.jpg": (_jpeg(1), False), "owl.jpg": (_jpeg(2), True)}})
+    monkeypatch.setattr(photos_module, "DEBIAN_SHARE", tmp_path)
+    monkeypatch.setattr(photos_module, "DEBIAN_PHOTOS", {"pkg": ("deb", {
+        "pics/lake.jpg": ("scenes", "lake"), "pics/gone.jpg": ("scenes", "gone"),  # not installed: left out
+        "game.rcc/res/fox.jpg": ("animals", "fox"), "game.rcc/res/owl.jpg": ("animals", "owl", "owl_2"),
+        "game.rcc/res/bat.jpg": ("animals", "bat"), "other.rcc/res/cat.jpg": ("animals", "cat"),
+    })})
+    found = {p.name: p for p in photos_module.packaged_photo_records() if p.name.startswith("deb_")}
+    assert sorted(found) == ["deb_fox", "deb_lake", "deb_owl_2"]
+    assert found["deb_owl_2"].scene == "owl" and found["deb_owl_2"].category == "animals"
+    for photo, seed in ((found["deb_lake"], 0), (found["deb_fox"], 1), (found["deb_owl_2"], 2)):
+        expected = Image.open(io.BytesIO(_jpeg(seed))).convert("RGB")
+        assert photo.size == (64, 48)
+        np.testing.assert_array_equal(np.asarray(photo.load()), np.asarray(expected))
+
+
+def test_the_debian_catalogue_names_each_photo_once() -> None:
+    names = [f"{prefix}_{name[0] if name else scene}"
+             for prefix, catalogue in DEBIAN_PHOTOS.values() for _, scene, *name in catalogue.values()]
+    assert len(names) == len(set(names)) > 300
+    categories = {where[0] for _, catalogue in DEBIAN_PHOTOS.values() for where in catalogue.values()}
+    assert categories <= {"people", "animals", "objects", "scenes", "nature", "texture", "science", "documents"}
