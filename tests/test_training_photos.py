@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deepfake_edge.training import demo
 from deepfake_edge.training import photos as photos_module
 from deepfake_edge.training.debian_photos import DEBIAN_PHOTOS
 from deepfake_edge.training.qt_resources import QtResourceError, read_member
@@ -103,3 +105,19 @@ def test_the_debian_catalogue_names_each_photo_once() -> None:
     assert len(names) == len(set(names)) > 300
     categories = {where[0] for _, catalogue in DEBIAN_PHOTOS.values() for where in catalogue.values()}
     assert categories <= {"people", "animals", "objects", "scenes", "nature", "texture", "science", "documents"}
+
+
+def test_the_demo_rebuilds_its_set_when_the_installed_photos_change(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = [photos_module.Photo(name, "scenes", name, Image.new("RGB", (8, 8))) for name in ("a", "b", "c")]
+    monkeypatch.setattr(demo, "packaged_photo_records", lambda: installed)
+    manifest = tmp_path / "synth.json"
+    assert not demo._is_current_demo_set(manifest)
+    made = {"count": demo.SYNTH_COUNT, "photos": {"train": ["a", "b"], "validation": ["c"], "test": []}}
+    manifest.write_text(json.dumps(made))
+    assert demo._is_current_demo_set(manifest)
+    manifest.write_text(json.dumps({**made, "count": demo.SYNTH_COUNT // 2}))
+    assert not demo._is_current_demo_set(manifest)
+    installed.append(photos_module.Photo("d", "scenes", "d", Image.new("RGB", (8, 8))))  # a package was installed
+    manifest.write_text(json.dumps(made))
+    assert not demo._is_current_demo_set(manifest)

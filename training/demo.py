@@ -1,8 +1,8 @@
 """Reproduce the committed demo models: ``python -m deepfake_edge.training.demo`` (what ``make demo-model`` runs).
 
 Steps, all through the project's own ``deepfake-edge`` verbs: ``data synth`` (default self-blended set
-in ``data/synth``, unless one of the demo's size is there), ``train`` for each demo architecture into
-``runs/demo/<arch>/``, copy the best checkpoint (float16) to ``models/demo/<arch>.safetensors``, then
+in ``data/synth``, unless one of the demo's size made from the installed photos is there), ``train``
+for each demo architecture into ``runs/demo/<arch>/``, copy the best checkpoint (float16) to ``models/demo/<arch>.safetensors``, then
 ``evaluate`` it on the test split into ``models/demo/report/<arch>/`` (metrics.json, roc.png,
 confusion_matrix.png, twins.png, training_curves.png, history.json, train_summary.json). CPU only,
 bounded for two shared cores; see docs/training.md.
@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from deepfake_edge.cli import main as cli
+from deepfake_edge.training.photos import packaged_photo_records
 
 DATA = Path("data/synth")
 RUNS = Path("runs/demo")
@@ -59,12 +60,20 @@ def build(arch: str, data: Path = DATA) -> int:
     return cli(evaluate)
 
 
+def _is_current_demo_set(manifest: Path) -> bool:
+    """Whether ``manifest`` describes a set of the demo's size made from exactly the photos installed now."""
+    if not manifest.is_file():
+        return False
+    made = json.loads(manifest.read_text())
+    used = {name for names in made.get("photos", {}).values() for name in names}
+    return made.get("count") == SYNTH_COUNT and used == {photo.name for photo in packaged_photo_records()}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deepfake_edge.training.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(DEMO_MODELS), action="append", help="build only this model")
     args = parser.parse_args(argv)
-    manifest = DATA / "synth.json"
-    if not manifest.is_file() or json.loads(manifest.read_text()).get("count") != SYNTH_COUNT:
+    if not _is_current_demo_set(DATA / "synth.json"):
         if code := cli(["data", "synth", "--out", str(DATA), "--count", str(SYNTH_COUNT)]):
             return code
     for arch in args.only or list(DEMO_MODELS):
