@@ -2,10 +2,11 @@
 
 Steps, all through the project's own ``deepfake-edge`` verbs: ``data synth`` (default self-blended set
 in ``data/synth``, unless one of the demo's size made from the installed photos is there), ``train``
-for each demo architecture into ``runs/demo/<arch>/``, copy the best checkpoint (float16) to ``models/demo/<arch>.safetensors``, then
-``evaluate`` it on the test split into ``models/demo/report/<arch>/`` (metrics.json, roc.png,
-confusion_matrix.png, twins.png, training_curves.png, history.json, train_summary.json). CPU only,
-bounded for two shared cores; see docs/training.md.
+for each demo architecture into ``runs/demo/<arch>/``, copy the best checkpoint (float16) to
+``models/demo/<arch>.safetensors``, then ``evaluate`` it on the test split into
+``models/demo/report/<arch>/`` (metrics.json, roc.png, confusion_matrix.png, twins.png,
+training_curves.png, history.json, train_summary.json). CPU only, bounded for two shared cores; see
+docs/training.md.
 """
 
 from __future__ import annotations

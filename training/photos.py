@@ -4,9 +4,8 @@ Nothing is downloaded at run time. The packaged catalogue is the scikit-image, m
 scikit-learn photos (always installed with this project) plus photos from Debian packages when they are
 installed (``make demo-model`` installs them; the catalogue is ``debian_photos.py``): opencv-doc's
 examples, wallpapers, GCompris' landmarks and animals, Tux Paint's templates, Scratch's backdrops and
-more, camera photographs only. Photo diversity, not crop
-count, is what lets a detector trained on self-blended crops generalise to the unseen photos of the
-test split (docs/data.md has the measurements).
+more, camera photographs only. Photo diversity, not crop count, is what lets a detector trained on
+self-blended crops generalise to the unseen photos of the test split (docs/data.md has the measurements).
 """
 
 from __future__ import annotations
