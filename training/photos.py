@@ -73,7 +73,7 @@ def _installed(path: Path) -> Path | ResourceMember | None:
     if archive is None or not archive.is_file():
         return None
     member = ResourceMember(archive, str(path.relative_to(archive)))
-    try:
+    try:  # another version of the package may have moved the member: leave it out like a missing file
         member.read_bytes()
     except QtResourceError:
         return None
