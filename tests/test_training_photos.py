@@ -14,7 +14,7 @@ from PIL import Image
 
 from deepfake_edge.training import demo
 from deepfake_edge.training import photos as photos_module
-from deepfake_edge.training.debian_photos import DEBIAN_PHOTOS
+from deepfake_edge.training.debian_photos import DEBIAN_PHOTOS, photo_name
 from deepfake_edge.training.qt_resources import QtResourceError, read_member
 
 Tree = dict[str, "Tree | tuple[bytes, bool]"]  # name -> subtree, or (payload, zlib-compressed?)
@@ -100,8 +100,7 @@ def test_debian_photos_are_found_in_folders_and_archives(tmp_path: Path, monkeyp
 
 
 def test_the_debian_catalogue_names_each_photo_once() -> None:
-    names = [f"{prefix}_{name[0] if name else scene}"
-             for prefix, catalogue in DEBIAN_PHOTOS.values() for _, scene, *name in catalogue.values()]
+    names = [photo_name(prefix, where) for prefix, catalogue in DEBIAN_PHOTOS.values() for where in catalogue.values()]
     assert len(names) == len(set(names)) > 300
     categories = {where[0] for _, catalogue in DEBIAN_PHOTOS.values() for where in catalogue.values()}
     assert categories <= {"people", "animals", "objects", "scenes", "nature", "texture", "science", "documents"}

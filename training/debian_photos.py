@@ -1,6 +1,6 @@
 """The photographs inside Debian packages that ``data synth`` uses when the packages are installed.
 
-Each package maps to a name prefix and ``{path below /usr/share: (category, scene)}``; a path that
+Each package maps to a name prefix and ``{path below /usr/share: (category, scene[, name])}``; a path that
 runs through a ``.rcc`` file names a member of that Qt resource archive (GCompris keeps its photos
 there). Only camera photographs are listed: every picture was looked at, and drawn, rendered or
 painted ones (most desktop wallpapers, GCompris' Van Gogh details, some Scratch backdrops) are left
@@ -9,8 +9,13 @@ out. Photos of one scene share a split. ``make demo-model`` installs every packa
 
 from __future__ import annotations
 
-# path -> (category, scene) or (category, scene, name); the photo is called PREFIX_NAME, NAME = scene by default.
+# path -> (category, scene) or (category, scene, name); see photo_name.
 Catalogue = dict[str, tuple[str, ...]]
+
+
+def photo_name(prefix: str, where: tuple[str, ...]) -> str:
+    """``PREFIX_NAME`` for a catalogue entry ``(category, scene[, name])``; NAME is the scene unless given."""
+    return f"{prefix}_{where[2] if len(where) > 2 else where[1]}"
 
 
 def _folder(folder: str, category: str, names: str, suffix: str = ".jpg", scenes: dict[str, str] | None = None,

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from deepfake_edge.preprocessing import BadImageError, load_image
 from deepfake_edge.training.datasets import IMAGE_SUFFIXES, verify_image
-from deepfake_edge.training.debian_photos import DEBIAN_PHOTOS
+from deepfake_edge.training.debian_photos import DEBIAN_PHOTOS, photo_name
 from deepfake_edge.training.qt_resources import QtResourceError, ResourceMember
 
 # Every entry maps a name to (category, scene). Photos of one scene share a split; categories are spread
@@ -106,9 +106,10 @@ def packaged_photo_records() -> list[Photo]:
     photos += [Photo(f"sklearn_{Path(name).stem}", *where, sklearn_images / name)
                for name, where in _SKLEARN_PHOTOS.items()]
     for prefix, catalogue in DEBIAN_PHOTOS.values():
-        for path, (category, scene, *name) in catalogue.items():
+        for path, where in catalogue.items():
             if (source := _installed(DEBIAN_SHARE / path)) is not None:
-                photos.append(Photo(f"{prefix}_{name[0] if name else scene}", category, scene, source,
+                category, scene = where[:2]
+                photos.append(Photo(photo_name(prefix, where), category, scene, source,
                                     find_faces=category == "people"))
     for index, face in enumerate(skimage.data.lfw_subset()[:_LFW_FACES]):
         image = Image.fromarray(np.round(face * 255).astype(np.uint8)).convert("RGB")
