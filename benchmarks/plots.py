@@ -103,7 +103,8 @@ def plot_engine(results: dict, path: Path) -> Path:
     for engine, precision in keys:
         rows = sorted((r for r in results["engine"] if (r["engine"], r["precision"]) == (engine, precision)),
                       key=lambda r: r["batch"])
-        axis.plot([r["batch"] for r in rows], [r["images_per_s"] for r in rows], marker="o", label=f"{engine} {precision}")
+        axis.plot([r["batch"] for r in rows], [r["images_per_s"] for r in rows], marker="o",
+                  label=f"{engine} {precision}")
     axis.set_xscale("log", base=2)
     axis.xaxis.set_major_formatter("{x:g}")
     axis.set_xlabel("batch size")

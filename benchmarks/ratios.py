@@ -108,7 +108,8 @@ def compute_ratios(results: dict, naive_concurrency: int = 16, served_target: fl
                                  best_fp32["throughput"], int8_target))
     ratios += _cpu_cost_ratios(engine, ours, [r for r in load if r["system"] == "flask-torch-fp32"], naive_concurrency)
     for pa_row in perf:
-        ours_row = next((r for r in ours if r["precision"] == pa_row["precision"] and r["protocol"] == pa_row["protocol"]
+        ours_row = next((r for r in ours if r["precision"] == pa_row["precision"]
+                         and r["protocol"] == pa_row["protocol"]
                          and r["concurrency"] == pa_row["concurrency"]), None)
         if ours_row is not None:
             ratios.append(_ratio(f"client/perf_analyzer {ours_row['system']} c={ours_row['concurrency']}",

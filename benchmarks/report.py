@@ -38,14 +38,16 @@ def markdown(results: dict) -> str:
              f"Machine: {machine_line(machine)}.", "",
              f"Command: `{results.get('command', '')}`; model `{settings.get('checkpoint', '')}` "
              f"({settings.get('input_size', '?')} px), {settings.get('images', '?')} real photos, "
-             f"load per point ≤ {settings.get('max_requests', '?')} requests and ≤ {settings.get('max_seconds', '?')} s; "
+             f"load per point ≤ {settings.get('max_requests', '?')} requests "
+             f"and ≤ {settings.get('max_seconds', '?')} s; "
              f"onnxruntime threads: {settings.get('engine_threads', '?')}; "
              f"load average after: {', '.join(_fmt(v, 2) for v in machine.get('load_average_after', []))}.", ""]
     engine = results.get("engine", [])
     if engine:
         lines += ["## Engine limit (in-process, no server)", ""]
         rows = [[r["engine"], r["precision"], f"{r.get('instances', 1)} x {r['threads']}", str(r["batch"]),
-                 _fmt(r["ms_per_batch"], 2), _fmt(r["images_per_s"]), _fmt(r.get("cpu_ms_per_image"), 2)] for r in engine]
+                 _fmt(r["ms_per_batch"], 2), _fmt(r["images_per_s"]), _fmt(r.get("cpu_ms_per_image"), 2)]
+                for r in engine]
         lines += _table(["engine", "precision", "instances x threads", "batch", "ms/batch (median)", "images/s",
                          "CPU ms/image"], rows) + [""]
     load = results.get("load", [])
@@ -73,7 +75,8 @@ def markdown(results: dict) -> str:
         lines += _table(["comparison", "ratio", "numerator", "denominator", "target", "met"], rows) + [""]
     failures = results.get("failures", [])
     if failures:
-        lines += ["## Stages that failed (details in bench.json)", "", *(f"- {f.splitlines()[0]}" for f in failures), ""]
+        lines += ["## Stages that failed (details in bench.json)", "",
+                  *(f"- {f.splitlines()[0]}" for f in failures), ""]
     plots = results.get("plots", [])
     if plots:
         lines += ["## Plots", "", *(f"![{Path(p).stem}]({Path(p).name})" for p in plots), ""]

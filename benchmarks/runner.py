@@ -32,7 +32,8 @@ def _count_points(settings: BenchSettings) -> int:
     return (models + int(settings.torch_engine)
             + models * len(settings.protocols) * len(settings.concurrencies)
             + len(settings.naive_engines) * (1 + len(settings.naive_concurrencies))
-            + (models * len(settings.perf_protocols) * len(settings.perf_concurrencies) if settings.perf_analyzer else 0))
+            + (models * len(settings.perf_protocols) * len(settings.perf_concurrencies)
+               if settings.perf_analyzer else 0))
 
 
 def _served_models(settings: BenchSettings) -> tuple[dict[str, ServedModel], Path]:
@@ -130,7 +131,8 @@ def _finish(results: dict, settings: BenchSettings, started: float) -> None:
 
 def summary_lines(results: dict) -> list[str]:
     """What the command prints at the end: the ratios that have targets, failures; the rest is in bench.md."""
-    lines = [f"benchmark ({results['mode']}) took {results['duration_s']} s on {report.machine_line(results['machine'])}"]
+    lines = [f"benchmark ({results['mode']}) took {results['duration_s']} s "
+             f"on {report.machine_line(results['machine'])}"]
     headline = [r for r in results["ratios"] if r["target"] is not None]
     for ratio in headline:
         verdict = "target met" if ratio["meets"] else "target MISSED"

@@ -123,7 +123,9 @@ class BatchingStats:
         requests = self.success_count - before.success_count
         return {
             "mean_batch": round(inferences / executions, 2) if executions else float("nan"),
-            "server_queue_ms": round((self.queue_ns - before.queue_ns) / requests / 1e6, 3) if requests else float("nan"),
-            "server_compute_ms_per_execution": (round((self.compute_infer_ns - before.compute_infer_ns) / executions / 1e6, 3)
+            "server_queue_ms": (round((self.queue_ns - before.queue_ns) / requests / 1e6, 3)
+                                if requests else float("nan")),
+            "server_compute_ms_per_execution": (round((self.compute_infer_ns - before.compute_infer_ns)
+                                                      / executions / 1e6, 3)
                                                 if executions else float("nan")),
         }

@@ -221,7 +221,8 @@ def _label(error: BaseException) -> str:
     return type(error).__name__
 
 
-def _drive(sender: _Sender, kinds: list[Kind], concurrency: int, deadline: float, progress: str | None) -> list[Outcome]:
+def _drive(sender: _Sender, kinds: list[Kind], concurrency: int, deadline: float,
+           progress: str | None) -> list[Outcome]:
     """Send ``kinds`` from ``concurrency`` threads, in order, until done or ``deadline`` (monotonic)."""
     from tqdm import tqdm
 

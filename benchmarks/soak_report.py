@@ -44,7 +44,8 @@ def markdown(results: dict) -> str:
         "| target | met |",
         "|---|---|",
     ]
-    lines += [f"| {name.replace('_', ' ')} | {'yes' if met else '**NO**'} |" for name, met in results["targets"].items()]
+    lines += [f"| {name.replace('_', ' ')} | {'yes' if met else '**NO**'} |"
+              for name, met in results["targets"].items()]
     lines += ["", f"Server crashes: {len(results['crash_events'])}  ", f"5xx from the web API: {results['web_5xx']}  ",
               f"Tracebacks in the serve log: {results['web_app_tracebacks']}", ""]
     lines += [f"- crash: {event}" for event in results["crash_events"]]

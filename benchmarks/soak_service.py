@@ -150,7 +150,8 @@ class ServeProcess:
                 connections = psutil.Process(info.pid).net_connections(kind="inet")
             except psutil.Error:
                 continue
-            found += [f"{info.label} {c.laddr.ip}:{c.laddr.port}" for c in connections if c.status == psutil.CONN_LISTEN]
+            found += [f"{info.label} {c.laddr.ip}:{c.laddr.port}" for c in connections
+                      if c.status == psutil.CONN_LISTEN]
         return sorted(found)
 
     def stop(self) -> list[str]:

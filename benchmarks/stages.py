@@ -140,7 +140,8 @@ def perf_stage(settings: BenchSettings, grpc_url: str, http_url: str, models: di
                 progress(f"{system} c={concurrency}")
                 measure = partial(run_perf_analyzer, grpc_url if protocol == "grpc" else http_url, workload.tensors,
                                   model=name, protocol=protocol, concurrency_range=(concurrency, concurrency, 1),
-                                  measurement_interval_ms=settings.perf_interval_ms, max_trials=settings.perf_max_trials)
+                                  measurement_interval_ms=settings.perf_interval_ms,
+                                  max_trials=settings.perf_max_trials)
                 stable = True
                 try:
                     try:

@@ -23,7 +23,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Without checkpoints, the committed demo checkpoints are exported with INT8 and FP16.",
     )
     parser.add_argument("checkpoints", nargs="*", type=Path, metavar="CHECKPOINT", help="safetensors checkpoint(s)")
-    parser.add_argument("--out", type=Path, default=Path("model_repository"), help="repository root (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("model_repository"),
+                        help="repository root (default: %(default)s)")
     parser.add_argument("--name", action="append", help="Triton model name per checkpoint (default from the arch: "
                         "efficientnet_b0 -> deepfake_b0, small_cnn -> deepfake_cnn)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, >= 17 (default: %(default)s)")
@@ -33,8 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: data/synth, generated if missing)")
     parser.add_argument("--calibration-data", type=Path, help="dataset root (train split) or image folder for INT8 "
                         "calibration (default: --data)")
-    parser.add_argument("--calibration-images", type=int, default=300, help="images for calibration (default: %(default)s)")
-    parser.add_argument("--eval-images", type=int, default=400, help="images for parity/accuracy (default: %(default)s)")
+    parser.add_argument("--calibration-images", type=int, default=300,
+                        help="images for calibration (default: %(default)s)")
+    parser.add_argument("--eval-images", type=int, default=400,
+                        help="images for parity/accuracy (default: %(default)s)")
     parser.add_argument("--calibration", choices=("MinMax", "Entropy", "Percentile"), default=None,
                         help="activation range method (default: the shipped recipe's)")
     parser.add_argument("--quant-format", choices=("QDQ", "QOperator"), default=None, help="INT8 graph format")
@@ -108,8 +111,8 @@ def _export(args: argparse.Namespace, checkpoints: list[Path], int8: bool, fp16:
         calibration_images=args.calibration_images, eval_images=args.eval_images,
         # `make serve` must come up even when the demo's INT8 variant misses the bound: it is then served
         # and the miss is printed (below) and kept in the summary; an explicit export still fails on it.
-        check_int8=not (args.no_int8_check or args.if_missing), speed=speed, recipe=recipe, cpu_instances=args.instances,
-        variants_for=variants_for,
+        check_int8=not (args.no_int8_check or args.if_missing), speed=speed, recipe=recipe,
+        cpu_instances=args.instances, variants_for=variants_for,
     )
     try:
         summary = run_export(checkpoints, options, names=args.name)

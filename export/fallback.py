@@ -48,7 +48,8 @@ class FallbackChoice:
 def _meets_search_margin(report: dict) -> bool:
     """Whether a validation ``compare`` report keeps within half the export's bound."""
     auc_delta = report["roc_auc_delta"]
-    return report["decision_agreement"] >= SEARCH_MIN_AGREEMENT and (auc_delta is None or auc_delta >= -SEARCH_MAX_AUC_DROP)
+    return (report["decision_agreement"] >= SEARCH_MIN_AGREEMENT
+            and (auc_delta is None or auc_delta >= -SEARCH_MAX_AUC_DROP))
 
 
 def choose_fp32_units(prepared: Path, calibration_images: np.ndarray, validation_images: np.ndarray,

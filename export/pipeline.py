@@ -90,16 +90,16 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
     with _timed(seconds, "export_fp32"):
         fp32_path = export_onnx(model, card, workdir / f"{name}.onnx", opset=options.opset)
     summary: dict = {"checkpoint": str(checkpoint), "arch": card.arch, "input_size": card.input_size,
-                     "heatmap_size": list(heatmap_size), "opset": options.opset, "files": {"fp32": _file_entry(fp32_path)},
-                     "seconds": seconds}
+                     "heatmap_size": list(heatmap_size), "opset": options.opset,
+                     "files": {"fp32": _file_entry(fp32_path)}, "seconds": seconds}
 
     with _timed(seconds, "load_evaluation_images"):
         evaluation: ImageSet = load_image_set(card, data, "test", options.eval_images)
     with _timed(seconds, "parity_fp32"):
         reference = evaluate.torch_probabilities(model, card, evaluation.images)
         fp32_outputs = evaluate.onnx_outputs(fp32_path, evaluation.images)
-    parity = evaluate.compare(reference, fp32_outputs["fake_probability"].reshape(-1), card.threshold, evaluation.labels,
-                              tolerance=FP32_MAX_DELTA)
+    parity = evaluate.compare(reference, fp32_outputs["fake_probability"].reshape(-1), card.threshold,
+                              evaluation.labels, tolerance=FP32_MAX_DELTA)
     parity["source"] = evaluation.source
     summary["parity_fp32_vs_pytorch"] = parity
     if parity["max_abs_delta_probability"] > FP32_MAX_DELTA or parity["decisions_differing_beyond_tolerance"]:
@@ -157,12 +157,14 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
 
 
 def _speeds(files: dict, input_size: int, batches: tuple[int, ...]) -> dict:
-    speeds: dict = {"threads": evaluate.cpu_count(), "provider": "CPUExecutionProvider", "optimization": "ORT_ENABLE_ALL",
+    speeds: dict = {"threads": evaluate.cpu_count(), "provider": "CPUExecutionProvider",
+                    "optimization": "ORT_ENABLE_ALL",
                     "timing": "median of each round, best of 3 rounds, graphs taking turns"}
     speeds.update(evaluate.measure_speeds({precision: Path(files[precision]["path"]) for precision in ("fp32", "int8")
                                            if precision in files}, input_size, batches))
     if "int8" in speeds:
-        speeds["int8_speedup"] = {batch: round(speeds["fp32"][batch]["ms_per_batch"] / speeds["int8"][batch]["ms_per_batch"], 2)
+        speeds["int8_speedup"] = {batch: round(speeds["fp32"][batch]["ms_per_batch"]
+                                               / speeds["int8"][batch]["ms_per_batch"], 2)
                                   for batch in speeds["fp32"]}
     return speeds
 

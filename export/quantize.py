@@ -62,7 +62,8 @@ class _BatchReader:
     """onnxruntime CalibrationDataReader over an in-memory UINT8 array, with the strided-collection API."""
 
     def __init__(self, images: np.ndarray, input_name: str) -> None:
-        self._batches = [{input_name: images[i : i + CALIBRATION_BATCH]} for i in range(0, len(images), CALIBRATION_BATCH)]
+        self._batches = [{input_name: images[i : i + CALIBRATION_BATCH]}
+                         for i in range(0, len(images), CALIBRATION_BATCH)]
         self._pending = iter(self._batches)
 
     def __len__(self) -> int:
@@ -231,7 +232,8 @@ def _outputs_as_leaves(model: onnx.ModelProto) -> onnx.ModelProto:
         for node in model.graph.node:
             node.output[:] = [internal if name == output.name else name for name in node.output]
             node.input[:] = [internal if name == output.name else name for name in node.input]
-        model.graph.node.append(onnx.helper.make_node("Identity", [internal], [output.name], name=f"{output.name}_leaf"))
+        model.graph.node.append(onnx.helper.make_node("Identity", [internal], [output.name],
+                                                      name=f"{output.name}_leaf"))
     return model
 
 

@@ -50,12 +50,13 @@ def detect(*args: str) -> int:
 
 # The CLI's own entry point, plus a report of its peak memory. VmHWM belongs to the process image after
 # exec; rusage's maxrss would also count the pytest process the child was forked from.
-_CLI_WITH_PEAK = """
+_CLI_WITH_PEAK = ("""
 import atexit, sys
 from deepfake_edge.cli import main
-atexit.register(lambda: print("peak_kb", open("/proc/self/status").read().split("VmHWM:")[1].split()[0], file=sys.stderr))
+atexit.register(lambda: print("peak_kb", open("/proc/self/status").read().split("VmHWM:")[1].split()[0], """
+                  """file=sys.stderr))
 sys.exit(main(sys.argv[1:]))
-"""
+""")
 
 
 def run_cli(*args: str, timeout_s: float = 120.0) -> tuple[int, str, str, float]:

@@ -101,8 +101,8 @@ def test_batch_axis_is_dynamic_and_images_are_independent(exported, images, arch
     heatmaps = together["heatmap"]
     assert heatmaps.shape == (len(images), *feature_map_size(exported[arch][0], card.input_size))
     assert heatmaps.min() >= 0.0 and heatmaps.max() <= 1.0
-    np.testing.assert_allclose(together["logit"], np.log(together["fake_probability"] / (1 - together["fake_probability"])),
-                               atol=1e-4)
+    np.testing.assert_allclose(together["logit"],
+                               np.log(together["fake_probability"] / (1 - together["fake_probability"])), atol=1e-4)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

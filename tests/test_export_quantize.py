@@ -95,7 +95,8 @@ def test_fp16_is_valid_onnx_with_contract_io(demo_fp32, dataset: Path, tmp_path:
     onnx.checker.check_model(model, full_check=True)
     assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for o in model.graph.output)
-    initializers = [i for i in model.graph.initializer if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
+    initializers = [i for i in model.graph.initializer
+                    if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)]
     assert sum(i.data_type == onnx.TensorProto.FLOAT16 for i in initializers) > len(initializers) // 2
     assert fp16_path.stat().st_size < 0.6 * fp32_path.stat().st_size
 

@@ -50,7 +50,8 @@ def test_configs_follow_the_serving_contract(demo_repository: Path, target: str)
         assert config.name == path.parent.name
         assert config.max_batch_size == 32
         [image] = config.input
-        assert (image.name, image.data_type, list(image.dims)) == ("image", model_config_pb2.TYPE_UINT8, [3, side, side])
+        assert ((image.name, image.data_type, list(image.dims))
+                == ("image", model_config_pb2.TYPE_UINT8, [3, side, side]))
         outputs = {o.name: o for o in config.output}
         assert set(outputs) == {"fake_probability", "logit", "heatmap"}
         assert all(o.data_type == model_config_pb2.TYPE_FP32 for o in outputs.values())
@@ -58,7 +59,8 @@ def test_configs_follow_the_serving_contract(demo_repository: Path, target: str)
         assert len(outputs["heatmap"].dims) == 2 and 0 < outputs["heatmap"].dims[0] <= side
         labels = (path.parent / outputs["fake_probability"].label_filename).read_text().split()
         assert labels == [card.labels[1]]
-        assert list(config.dynamic_batching.preferred_batch_size) and 0 < config.dynamic_batching.max_queue_delay_microseconds <= 10_000
+        assert (list(config.dynamic_batching.preferred_batch_size)
+                and 0 < config.dynamic_batching.max_queue_delay_microseconds <= 10_000)
         assert config.version_policy.latest.num_versions == 2
         assert {w.batch_size for w in config.model_warmup} == {1, 32}
         assert all(list(w.inputs["image"].dims) == [3, side, side] for w in config.model_warmup)

@@ -21,7 +21,8 @@ def _encode(image: Image.Image, fmt: str, **params) -> bytes:
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "1"])
 def test_every_mode_becomes_rgb(mode):
-    image = Image.new("RGB", (40, 30), (200, 100, 50)).convert(mode) if mode != "I;16" else Image.new("I;16", (40, 30), 40000)
+    image = (Image.new("RGB", (40, 30), (200, 100, 50)).convert(mode) if mode != "I;16"
+             else Image.new("I;16", (40, 30), 40000))
     fmt = "TIFF" if mode in ("CMYK", "I") else "PNG"
     decoded = load_image(_encode(image, fmt))
     assert decoded.mode == "RGB" and decoded.size == (40, 30)

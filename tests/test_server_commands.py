@@ -70,8 +70,10 @@ def small_repository(demo_repository: Path, tmp_path_factory: pytest.TempPathFac
     return repository
 
 
-@pytest.mark.parametrize("stop_signal, web", [(signal.SIGINT, True), (signal.SIGTERM, False)], ids=["ctrl-c+web", "sigterm"])
-def test_serve_prints_endpoints_and_stops_cleanly_on_signal(small_repository: Path, stop_signal: int, web: bool) -> None:
+@pytest.mark.parametrize("stop_signal, web", [(signal.SIGINT, True), (signal.SIGTERM, False)],
+                         ids=["ctrl-c+web", "sigterm"])
+def test_serve_prints_endpoints_and_stops_cleanly_on_signal(small_repository: Path, stop_signal: int,
+                                                            web: bool) -> None:
     http_port, grpc_port, metrics_port, web_port = (free_port() for _ in range(4))
     command = CLI + ["serve", "--model-repository", str(small_repository), "--http-port", str(http_port),
                      "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), "--web-port", str(web_port)]
@@ -93,7 +95,8 @@ def test_serve_prints_endpoints_and_stops_cleanly_on_signal(small_repository: Pa
             os.killpg(serve.pid, signal.SIGKILL)
             serve.wait()
     printed = output.rest()
-    for endpoint in (f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{metrics_port}/metrics"):
+    for endpoint in (f"http://127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}",
+                     f"http://127.0.0.1:{metrics_port}/metrics"):
         assert endpoint in printed
     assert (f"http://127.0.0.1:{web_port}/" in printed) == web
     assert "stopped" in printed

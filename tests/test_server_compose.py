@@ -84,7 +84,8 @@ def test_web_dockerfile_runs_a_valid_web_command_from_files_that_exist() -> None
     command = dockerfile_cmd()
     assert command[0] == "deepfake-edge"
     args = build_parser().parse_args(command[1:])
-    assert (args.verb, args.triton_url, args.protocol, args.host, args.port) == ("web", "triton:8001", "grpc", "0.0.0.0", 8080)
+    assert ((args.verb, args.triton_url, args.protocol, args.host, args.port)
+            == ("web", "triton:8001", "grpc", "0.0.0.0", 8080))
     assert "/api/health" in text
 
 

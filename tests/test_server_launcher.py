@@ -170,7 +170,8 @@ time.sleep(120)
 
 def test_server_does_not_outlive_a_launcher_that_is_killed(tmp_path: Path) -> None:
     repository = write_tiny_repository(tmp_path / "repo")
-    launcher = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(repository)], stdout=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(repository)],
+                                stdout=subprocess.PIPE, text=True)
     try:
         pid, prefix = launcher.stdout.readline().split()
         server_pid = int(pid)

@@ -72,7 +72,8 @@ def infer_http(url: str, model: str, images: np.ndarray) -> dict[str, np.ndarray
     client = httpclient.InferenceServerClient(url)
     tensor = httpclient.InferInput("image", list(images.shape), "UINT8")
     tensor.set_data_from_numpy(images, binary_data=True)
-    result = client.infer(model, [tensor], outputs=[httpclient.InferRequestedOutput(n, binary_data=True) for n in OUTPUTS])
+    result = client.infer(model, [tensor],
+                          outputs=[httpclient.InferRequestedOutput(n, binary_data=True) for n in OUTPUTS])
     return {name: result.as_numpy(name) for name in OUTPUTS}
 
 
@@ -121,7 +122,8 @@ def test_served_results_equal_in_process_onnxruntime(triton_server: TritonServer
         expected = in_process(triton_server, model, images)
         for name in OUTPUTS:
             assert served[name].shape == expected[name].shape, (model, name)
-            np.testing.assert_allclose(served[name], expected[name], rtol=0, atol=TOLERANCE[name], err_msg=f"{model} {name}")
+            np.testing.assert_allclose(served[name], expected[name], rtol=0, atol=TOLERANCE[name],
+                                       err_msg=f"{model} {name}")
         assert 0.0 <= served["fake_probability"].min() and served["fake_probability"].max() <= 1.0
 
 
@@ -181,8 +183,8 @@ def test_gpu_execution_when_a_gpu_and_onnxruntime_gpu_are_present(triton_server:
         pytest.skip("needs an NVIDIA GPU and onnxruntime-gpu (CUDAExecutionProvider)")
     images = photo_batch(model_card(triton_server, "deepfake_b0"))
     served = infer_grpc(grpcclient.InferenceServerClient(triton_server.grpc_url), "deepfake_b0", images)
-    np.testing.assert_allclose(served["fake_probability"], in_process(triton_server, "deepfake_b0", images)["fake_probability"],
-                               atol=1e-3)
+    np.testing.assert_allclose(served["fake_probability"],
+                               in_process(triton_server, "deepfake_b0", images)["fake_probability"], atol=1e-3)
     if shutil.which("nvidia-smi"):
         gpu_pids = subprocess.run(["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
                                   capture_output=True, text=True, timeout=30).stdout.split()

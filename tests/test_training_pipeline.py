@@ -108,7 +108,8 @@ def test_evaluation_preprocessing_is_the_shared_one(easy_data, tmp_path):
     from deepfake_edge.training.transforms import DetectorDataset, collate
 
     loader = torch.utils.data.DataLoader(DetectorDataset([Sample(p, 1) for p in paths],
-                                                         Preprocessor.from_card(card)), batch_size=4, collate_fn=collate)
+                                                         Preprocessor.from_card(card)),
+                                         batch_size=4, collate_fn=collate)
     _, scores, _ = predict(model, loader, card, torch.device("cpu"))
     np.testing.assert_allclose(scores, by_hand, rtol=1e-6)
     report = evaluate_checkpoint(run / "best.safetensors", [Sample(p, 1) for p in paths])
@@ -126,7 +127,8 @@ def test_resume_continues_the_same_run(easy_data, tmp_path):
     resumed = json.loads((tmp_path / "split" / "history.json").read_text())
     assert [h["epoch"] for h in resumed] == [1, 2]
     assert [h["train_loss"] for h in resumed] == pytest.approx([h["train_loss"] for h in full], rel=1e-5)
-    full_state, resumed_state = _state(tmp_path / "full" / "best.safetensors"), _state(tmp_path / "split" / "best.safetensors")
+    full_state, resumed_state = (_state(tmp_path / "full" / "best.safetensors"),
+                                 _state(tmp_path / "split" / "best.safetensors"))
     for name, tensor in full_state.items():
         torch.testing.assert_close(resumed_state[name], tensor, rtol=1e-5, atol=1e-6)
 

@@ -131,7 +131,8 @@ def _assert_verdict(page, expected_label: str) -> None:
 def _assert_heatmap_shown(page) -> None:
     for selector in ("#viewer-image", "#viewer-overlay"):
         page.wait_for_function(
-            f"() => document.querySelector('{selector}').complete && document.querySelector('{selector}').naturalWidth > 0"
+            f"() => document.querySelector('{selector}').complete "
+            f"&& document.querySelector('{selector}').naturalWidth > 0"
         )
     assert page.is_visible("#viewer-overlay")
     assert page.get_attribute("#viewer-overlay", "src").startswith("data:image/png;base64,")

@@ -111,7 +111,8 @@ def synthetic_test_images(out_dir: Path) -> dict[str, Path]:
         with torch.no_grad():
             scores = torch.sigmoid(model(normalize(batch, card.mean, card.std))).squeeze(1).numpy()
         best = int(pick(scores))
-        assert (scores[best] >= card.threshold) == (label == "Fake"), f"the demo model gets no {label} sample right: {scores}"
+        assert (scores[best] >= card.threshold) == (label == "Fake"), (
+            f"the demo model gets no {label} sample right: {scores}")
         chosen[label] = paths[best]
     return chosen
 
