@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-speed", action="store_true", help="skip the CPU speed measurement")
     parser.add_argument("--if-missing", action="store_true",
                         help="only build the default repository from the demo checkpoints if OUT/embedded is "
-                             "incomplete or older than they are")
+                             "incomplete or older than they are; a model whose tensors changed (e.g. a demo "
+                             "retrained at another input size) has its old versions replaced")
     parser.set_defaults(func=run)
 
 
@@ -112,7 +113,7 @@ def _export(args: argparse.Namespace, checkpoints: list[Path], int8: bool, fp16:
         # `make serve` must come up even when the demo's INT8 variant misses the bound: it is then served
         # and the miss is printed (below) and kept in the summary; an explicit export still fails on it.
         check_int8=not (args.no_int8_check or args.if_missing), speed=speed, recipe=recipe,
-        cpu_instances=args.instances, variants_for=variants_for,
+        cpu_instances=args.instances, variants_for=variants_for, replace_incompatible=args.if_missing,
     )
     try:
         summary = run_export(checkpoints, options, names=args.name)

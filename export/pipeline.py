@@ -53,6 +53,7 @@ class ExportOptions:
     speed: bool = True
     speed_batches: tuple[int, ...] = (1, 8, 32)
     cpu_instances: int = repository.DEFAULT_CPU_INSTANCES  # each gets cores / instances onnxruntime threads
+    replace_incompatible: bool = False  # delete a model's old versions when the new one has other tensors
     recipe: QuantizationRecipe = field(default_factory=QuantizationRecipe)
 
 
@@ -186,7 +187,8 @@ def run_export(checkpoints: list[Path], options: ExportOptions, names: list[str]
                 Path(checkpoint), name, options, Path(scratch), data)
             embedded += model_embedded
             ngc += model_ngc
-        written = repository.write_repositories(options.out, embedded, ngc, cpu_instances=options.cpu_instances)
+        written = repository.write_repositories(options.out, embedded, ngc, cpu_instances=options.cpu_instances,
+                                                replace_incompatible=options.replace_incompatible)
     summary["written"] = written
     _record_paths(summary, written)
     text = json.dumps(summary, indent=2, default=_json_default)

@@ -14,6 +14,7 @@ forward while clients pinned to the previous version keep working.
 from __future__ import annotations
 
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,23 +142,30 @@ def existing_versions(model_dir: Path) -> list[int]:
     return sorted(int(child.name) for child in model_dir.iterdir() if child.is_dir() and child.name.isdigit())
 
 
-def _check_compatible(model_dir: Path, new: model_config_pb2.ModelConfig) -> None:
-    """Refuse to add a version whose tensors differ from the versions already served under the same config."""
+def _is_compatible(model_dir: Path, new: model_config_pb2.ModelConfig) -> bool:
+    """Whether the versions already in ``model_dir`` have the tensors of ``new`` (true when there are none)."""
     config_path = model_dir / "config.pbtxt"
     if not existing_versions(model_dir) or not config_path.is_file():
-        return
+        return True
     old = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
-    if list(old.input) != list(new.input) or list(old.output) != list(new.output):
-        raise ValueError(
-            f"{model_dir}: the new export's inputs/outputs differ from the existing versions "
-            f"(e.g. another input size); export into a fresh --out directory instead"
-        )
+    return list(old.input) == list(new.input) and list(old.output) == list(new.output)
 
 
-def write_model(root: Path, spec: ModelSpec, config: model_config_pb2.ModelConfig, python_backend: bool) -> Path:
-    """Add the next version of ``spec`` under ``root/<name>/`` and (re)write its config; returns the version dir."""
+def write_model(root: Path, spec: ModelSpec, config: model_config_pb2.ModelConfig, python_backend: bool,
+                replace_incompatible: bool = False) -> Path:
+    """Add the next version of ``spec`` under ``root/<name>/`` and (re)write its config; returns the version dir.
+
+    Versions share one config, so a version with other tensors (e.g. another input size) cannot join them:
+    that is an error, or with ``replace_incompatible`` the old versions are deleted and numbering restarts.
+    """
     model_dir = root / spec.name
-    _check_compatible(model_dir, config)
+    if not _is_compatible(model_dir, config):
+        if not replace_incompatible:
+            raise ValueError(f"{model_dir}: the new export's inputs/outputs differ from the existing versions "
+                             f"(e.g. another input size); export into a fresh --out directory instead")
+        print(f"{model_dir}: the new export's inputs/outputs differ from the existing versions; "
+              f"replacing them", file=sys.stderr)
+        shutil.rmtree(model_dir)
     version = max(existing_versions(model_dir), default=0) + 1
     version_dir = model_dir / str(version)
     version_dir.mkdir(parents=True)
@@ -173,18 +181,21 @@ def write_model(root: Path, spec: ModelSpec, config: model_config_pb2.ModelConfi
 
 
 def write_repositories(out: Path, specs: list[ModelSpec], ngc_specs: list[ModelSpec] | None = None,
-                       cpu_instances: int = DEFAULT_CPU_INSTANCES) -> dict[str, list[str]]:
+                       cpu_instances: int = DEFAULT_CPU_INSTANCES,
+                       replace_incompatible: bool = False) -> dict[str, list[str]]:
     """Write ``specs`` into ``out/embedded`` and ``ngc_specs`` (default: ``specs``) into ``out/ngc``.
 
-    Returns the version directories written, per target.
+    Returns the version directories written, per target. ``replace_incompatible``: see ``write_model``.
     """
     written: dict[str, list[str]] = {EMBEDDED: [], NGC: []}
     for spec in specs:
         config = embedded_config(spec, instances=cpu_instances)
-        version_dir = write_model(out / EMBEDDED, spec, config, python_backend=True)
+        version_dir = write_model(out / EMBEDDED, spec, config, python_backend=True,
+                                  replace_incompatible=replace_incompatible)
         written[EMBEDDED].append(str(version_dir))
     for spec in ngc_specs if ngc_specs is not None else specs:
-        version_dir = write_model(out / NGC, spec, ngc_config(spec), python_backend=False)
+        version_dir = write_model(out / NGC, spec, ngc_config(spec), python_backend=False,
+                                  replace_incompatible=replace_incompatible)
         written[NGC].append(str(version_dir))
     return written
 

@@ -135,6 +135,14 @@ def test_reexport_with_other_tensor_shapes_is_refused(small_checkpoint: Path, tm
     with pytest.raises(ValueError, match="fresh --out"):
         run_export([bigger], ExportOptions(out=tmp_path / "repo", eval_images=8, speed=False, data=data))
     assert repository.existing_versions(tmp_path / "repo" / "embedded" / "deepfake_cnn") == [1]
+    # What `make serve` (--if-missing) does after a demo was retrained at another input size.
+    run_export([bigger], ExportOptions(out=tmp_path / "repo", eval_images=8, speed=False, data=data,
+                                       replace_incompatible=True))
+    for target in (repository.EMBEDDED, repository.NGC):
+        model_dir = tmp_path / "repo" / target / "deepfake_cnn"
+        assert repository.existing_versions(model_dir) == [1]
+        assert list(parse_config(model_dir / "config.pbtxt").input[0].dims) == [3, 96, 96]
+        assert make_session(model_dir / "1" / "model.onnx", threads=1).get_inputs()[0].shape[2:] == [96, 96]
 
 
 def test_if_missing_leaves_a_complete_repository_alone(demo_repository: Path, capsys) -> None:
