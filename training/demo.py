@@ -24,8 +24,8 @@ DATA = Path("data/synth")
 RUNS = Path("runs/demo")
 DEMO_DIR = Path("models/demo")
 REPORT_DIR = DEMO_DIR / "report"
-# 24 times the default count: B0 sees 67,200 distinct crops once. Twice that many crops of the same 424
-# photos did worse (test ROC-AUC 0.921 -> 0.905 at 112 px: the net memorised the photos within one pass);
+# 24 times the default count: B0 sees 67,200 distinct crops once. Twice that many crops of the same 298
+# training photos did worse (test ROC-AUC 0.921 -> 0.905 at 112 px: the net memorised them in one pass);
 # more photos, not more crops of them, is what helps (docs/training.md).
 SYNTH_COUNT = 96000
 # One thread: on a shared two-core machine two OpenMP threads ran ~10x slower (spin-waiting under contention).
