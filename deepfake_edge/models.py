@@ -2,7 +2,8 @@
 
 Every model returned by :func:`build_model` has the same three-part contract that export relies on:
 ``forward_features(x) -> (N, C, h, w)`` (the last convolutional activation), a global average pool,
-and ``get_classifier() -> nn.Linear(C, 1)``. ``forward(x)`` returns the fake logit, shape (N, 1).
+and ``get_classifier() -> nn.Linear(C, 1)``. ``forward(x)`` returns the fake logit, shape (N, 1), and
+equals ``forward_head(forward_features(x))`` (training reuses the features for an auxiliary target).
 """
 
 from __future__ import annotations
@@ -43,9 +44,11 @@ class SmallCNN(nn.Module):
     def get_classifier(self) -> nn.Linear:
         return self.classifier
 
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.dropout(features.mean(dim=(2, 3))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.forward_features(x).mean(dim=(2, 3))
-        return self.classifier(self.dropout(pooled))
+        return self.forward_head(self.forward_features(x))
 
 
 def build_model(arch: str, drop_rate: float = 0.2, drop_path_rate: float = 0.0) -> nn.Module:

@@ -1,4 +1,4 @@
-"""Training building blocks: Lite0 weight mapping, augmentation, dataset items, checkpoint round-trip."""
+"""Training building blocks: Lite0 weight mapping, augmentation, dataset items, blend masks, checkpoint round-trip."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from deepfake_edge.checkpoint import load_checkpoint, save_checkpoint
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.models import build_model, freeze_early_layers, train_mode
 from deepfake_edge.preprocessing import Preprocessor, normalize
-from deepfake_edge.training.datasets import Sample
+from deepfake_edge.training.blend_localisation import BlendMaskHead, blend_fractions
+from deepfake_edge.training.datasets import Sample, blend_mask_paths
 from deepfake_edge.training.init_weights import (
     LITE0_MEAN_STD, lite0_to_timm, lite0_weights_path, load_initial_weights, read_state_dict,
 )
-from deepfake_edge.training.transforms import DetectorDataset, TrainAugment, collate
+from deepfake_edge.training.transforms import AugmentConfig, DetectorDataset, TrainAugment, collate
 
 torch.set_num_threads(2)
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -105,6 +106,54 @@ def test_unreadable_items_are_dropped_and_counted(photo, tmp_path):
     dataset = DetectorDataset([Sample(photo, 0), Sample(broken, 1)], Preprocessor(32, 32), TrainAugment(32))
     images, labels, dropped = collate([dataset[0], dataset[1]])
     assert images.shape == (1, 3, 32, 32) and labels.tolist() == [0.0] and dropped == 1
+
+
+def test_a_blend_mask_gets_the_crop_and_flip_of_its_image_and_changes_no_random_draw(photo):
+    geometry_only = TrainAugment(48, config=AugmentConfig(jitter_p=0, blur_p=0, jpeg_p=0))
+    image = Image.open(photo).convert("RGB")
+    mask = image.convert("L")  # a "mask" that is the image itself: after augmentation they must still agree
+    for seed in range(6):  # covers flipped and unflipped draws
+        with_mask, augmented_mask = geometry_only(image, np.random.default_rng(seed), mask)
+        without_mask, none = geometry_only(image, np.random.default_rng(seed))
+        assert none is None and np.array_equal(np.asarray(with_mask), np.asarray(without_mask))
+        difference = np.abs(np.asarray(augmented_mask, np.int16) - np.asarray(with_mask.convert("L"), np.int16))
+        assert augmented_mask.size == (48, 48) and difference.max() <= 2  # rounding of two bilinear resizes
+
+
+def test_training_items_carry_the_fake_mask_and_a_zero_mask_for_the_real(tmp_path):
+    rng = np.random.default_rng(4)
+    real, fake, mask_file = tmp_path / "Real" / "0.png", tmp_path / "Fake" / "0.png", tmp_path / "masks" / "0.png"
+    for path in (real, fake, mask_file):
+        path.parent.mkdir()
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(real)
+    Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(fake)
+    mask = np.zeros((40, 40), np.uint8)
+    mask[:, :20] = 255
+    Image.fromarray(mask).save(mask_file)
+    samples = [Sample(real, 0), Sample(fake, 1)]
+    assert blend_mask_paths(samples) == [None, mask_file]
+    dataset = DetectorDataset(samples, Preprocessor(32, 32), TrainAugment(32, config=AugmentConfig(crop_scale=(1, 1))),
+                              mask_paths=blend_mask_paths(samples))
+    images, labels, dropped, masks = collate([dataset[0], dataset[1]])
+    assert images.shape == (2, 3, 32, 32) and masks.shape == (2, 1, 32, 32) and masks.dtype == torch.uint8
+    assert masks[0].max() == 0 and 0.4 < masks[1].float().mean() / 255 < 0.6  # half blended, maybe flipped
+    mask_file.unlink()
+    with pytest.raises(ValueError, match="no blend mask"):
+        blend_mask_paths(samples)
+    with pytest.raises(ValueError, match="training augmentation"):
+        DetectorDataset(samples, Preprocessor(32, 32), mask_paths=[None, None])
+
+
+def test_blend_targets_are_the_blended_fraction_of_each_feature_cell():
+    masks = torch.zeros((1, 1, 8, 8), dtype=torch.uint8)
+    masks[..., :4, :4] = 255
+    masks[..., 4:, :2] = 255
+    torch.testing.assert_close(blend_fractions(masks, (2, 2)), torch.tensor([[[[1.0, 0.0], [0.5, 0.0]]]]))
+    head = BlendMaskHead(channels=5)
+    features = torch.randn(1, 5, 2, 2)
+    assert head(features).shape == (1, 1, 2, 2)
+    # starting at p = 0.5 everywhere, the loss is ln 2 whatever the target
+    assert head.loss(features, masks).item() == pytest.approx(np.log(2))
 
 
 def test_real_fake_twins_are_paired_batched_together_and_augmented_alike(tmp_path):

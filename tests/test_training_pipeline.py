@@ -7,6 +7,7 @@ CNN learn it; runs use 32 px inputs and a handful of images to stay within secon
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,16 +28,21 @@ SPLIT_SIZES = {"train": 24, "validation": 12, "test": 12}  # images per class
 
 
 def _write_easy_dataset(root: Path, seed: int = 0) -> Path:
+    """Fakes carry a bright square; like ``data synth``, ``<split>/masks/`` holds where it is."""
     rng = np.random.default_rng(seed)
     for split, count in SPLIT_SIZES.items():
+        (root / split / "masks").mkdir(parents=True)
         for label in ("Real", "Fake"):
             folder = root / split / label
-            folder.mkdir(parents=True)
+            folder.mkdir()
             for i in range(count):
                 pixels = rng.integers(90, 160, size=(40, 40, 3), dtype=np.uint8)
                 if label == "Fake":
                     y, x = rng.integers(6, 18, size=2)
                     pixels[y:y + 16, x:x + 16] = 255 - pixels[y:y + 16, x:x + 16] // 3
+                    mask = np.zeros((40, 40), np.uint8)
+                    mask[y:y + 16, x:x + 16] = 255
+                    Image.fromarray(mask).save(root / split / "masks" / f"{i:03d}.png")
                 Image.fromarray(pixels).save(folder / f"{i:03d}.png")
     return root
 
@@ -131,6 +137,27 @@ def test_resume_continues_the_same_run(easy_data, tmp_path):
                                  _state(tmp_path / "split" / "best.safetensors"))
     for name, tensor in full_state.items():
         torch.testing.assert_close(resumed_state[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_mask_loss_trains_a_head_the_checkpoint_leaves_out_and_resumes(easy_data, tmp_path, capsys):
+    assert _train(easy_data, tmp_path / "full", "--mask-loss", "2") == 0
+    full = json.loads((tmp_path / "full" / "history.json").read_text())
+    assert all(0 < h["train_mask_loss"] < 0.7 for h in full)  # below ln 2: the head learnt where the square is
+    card = read_card(tmp_path / "full" / "best.safetensors")
+    assert card.extra["train_config"]["mask_loss"] == 2
+    model, _ = load_checkpoint(tmp_path / "full" / "best.safetensors")  # the plain detector: no mask head inside
+    assert set(_state(tmp_path / "full" / "best.safetensors")) == set(model.state_dict())
+
+    assert _train(easy_data, tmp_path / "split", "--mask-loss", "2", "--stop-after", "1") == 0
+    assert main(["train", str(easy_data), "--resume", str(tmp_path / "split" / "last_state.pt"), "--workers", "0"]) == 0
+    resumed = json.loads((tmp_path / "split" / "history.json").read_text())
+    for key in ("train_loss", "train_mask_loss", "val_loss"):
+        assert [h[key] for h in resumed] == pytest.approx([h[key] for h in full], rel=1e-5)
+
+    no_masks = tmp_path / "no_masks"
+    shutil.copytree(easy_data, no_masks, ignore=shutil.ignore_patterns("masks"))
+    assert _train(no_masks, tmp_path / "run", "--mask-loss", "1") == 2
+    assert "no blend mask" in capsys.readouterr().err
 
 
 def test_folds_write_one_checkpoint_each_and_a_summary(easy_data, tmp_path, capsys):

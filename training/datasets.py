@@ -34,6 +34,7 @@ SPLITS = ("train", "validation", "test")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
 SYNTH_MANIFEST = "synth.json"  # written by deepfake_edge.training.synth; describe() quotes it
+MASK_FOLDER = "masks"  # <split>/masks/<stem>.png: the blend mask of <split>/Fake/<stem>.jpg, written by data synth
 
 _VERIFY_THREADS = min(8, os.cpu_count() or 1)
 _SPLIT_ALIASES = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
@@ -258,3 +259,22 @@ def _read_manifest(root: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest.get("description"), str) else None
+
+
+def blend_mask_paths(samples: list[Sample]) -> list[Path | None]:
+    """The blend mask ``data synth`` wrote beside every fake (``<split>/masks/<stem>.png``); ``None`` for reals.
+
+    A real image has no blend, so its mask is all zeros and needs no file. Raises :class:`ValueError`
+    naming the first fake without a mask: a dataset that did not come from ``data synth`` has none.
+    """
+    paths: list[Path | None] = []
+    for sample in samples:
+        if sample.label == 0:
+            paths.append(None)
+            continue
+        mask = sample.path.parent.parent / MASK_FOLDER / f"{sample.path.stem}.png"
+        if not mask.is_file():
+            raise ValueError(f"no blend mask for {sample.path} (expected {mask}); --mask-loss needs a dataset "
+                             "written by 'deepfake-edge data synth'")
+        paths.append(mask)
+    return paths

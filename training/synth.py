@@ -22,14 +22,13 @@ from tqdm import tqdm
 
 from deepfake_edge.model_card import LABELS
 from deepfake_edge.training.blending import blend_pair, detect_faces, finish, finish_mask
-from deepfake_edge.training.datasets import SPLITS, SYNTH_MANIFEST
+from deepfake_edge.training.datasets import MASK_FOLDER, SPLITS, SYNTH_MANIFEST
 from deepfake_edge.training.photos import Photo, folder_photos, packaged_photo_records
 
 DEFAULT_OUT = Path("data/synth")
 DEFAULT_COUNT = 4000
 DEFAULT_IMAGE_SIZE = 160
 DEFAULT_JPEG_QUALITY = (75, 100)
-MASK_FOLDER = "masks"
 SOURCES_FILE = "sources.json"
 # Blending happens at 1-1.5x the output size, so the final resize softens it as video pipelines do.
 _WORK_SCALE = (1.0, 1.5)

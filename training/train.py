@@ -29,7 +29,8 @@ from deepfake_edge.checkpoint import read_card, save_checkpoint
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.models import build_model, count_parameters, freeze_early_layers, train_mode
 from deepfake_edge.preprocessing import Preprocessor, normalize
-from deepfake_edge.training.datasets import pos_weight
+from deepfake_edge.training.blend_localisation import BlendMaskHead
+from deepfake_edge.training.datasets import blend_mask_paths, pos_weight
 from deepfake_edge.training.init_weights import LITE0, LITE0_MEAN_STD, load_initial_weights
 from deepfake_edge.training.metrics import calibrate_threshold, compute_metrics
 from deepfake_edge.training.pairing import GroupBatchSampler, group_keys, pair_groups
@@ -71,6 +72,7 @@ class TrainConfig:
     checkpoint_dtype: str = "float32"
     device: str = "auto"
     pair_batches: bool = True
+    mask_loss: float = 0.0  # weight of the auxiliary blend-localisation loss (blend_localisation.py); 0 = off
 
     def resolved_resize_size(self) -> int:
         return self.resize_size or round(self.input_size / 0.875)
@@ -164,8 +166,9 @@ def _eval_loader(dataset: DetectorDataset, config: TrainConfig) -> torch.utils.d
 def _train_loader(samples: Sequence, card: ModelCard, config: TrainConfig, order: torch.Generator):
     """Shuffled batches; real/fake pairs stay together with one augmentation draw (see pairing.py)."""
     groups = pair_groups(samples) if config.pair_batches else [[i] for i in range(len(samples))]
+    masks = blend_mask_paths(samples) if config.mask_loss else None
     dataset = DetectorDataset(samples, Preprocessor.from_card(card), TrainAugment(card.input_size, card.interpolation),
-                              seed=config.seed, rng_keys=group_keys(groups, len(samples)))
+                              seed=config.seed, rng_keys=group_keys(groups, len(samples)), mask_paths=masks)
     drop_last = len(samples) > config.batch_size  # BatchNorm needs > 1 image per batch
     sampler = GroupBatchSampler(groups, config.batch_size, order, drop_last)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=config.workers,
@@ -173,31 +176,42 @@ def _train_loader(samples: Sequence, card: ModelCard, config: TrainConfig, order
     return loader, sum(len(g) == 2 for g in groups)
 
 
-def _train_epoch(model: nn.Module, batches, criterion, optimizer, scheduler, scaler, card: ModelCard,
-                 clip_grad: float) -> tuple[float, int, int]:
-    """One pass over ``batches``; returns (mean loss, images trained on, unreadable images dropped)."""
+def _train_epoch(model: nn.Module, mask_head: BlendMaskHead | None, batches, criterion, optimizer, scheduler,
+                 scaler, card: ModelCard, config: TrainConfig) -> tuple[float, float | None, int, int]:
+    """One pass over ``batches``; returns (mean classification loss, mean mask loss or None when the mask head
+    is off, images trained on, unreadable images dropped). The optimised loss is their weighted sum."""
     device = next(model.parameters()).device
     train_mode(model)
-    losses, images_seen, dropped = [], 0, 0
-    for images, targets, bad in batches:
+    trained = [*model.parameters(), *(mask_head.parameters() if mask_head is not None else ())]
+    losses, mask_losses, images_seen, dropped = [], [], 0, 0
+    for images, targets, bad, *masks in batches:
         dropped += bad
         if len(images) < 2:  # BatchNorm cannot train on a single image
             continue
         images = _model_input(images, card, device)
         targets = targets.to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
-            loss = criterion(model(images).squeeze(1).float(), targets)
+            if mask_head is None:
+                loss = criterion(model(images).squeeze(1).float(), targets)
+            else:
+                features = model.forward_features(images)
+                loss = criterion(model.forward_head(features).squeeze(1).float(), targets)
+                mask_loss = mask_head.loss(features, masks[0].to(device))
+                mask_losses.append(mask_loss.item())
+        total = loss if mask_head is None else loss + config.mask_loss * mask_loss
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(total).backward()
         scaler.unscale_(optimizer)
-        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        nn.utils.clip_grad_norm_(trained, config.clip_grad)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
         losses.append(loss.item())
         images_seen += len(targets)
-        batches.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-    return (float(np.mean(losses)) if losses else float("nan")), images_seen, dropped
+        batches.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+                            **({"mask": f"{np.mean(mask_losses[-20:]):.4f}"} if mask_losses else {}))
+    mean_mask_loss = float(np.mean(mask_losses)) if mask_losses else None
+    return (float(np.mean(losses)) if losses else float("nan")), mean_mask_loss, images_seen, dropped
 
 
 def fit(
@@ -226,6 +240,7 @@ def fit(
     nn.init.zeros_(model.get_classifier().weight)
     nn.init.zeros_(model.get_classifier().bias)
     model.to(device, memory_format=torch.channels_last)
+    mask_head = BlendMaskHead(model.num_features).to(device) if config.mask_loss else None
     mean, std = _mean_std(config)
     card = ModelCard(
         arch=config.arch, input_size=config.input_size, resize_size=config.resolved_resize_size(),
@@ -238,7 +253,7 @@ def fit(
 
     weight = pos_weight(train_samples)
     criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([weight], device=device))
-    optimizer = _optimizer(model, config)
+    optimizer = _optimizer(model if mask_head is None else nn.ModuleList([model, mask_head]), config)
     scheduler = _scheduler(optimizer, config, len(train_loader))
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
 
@@ -247,6 +262,8 @@ def fit(
     if resume:
         saved = torch.load(resume, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
+        if mask_head is not None:
+            mask_head.load_state_dict(saved["mask_head"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
@@ -270,8 +287,8 @@ def fit(
         torch.manual_seed(config.seed * 100_019 + epoch)
         started = time.perf_counter()
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
-        train_loss, images_seen, dropped = _train_epoch(model, bar, criterion, optimizer, scheduler, scaler, card,
-                                                        config.clip_grad)
+        train_loss, mask_loss, images_seen, dropped = _train_epoch(model, mask_head, bar, criterion, optimizer,
+                                                                   scheduler, scaler, card, config)
         state["train_images"] += images_seen
         state["train_seconds"] += time.perf_counter() - started
 
@@ -281,6 +298,7 @@ def fit(
         val_loss = _bce(labels, scores)
         state["history"].append({
             "epoch": epoch, "train_loss": train_loss,
+            **({"train_mask_loss": mask_loss} if mask_head is not None else {}),
             "val_loss": val_loss, "val_roc_auc": metrics["roc_auc"], "val_accuracy": metrics["accuracy"],
             "val_eer": metrics["eer"], "threshold": threshold, "lr": scheduler.get_last_lr()[0],
             "skipped_images": dropped + val_dropped, "seconds": time.perf_counter() - started,
@@ -299,7 +317,7 @@ def fit(
                    f"val AUC {metrics['roc_auc']:.4f}  acc {metrics['accuracy']:.4f}"
                    + ("  *best" if improved else "") + (f"  ({dropped + val_dropped} unreadable skipped)"
                                                        if dropped + val_dropped else ""))
-        _save_state(out_dir / STATE_FILE, model, optimizer, scheduler, scaler, state, config)
+        _save_state(out_dir / STATE_FILE, model, mask_head, optimizer, scheduler, scaler, state, config)
         (out_dir / HISTORY_FILE).write_text(json.dumps(state["history"], indent=1))
         epochs_run += 1
 
@@ -332,11 +350,13 @@ def _card_extra(config: TrainConfig, state: dict[str, Any], weight: float, init_
     }
 
 
-def _save_state(path: Path, model, optimizer, scheduler, scaler, state: dict[str, Any], config: TrainConfig) -> None:
+def _save_state(path: Path, model, mask_head, optimizer, scheduler, scaler, state: dict[str, Any],
+                config: TrainConfig) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({
         "config": dataclasses.asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "progress": state,
+        **({"mask_head": mask_head.state_dict()} if mask_head is not None else {}),
     }, tmp)
     tmp.replace(path)  # never leave a half-written state file behind an interrupted run
 

@@ -16,6 +16,7 @@ import io
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -69,11 +70,16 @@ class TrainAugment:
         left, top = (width - side) // 2, (height - side) // 2
         return left, top, left + side, top + side
 
-    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    def __call__(self, image: Image.Image, rng: np.random.Generator,
+                 mask: Image.Image | None = None) -> tuple[Image.Image, Image.Image | None]:
+        """Augment ``image``; a blend ``mask`` of the same size gets the same crop and flip (and nothing else)."""
         c = self.config
-        image = image.resize((self.input_size, self.input_size), self.resample, box=self._crop_box(*image.size, rng))
+        size, box = (self.input_size, self.input_size), self._crop_box(*image.size, rng)
+        image = image.resize(size, self.resample, box=box)
+        mask = None if mask is None else mask.resize(size, Image.Resampling.BILINEAR, box=box)
         if rng.random() < c.hflip_p:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            mask = None if mask is None else mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if rng.random() < c.jitter_p:
             enhancers = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
             for i in rng.permutation(len(enhancers)):
@@ -85,7 +91,7 @@ class TrainAugment:
             image.save(buffer, format="JPEG", quality=int(rng.integers(c.jpeg_quality[0], c.jpeg_quality[1] + 1)))
             image = Image.open(buffer)
             image.load()
-        return image
+        return image, mask
 
 
 def eval_preprocessor(card: ModelCard) -> Preprocessor:
@@ -99,7 +105,8 @@ class DetectorDataset(torch.utils.data.Dataset):
     With ``augment`` set, images go through it with a per-(seed, epoch, key) generator, ``key`` being
     ``rng_keys[index]`` (items sharing a key, a real/fake pair, get identical augmentation) or the index;
     otherwise through ``preprocessor``. Unreadable files yield ``None`` (dropped and counted by :func:`collate`)
-    so one bad image never stops a run.
+    so one bad image never stops a run. With ``mask_paths`` (training only: one blend-mask file per sample,
+    ``None`` for an all-zero mask) an item also carries its augmented mask, a uint8 (1, H, W) tensor.
     """
 
     def __init__(
@@ -109,8 +116,12 @@ class DetectorDataset(torch.utils.data.Dataset):
         augment: TrainAugment | None = None,
         seed: int = 0,
         rng_keys: Sequence[int] | None = None,
+        mask_paths: Sequence[Path | None] | None = None,
     ) -> None:
+        if mask_paths is not None and augment is None:
+            raise ValueError("blend masks are a training target: they need the training augmentation")
         self.samples = list(samples)
+        self.mask_paths = mask_paths
         self.preprocessor = preprocessor
         self.augment = augment
         self.seed = seed
@@ -123,28 +134,46 @@ class DetectorDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, float] | None:
+    def __getitem__(self, index: int) -> tuple | None:
         sample = self.samples[index]
+        mask = None
         try:
             if self.augment is None:
                 pixels = self.preprocessor(sample.path)
             else:
                 key = index if self.rng_keys is None else self.rng_keys[index]
                 rng = np.random.default_rng((self.seed, self.epoch, key))
-                image = self.augment(load_image(sample.path), rng)
+                image = load_image(sample.path)
+                image, mask = self.augment(image, rng, self._load_mask(index, image.size))
                 pixels = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
         except (BadImageError, OSError) as error:
             log.warning("skipping unreadable image %s: %s", sample.path, error)
             return None
-        return torch.from_numpy(np.ascontiguousarray(pixels)), float(sample.label)
+        item = (torch.from_numpy(np.ascontiguousarray(pixels)), float(sample.label))
+        if self.mask_paths is None:
+            return item
+        if mask is None:  # a real image: nothing is blended anywhere
+            return (*item, torch.zeros((1, *pixels.shape[1:]), dtype=torch.uint8))
+        return (*item, torch.from_numpy(np.asarray(mask, dtype=np.uint8)[None].copy()))
+
+    def _load_mask(self, index: int, size: tuple[int, int]) -> Image.Image | None:
+        path = None if self.mask_paths is None else self.mask_paths[index]
+        if path is None:
+            return None
+        with Image.open(path) as mask:
+            mask = mask.convert("L")
+        return mask if mask.size == size else mask.resize(size, Image.Resampling.BILINEAR)
 
 
-def collate(items: list) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Stack the readable items; returns ``(uint8 images, float labels, number of dropped items)``."""
+def collate(items: list) -> tuple:
+    """Stack the readable items: ``(uint8 images, float labels, number of dropped items)``, and the uint8
+    masks last when the dataset yields them."""
     good = [item for item in items if item is not None]
     dropped = len(items) - len(good)
     if not good:
         return torch.empty(0, dtype=torch.uint8), torch.empty(0), dropped
-    images = torch.stack([image for image, _ in good])
-    labels = torch.tensor([label for _, label in good], dtype=torch.float32)
+    images = torch.stack([item[0] for item in good])
+    labels = torch.tensor([item[1] for item in good], dtype=torch.float32)
+    if len(good[0]) == 3:
+        return images, labels, dropped, torch.stack([item[2] for item in good])
     return images, labels, dropped
