@@ -17,7 +17,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -27,8 +27,6 @@ from deepfake_edge.model_card import ModelCard
 from deepfake_edge.preprocessing import BadImageError, Preprocessor, load_image
 
 log = logging.getLogger(__name__)
-
-ImageTransform = Callable[[Image.Image, np.random.Generator], Image.Image]
 
 
 @dataclass(frozen=True)
