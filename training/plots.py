@@ -43,11 +43,14 @@ def plot_confusion(matrix: list[list[int]], class_names: Sequence[str], path: Pa
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Loss (train/validation) and validation AUC per epoch."""
+    """Loss (train/validation, and the mask head's when it trained) and validation AUC per epoch."""
     epochs = [h["epoch"] for h in history]
     fig, (loss_ax, auc_ax) = plt.subplots(1, 2, figsize=(10, 4))
     loss_ax.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
     loss_ax.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
+    if "train_mask_loss" in history[0]:
+        loss_ax.plot(epochs, [h["train_mask_loss"] for h in history], marker="o", linestyle="--",
+                     label="train, blend mask (--mask-loss)")
     loss_ax.set(xlabel="epoch", ylabel="BCE loss", title="loss")
     loss_ax.legend()
     auc_ax.plot(epochs, [h["val_roc_auc"] for h in history], marker="o", color="green", label="ROC-AUC")
