@@ -31,7 +31,7 @@ SYNTH_COUNT = 96000
 # One thread: on a shared two-core machine two OpenMP threads ran ~10x slower (spin-waiting under contention).
 COMMON = ["--batch-size", "32", "--seed", "0", "--device", "cpu", "--threads", "1", "--workers", "1",
           "--checkpoint-dtype", "float16"]
-# Budget: B0 one epoch of 67,200 images at the data's native 160 px, ~55 minutes of one CPU core
+# Budget: B0 one epoch of 67,200 images at the data's native 160 px, ~57 minutes of one CPU core
 # (docs/training.md). Stochastic depth 0.4 (chosen over 0.2 on validation) lifted test ROC-AUC from 0.83 to
 # 0.88 on 33,600 crops; 160 px instead of 112 px lifted it from 0.921 to 0.932 at 1.6x the training time. The
 # blend-localisation loss (--mask-loss 1) raised validation AUC by 0.007 on both seeds tried (chosen on validation).

@@ -46,9 +46,10 @@ def _register_train(subparsers: argparse._SubParsersAction) -> None:
                    help="stochastic depth rate for timm models; the demo B0 uses 0.4, which lifted its test "
                         "ROC-AUC from 0.83 to 0.88; 0 turns it off")
     p.add_argument("--mask-loss", type=float, default=0.0,
-                   help="weight of an auxiliary loss that teaches the last feature map where the blend is "
-                        "(needs the masks/ folder 'data synth' writes; training-only, the checkpoint is unchanged); "
-                        "0 turns it off")
+                   help="weight of an auxiliary loss that teaches the last feature map where the blend is (needs "
+                        "the masks/ folder 'data synth' writes; the head is training-only, checkpoints are "
+                        "unchanged); the demo B0 uses 1, which raised its validation ROC-AUC by 0.007 on two "
+                        "seeds; 0 turns it off")
     p.add_argument("--freeze-blocks", type=int, default=0,
                    help="keep the stem and the first N stages at their initial weights (EfficientNet-style models)")
     p.add_argument("--patience", type=int, default=5, help="early stopping: epochs without a better validation AUC")
