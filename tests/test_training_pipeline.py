@@ -142,7 +142,9 @@ def test_resume_continues_the_same_run(easy_data, tmp_path):
 def test_mask_loss_trains_a_head_the_checkpoint_leaves_out_and_resumes(easy_data, tmp_path, capsys):
     assert _train(easy_data, tmp_path / "full", "--mask-loss", "2") == 0
     full = json.loads((tmp_path / "full" / "history.json").read_text())
-    assert all(0 < h["train_mask_loss"] < 0.7 for h in full)  # below ln 2: the head learnt where the square is
+    # The head starts at p = 0.5 (loss ln 2 = 0.693); measured 0.677 then 0.594 on this data.
+    mask_losses = [h["train_mask_loss"] for h in full]
+    assert np.log(2) > mask_losses[0] > mask_losses[1] and mask_losses[1] < 0.65
     card = read_card(tmp_path / "full" / "best.safetensors")
     assert card.extra["train_config"]["mask_loss"] == 2
     model, _ = load_checkpoint(tmp_path / "full" / "best.safetensors")  # the plain detector: no mask head inside
