@@ -151,6 +151,6 @@ def normalize(batch: "torch.Tensor", mean: tuple[float, ...], std: tuple[float, 
     """UINT8 (N, 3, H, W) -> float32 normalised, exactly as the exported graph does it."""
     import torch
 
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=batch.device).view(1, 3, 1, 1)
     return (batch.to(torch.float32) / 255.0 - mean_t) / std_t

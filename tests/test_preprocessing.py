@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from deepfake_edge.model_card import ModelCard
-from deepfake_edge.preprocessing import BadImageError, Preprocessor, load_image
+from deepfake_edge.preprocessing import BadImageError, Preprocessor, load_image, normalize
 from client_samples import png_bomb
 
 
@@ -96,3 +96,14 @@ def test_crop_box_locates_the_crop_in_the_original(size):
     cropped = np.asarray(preprocessor.resize_and_crop(image), dtype=np.int16)
     from_box = image.resize((32, 32), Image.Resampling.BILINEAR, box=preprocessor.crop_box(image.size))
     assert np.abs(cropped - np.asarray(from_box, dtype=np.int16)).max() <= 1
+
+
+def test_normalize_computes_on_the_batch_device():
+    # The "meta" device stands in for CUDA here: constants made on the CPU would not mix with the batch.
+    import torch
+
+    batch = torch.empty((2, 3, 8, 8), dtype=torch.uint8, device="meta")
+    out = normalize(batch, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert out.device.type == "meta" and out.dtype == torch.float32 and out.shape == batch.shape
+    pixels = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
+    assert torch.allclose(normalize(pixels, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)), torch.full((1, 3, 2, 2), 2.0))
