@@ -76,6 +76,8 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--test-fraction", type=float, default=0.15, help="share of images (and photos) for test")
     synth.add_argument("--jpeg-quality", type=int, nargs=2, default=list(synth_module.DEFAULT_JPEG_QUALITY),
                        metavar=("LOW", "HIGH"), help="final JPEG quality, uniform in [LOW, HIGH]")
+    synth.add_argument("--workers", type=int, default=1,
+                       help="processes sharing out the photos (same output bytes for any number)")
     synth.set_defaults(func=_run_synth)
 
     info = verbs.add_parser(
@@ -98,7 +100,7 @@ def _run_synth(args: argparse.Namespace) -> int:
     try:
         synthesize(args.out, source=args.source, count=args.count, image_size=args.image_size, seed=args.seed,
                    val_fraction=args.val_fraction, test_fraction=args.test_fraction,
-                   jpeg_quality=tuple(args.jpeg_quality))
+                   jpeg_quality=tuple(args.jpeg_quality), workers=args.workers)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -15,6 +15,8 @@ import json
 import math
 import shutil
 import time
+from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -81,13 +83,17 @@ def synthesize(
     test_fraction: float = 0.15,
     jpeg_quality: tuple[int, int] = DEFAULT_JPEG_QUALITY,
     progress: bool = True,
+    workers: int = 1,
 ) -> dict:
     """Write ``count`` images (half Real, half Fake) in the kaggle layout under ``out_dir``.
 
     ``source`` is a folder of real images; ``None`` uses the packaged catalogue (training/photos.py).
     ``out_dir`` must be empty, missing, or an earlier output of this function (replaced).
+    ``workers`` > 1 shares the photos out among that many processes; the output is the same bytes.
     Returns the manifest also written to ``out_dir/synth.json``.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     if count < 6:
         raise ValueError(f"count must be at least 6 (a real/fake pair per split), got {count}")
     if not 16 <= image_size <= 1024:
@@ -110,9 +116,10 @@ def synthesize(
     staging.mkdir(parents=True)
     pairs = _pairs_per_split(count, val_fraction, test_fraction)
     face_photos = []
-    for split_index, split in enumerate(SPLITS):
-        face_photos += _write_split(staging / split, assigned[split], pairs[split], image_size,
-                                    (low_q, high_q), [seed, split_index], progress)
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        for split_index, split in enumerate(SPLITS):
+            face_photos += _write_split(staging / split, assigned[split], pairs[split], image_size,
+                                        (low_q, high_q), [seed, split_index], progress, pool)
     manifest = {
         "description": _description(source, photos, seed, image_size, (low_q, high_q)),
         "generator": "deepfake-edge data synth (self-blended images)",
@@ -185,7 +192,8 @@ def _pairs_per_split(count: int, val_fraction: float, test_fraction: float) -> d
 
 
 def _write_split(folder: Path, photos: list[Photo], n_pairs: int, image_size: int,
-                 quality: tuple[int, int], seed: list[int], progress: bool) -> list[str]:
+                 quality: tuple[int, int], seed: list[int], progress: bool,
+                 pool: Executor | None) -> list[str]:
     """Write one split; returns the names of the photos whose crops were centred on a detected face."""
     for name in (*LABELS, MASK_FOLDER):
         (folder / name).mkdir(parents=True, exist_ok=True)
@@ -196,21 +204,34 @@ def _write_split(folder: Path, photos: list[Photo], n_pairs: int, image_size: in
     with_faces = []
     sources = {f"{index:06d}": photos[photo_index].name for index, photo_index in enumerate(chosen)}
     (folder / SOURCES_FILE).write_text(json.dumps(sources, indent=0, sort_keys=True) + "\n")
+    # Each photo is loaded (and searched for faces) once; samples are seeded by index, so the bytes written
+    # do not depend on how photos are shared out among worker processes.
+    jobs = [(folder, photos[photo_index], np.flatnonzero(chosen == photo_index), image_size, quality, seed)
+            for photo_index in np.unique(chosen)]
     with tqdm(total=n_pairs, desc=f"synth {folder.name}", unit="pair", disable=not progress) as bar:
-        for photo_index in np.unique(chosen):  # each photo is loaded (and searched for faces) once
-            photo = photos[photo_index]
-            pixels = np.asarray(photo.load(), dtype=np.uint8)
-            faces = detect_faces(pixels) if photo.find_faces else []
-            if faces:
-                with_faces.append(photo.name)
-            for index in np.flatnonzero(chosen == photo_index):
-                rng = np.random.default_rng([*seed, 2, int(index)])
-                work_size = int(round(image_size * rng.uniform(*_WORK_SCALE)))
-                pair = blend_pair(pixels, rng, work_size, faces)
-                jpeg_quality = int(rng.integers(quality[0], quality[1] + 1))
-                stem = f"{index:06d}"
-                (folder / LABELS[0] / f"{stem}.jpg").write_bytes(finish(pair.real, image_size, jpeg_quality))
-                (folder / LABELS[1] / f"{stem}.jpg").write_bytes(finish(pair.fake, image_size, jpeg_quality))
-                finish_mask(pair.mask, image_size).save(folder / MASK_FOLDER / f"{stem}.png")
-                bar.update()
+        if pool is None:
+            done = (_write_photo(*job) for job in jobs)
+        else:
+            done = (future.result() for future in as_completed([pool.submit(_write_photo, *job) for job in jobs]))
+        for photo_name, found_faces, written in done:
+            if found_faces:
+                with_faces.append(photo_name)
+            bar.update(written)
     return sorted(with_faces)
+
+
+def _write_photo(folder: Path, photo: Photo, indices: np.ndarray, image_size: int, quality: tuple[int, int],
+                 seed: list[int]) -> tuple[str, bool, int]:
+    """Write the pairs ``indices`` cut from ``photo``; returns (photo name, whether a face was found, pairs)."""
+    pixels = np.asarray(photo.load(), dtype=np.uint8)
+    faces = detect_faces(pixels) if photo.find_faces else []
+    for index in indices:
+        rng = np.random.default_rng([*seed, 2, int(index)])
+        work_size = int(round(image_size * rng.uniform(*_WORK_SCALE)))
+        pair = blend_pair(pixels, rng, work_size, faces)
+        jpeg_quality = int(rng.integers(quality[0], quality[1] + 1))
+        stem = f"{index:06d}"
+        (folder / LABELS[0] / f"{stem}.jpg").write_bytes(finish(pair.real, image_size, jpeg_quality))
+        (folder / LABELS[1] / f"{stem}.jpg").write_bytes(finish(pair.fake, image_size, jpeg_quality))
+        finish_mask(pair.mask, image_size).save(folder / MASK_FOLDER / f"{stem}.png")
+    return photo.name, bool(faces), len(indices)
