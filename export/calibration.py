@@ -3,7 +3,7 @@
 A source is a dataset root in the layouts ``deepfake_edge.training.datasets`` reads (train split for
 calibration, test split with labels for evaluation) or any folder of images (unlabelled). The default
 is the synthetic dataset ``data/synth``; when it is missing, export synthesizes a small throwaway one
-with ``deepfake_edge.training.synth`` (self-blended images of photographs packaged with scikit-image).
+with ``deepfake_edge.training.synth`` (self-blended images of packaged photographs) at the models' resize size.
 """
 
 from __future__ import annotations
@@ -67,13 +67,14 @@ def _dataset_split(root: Path, split: str) -> tuple[list[Path], list[int]] | Non
     return [s.path for s in samples], [s.label for s in samples]
 
 
-def synthesize_small_dataset(out_dir: Path, calibration_images: int, eval_images: int) -> Path:
-    """A throwaway self-blended dataset (``deepfake-edge data synth``) just big enough for one export."""
+def synthesize_small_dataset(out_dir: Path, calibration_images: int, eval_images: int, image_size: int) -> Path:
+    """A throwaway self-blended dataset (``deepfake-edge data synth``) just big enough for one export,
+    made at ``image_size`` px (the models' own resize size, so none of them sees upscaled images)."""
     from deepfake_edge.training import synth
 
     # synthesize() puts ~70% of the pairs in train and ~15% in test.
     count = 2 * int(np.ceil(max(calibration_images / 2 / 0.7, eval_images / 2 / 0.15)))
-    synth.synthesize(out_dir, count=max(count, 6), progress=False)
+    synth.synthesize(out_dir, count=max(count, 6), image_size=image_size, progress=False)
     return out_dir
 
 

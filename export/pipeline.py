@@ -180,7 +180,8 @@ def run_export(checkpoints: list[Path], options: ExportOptions, names: list[str]
     with tempfile.TemporaryDirectory(prefix="deepfake-edge-export-") as scratch:
         data = options.data or DEFAULT_DATA_ROOT
         if options.data is None and not DEFAULT_DATA_ROOT.is_dir():
-            data = synthesize_small_dataset(Path(scratch) / "synth", options.calibration_images, options.eval_images)
+            data = synthesize_small_dataset(Path(scratch) / "synth", options.calibration_images, options.eval_images,
+                                            image_size=max(_card(path).resize_size for path in checkpoints))
         embedded, ngc = [], []
         for checkpoint, name in zip(checkpoints, names):
             model_embedded, model_ngc, summary["models"][name] = export_checkpoint(

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import pytest
 
-from deepfake_edge.checkpoint import load_checkpoint
+from deepfake_edge.checkpoint import load_checkpoint, read_card
 from deepfake_edge.export.calibration import load_image_set, synthesize_small_dataset
 from deepfake_edge.export.commands import DEMO_CHECKPOINTS
 from deepfake_edge.export.evaluate import compare, onnx_outputs
@@ -26,7 +26,8 @@ EVAL_IMAGES = 200  # one flipped decision is 0.5 %: the 99 % bound is then a sta
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """A small self-blended real/fake dataset (train/validation/test), as `deepfake-edge data synth` makes it."""
-    return synthesize_small_dataset(tmp_path_factory.mktemp("synth"), calibration_images=64, eval_images=EVAL_IMAGES)
+    return synthesize_small_dataset(tmp_path_factory.mktemp("synth"), calibration_images=64, eval_images=EVAL_IMAGES,
+                                    image_size=read_card(DEMO_B0).resize_size)
 
 
 @pytest.fixture(scope="module")
