@@ -16,7 +16,8 @@ class Detection:
     """The server's verdict on one image.
 
     ``label`` and ``confidence`` come from the served model card's labels and threshold
-    (``confidence`` is the probability of ``label``). ``heatmap`` (float32 [h, w] in [0, 1], covering the
+    (``confidence``, in [0.5, 1], is the fake probability re-centred so the threshold reads 50 %; see
+    ``ModelCard.confidence_for``). ``heatmap`` (float32 [h, w] in [0, 1], covering the
     centre crop the model saw) is present only when requested.
     """
 

@@ -13,10 +13,14 @@ import pytest
 from PIL import Image
 
 from client_samples import BAD_FILES, photo, write_bad_images, write_good_images
+from deepfake_edge.checkpoint import read_card
 from deepfake_edge.cli import main
 from deepfake_edge.client.commands import EXIT_BAD_INPUT, EXIT_OK, EXIT_SERVER_ERROR, EXIT_UNREACHABLE
+from deepfake_edge.export.commands import DEMO_CHECKPOINTS
 from deepfake_edge.preprocessing import load_image
 from deepfake_edge.server.triton import free_port
+
+SERVED_B0_CARD = read_card(Path(__file__).resolve().parents[1] / DEMO_CHECKPOINTS[0])  # what conftest serves
 
 pytestmark = pytest.mark.server
 
@@ -105,9 +109,7 @@ def test_json_lines_schema(triton_server, mixed_folder, capsys):
             assert record["error"] is None and record["error_type"] is None
             assert record["label"] in ("Real", "Fake") and record["model"] == "deepfake_b0" and record["model_version"]
             assert 0.0 <= record["fake_probability"] <= 1.0 and 0.5 <= record["confidence"] <= 1.0
-            fake = record["label"] == "Fake"
-            probability = record["fake_probability"]
-            assert record["confidence"] == pytest.approx(probability if fake else 1 - probability)
+            assert record["confidence"] == pytest.approx(SERVED_B0_CARD.confidence_for(record["fake_probability"]))
 
 
 def test_all_good_exits_zero_and_writes_heatmap_overlays(triton_server, good_folder, tmp_path, capsys):

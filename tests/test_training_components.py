@@ -76,6 +76,21 @@ def test_checkpoint_round_trip_float16(tmp_path):
         torch.testing.assert_close(loaded(x), model(x), rtol=2e-2, atol=2e-2)
 
 
+def test_confidence_reads_50_percent_at_the_threshold_and_never_less():
+    card = ModelCard(arch="x", threshold=0.79)
+    assert card.confidence_for(0.79) == pytest.approx(0.5)
+    # 0.785 is "Real" by a hair: 1 - p would claim "Real - 21.5%"; re-centred it is just over 50 %.
+    assert card.label_for(0.785) == "Real" and 0.5 < card.confidence_for(0.785) < 0.52
+    assert card.confidence_for(0.0) == 1.0 and card.confidence_for(1.0) == 1.0
+    scores = np.linspace(0, 1, 101)
+    confidences = [card.confidence_for(p) for p in scores]
+    assert min(confidences) >= 0.5
+    fake_side = [c for p, c in zip(scores, confidences) if p >= 0.79]
+    assert fake_side == sorted(fake_side)  # more fake-looking, more sure of "Fake"
+    even = ModelCard(arch="x", threshold=0.5)
+    assert [even.confidence_for(p) for p in (0.1, 0.5, 0.973)] == pytest.approx([0.9, 0.5, 0.973])
+
+
 @pytest.fixture()
 def photo(tmp_path):
     rng = np.random.default_rng(1)

@@ -21,6 +21,7 @@ import pytest
 from PIL import Image
 from web_support import VERDICT_PATTERN, get_json, jpeg_bytes, png_bomb, post_file, running_web_server
 
+from deepfake_edge.model_card import ModelCard
 from deepfake_edge.server.triton import free_port
 from deepfake_edge.webapp.app import DEFAULT_MAX_UPLOAD_BYTES, InMemoryRequest, create_app
 
@@ -209,7 +210,8 @@ def test_detect_returns_both_models_and_a_heatmap(live_web_url):
     assert result["model_version"]
     p = result["fake_probability"]
     assert 0.0 <= p <= 1.0
-    assert result["confidence"] == pytest.approx(p if result["label"] == "Fake" else 1.0 - p)
+    card = ModelCard(arch="served", threshold=result["threshold"])
+    assert result["confidence"] == pytest.approx(card.confidence_for(p)) and result["confidence"] >= 0.5
     by_name = {m["name"]: m for m in result["models"]}
     assert list(by_name) == ["deepfake_b0", "deepfake_cnn"]
     assert by_name["deepfake_cnn"]["role"] == "baseline" and by_name["deepfake_cnn"]["error"] is None

@@ -52,7 +52,8 @@ _DETECTION = {
     "properties": {
         "filename": {"type": "string"},
         "label": {"type": "string", "enum": ["Real", "Fake"], "description": "verdict of the primary model"},
-        "confidence": {"type": "number", "description": "probability of `label` (0-1)"},
+        "confidence": {"type": "number", "description": "how sure the model is of `label` (0.5-1): the fake "
+                       "probability re-centred on the threshold, which reads 0.5"},
         "fake_probability": _NUMBER,
         "logit": _NUMBER,
         "verdict": {"type": "string", "example": "Fake – 97.3%"},
