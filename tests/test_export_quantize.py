@@ -108,3 +108,26 @@ def test_fp16_is_valid_onnx_with_contract_io(demo_fp32, dataset: Path, tmp_path:
     # and more on the demo B0 while the maps as a whole stay put (mean |Δ| < 1e-3 on 400 test images).
     heatmap_error = np.abs(half["heatmap"] - reference["heatmap"])
     assert heatmap_error.mean() < 2e-3 and heatmap_error.max() < 0.15, (heatmap_error.mean(), heatmap_error.max())
+
+
+def test_the_throwaway_set_is_made_at_the_largest_resize_size(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    """Without data/synth, export synthesizes its images at the models' resize size (none is upscaled)."""
+    from PIL import Image
+
+    from deepfake_edge.export import pipeline
+
+    b0_size = read_card(DEMO_B0).resize_size
+    assert Image.open(next((dataset / "train" / "Real").iterdir())).size == (b0_size, b0_size)
+
+    class Asked(Exception):
+        pass
+
+    def record(out_dir, calibration_images, eval_images, image_size):
+        raise Asked(image_size)
+
+    monkeypatch.setattr(pipeline, "synthesize_small_dataset", record)
+    monkeypatch.chdir(tmp_path)  # no data/synth here
+    checkpoints = [Path(__file__).resolve().parent.parent / path for path in DEMO_CHECKPOINTS]
+    with pytest.raises(Asked) as asked:
+        pipeline.run_export(checkpoints, pipeline.ExportOptions(out=tmp_path / "repository"))
+    assert asked.value.args == (max(read_card(path).resize_size for path in checkpoints),)
