@@ -101,11 +101,12 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
             if triton:
                 grpc_url, http_url = triton[0].grpc_url, triton[0].http_url
                 attempt("served", lambda: served_stage(
-                    settings, grpc_url, http_url, triton[0].pid, models, workload, progress, results["load"]))
+                    settings, grpc_url, http_url, triton[0].pid, models, workload, progress, results["load"],
+                    admin_key=triton[0].admin_key))
                 if settings.perf_analyzer:
                     attempt("perf_analyzer", lambda: perf_stage(
                         settings, grpc_url, http_url, models, workload, progress, results["perf_analyzer"],
-                        results["failures"]))
+                        results["failures"], admin_key=triton[0].admin_key))
         fp32 = next((m.onnx_path for name, m in models.items() if precision_of(name) == "fp32"), None)
         attempt("naive", lambda: naive_stage(settings, fp32, workload, progress, results["load"]))
     except KeyboardInterrupt:

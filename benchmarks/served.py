@@ -100,10 +100,14 @@ class BatchingStats:
     success_count: int
 
     @classmethod
-    def read(cls, http_url: str, model: str) -> "BatchingStats":
+    def read(cls, http_url: str, model: str, admin_key: str) -> "BatchingStats":
+        """Statistics are an admin API: ``admin_key`` is the server's key."""
         import urllib.request
 
-        with urllib.request.urlopen(f"http://{http_url}/v2/models/{model}/stats", timeout=10) as response:
+        from deepfake_edge.server.admin_key import admin_headers
+
+        request = urllib.request.Request(f"http://{http_url}/v2/models/{model}/stats", headers=admin_headers(admin_key))
+        with urllib.request.urlopen(request, timeout=10) as response:
             stats = json.load(response)["model_stats"]
         inferences = executions = queue = infer = success = 0
         for version in stats:

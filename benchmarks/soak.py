@@ -283,7 +283,7 @@ def run_soak(settings: SoakSettings) -> dict:
         results["duration_s"] = round(time.perf_counter() - began, 2)
         results["rss_samples"] = watcher.samples
         results["crash_events"] = watcher.crash_events
-        results["triton_statistics"] = _triton_statistics(service.http_url)
+        results["triton_statistics"] = _triton_statistics(service.http_url, service.admin_key)
     finally:
         sender.close()
         leftovers = service.stop()
@@ -383,12 +383,15 @@ def is_loopback(address: str) -> bool:
     return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
-def _triton_statistics(http_url: str) -> dict:
+def _triton_statistics(http_url: str, admin_key: str) -> dict:
     """Triton's own per-model counters: successes, failures, and executions (batches actually run)."""
     import json
 
+    from deepfake_edge.server.admin_key import admin_headers
+
+    request = urllib.request.Request(f"http://{http_url}/v2/models/stats", headers=admin_headers(admin_key))
     try:
-        with urllib.request.urlopen(f"http://{http_url}/v2/models/stats", timeout=10.0) as response:
+        with urllib.request.urlopen(request, timeout=10.0) as response:
             stats = json.load(response)
     except (OSError, ValueError) as error:
         return {"error": str(error)}

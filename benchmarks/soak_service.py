@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 
+from deepfake_edge.server.admin_key import KEY_ENVIRONMENT_VARIABLE, generate_admin_key
 from deepfake_edge.server.triton import SHM_DIR, SHM_STEM, free_port
 
 
@@ -69,6 +70,7 @@ class ServeProcess:
     startup_timeout_s: float = 180.0
     stop_timeout_s: float = 30.0
     ports: dict[str, int] = field(default_factory=dict)
+    admin_key: str = field(default_factory=generate_admin_key, repr=False)
     _process: subprocess.Popen | None = None
 
     @property
@@ -111,7 +113,8 @@ class ServeProcess:
         with open(self.log_path, "wb") as log:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True, preexec_fn=_die_with_parent,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", KEY_ENVIRONMENT_VARIABLE: self.admin_key},
+                start_new_session=True, preexec_fn=_die_with_parent,
             )
         try:
             self._wait_ready()

@@ -68,8 +68,11 @@ def _latest_onnx(model_dir: Path) -> Path | None:
 
 def served_stage(settings: BenchSettings, grpc_url: str, http_url: str, server_pid: int | None,
                  models: dict[str, ServedModel], workload: Workload, progress: Progress,
-                 rows: list[dict] | None = None) -> list[dict]:
-    """Single-image requests from N client workers (one connection each); Triton batches them."""
+                 rows: list[dict] | None = None, *, admin_key: str) -> list[dict]:
+    """Single-image requests from N client workers (one connection each); Triton batches them.
+
+    ``admin_key`` unlocks Triton's statistics, read around each point to report the executed batch sizes.
+    """
     rows = [] if rows is None else rows  # filled in place: an interrupted run keeps what it measured
     for name in models:
         for protocol in settings.protocols:
@@ -84,7 +87,7 @@ def served_stage(settings: BenchSettings, grpc_url: str, http_url: str, server_p
                     senders.append(sender)
                     return sender
 
-                before = BatchingStats.read(http_url, name)
+                before = BatchingStats.read(http_url, name, admin_key)
                 meter = CpuMeter(server_pid)
                 result = run_closed_loop(system, make_sender, concurrency, settings.max_requests, settings.max_seconds,
                                          on_window_open=meter.start)
@@ -93,7 +96,7 @@ def served_stage(settings: BenchSettings, grpc_url: str, http_url: str, server_p
                 # threads are daemons and fail fast once the server is stopped.
                 for sender in senders:
                     sender.close()
-                batching = BatchingStats.read(http_url, name).since(before)
+                batching = BatchingStats.read(http_url, name, admin_key).since(before)
                 rows.append(result.to_dict() | {"model": name, "protocol": protocol,
                                                 "precision": precision_of(name)} | batching | cpu)
     return rows
@@ -126,7 +129,8 @@ def naive_stage(settings: BenchSettings, fp32_onnx: Path | None, workload: Workl
 
 
 def perf_stage(settings: BenchSettings, grpc_url: str, http_url: str, models: dict[str, ServedModel],
-               workload: Workload, progress: Progress, rows: list[dict], failures: list[str]) -> list[dict]:
+               workload: Workload, progress: Progress, rows: list[dict], failures: list[str], *,
+               admin_key: str) -> list[dict]:
     """perf_analyzer at the same concurrency levels (one invocation per level: powers of two).
 
     A level perf_analyzer cannot measure is reported in ``failures`` and the sweep goes on.
@@ -141,7 +145,7 @@ def perf_stage(settings: BenchSettings, grpc_url: str, http_url: str, models: di
                 measure = partial(run_perf_analyzer, grpc_url if protocol == "grpc" else http_url, workload.tensors,
                                   model=name, protocol=protocol, concurrency_range=(concurrency, concurrency, 1),
                                   measurement_interval_ms=settings.perf_interval_ms,
-                                  max_trials=settings.perf_max_trials)
+                                  max_trials=settings.perf_max_trials, admin_key=admin_key)
                 stable = True
                 try:
                     try:

@@ -40,12 +40,16 @@ from deepfake_edge.client.triton_io import (
     parse_model_config,
 )
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, BadImageError, ImageSource
+from deepfake_edge.server.admin_key import admin_headers
 
 T = TypeVar("T")
 
 
 class AsyncDeepfakeClient:
-    """Asyncio client for one model on one Triton server; use it from one event loop."""
+    """Asyncio client for one model on one Triton server; use it from one event loop.
+
+    ``admin_key`` (optional) lets a not-ready error list the server's models (an admin API).
+    """
 
     def __init__(
         self,
@@ -55,6 +59,7 @@ class AsyncDeepfakeClient:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retries: int = 2,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        admin_key: Optional[str] = None,
     ):
         self.protocol = protocol
         self.url = normalize_url(url, protocol)
@@ -69,6 +74,7 @@ class AsyncDeepfakeClient:
             import tritonclient.http as module
             import tritonclient.http.aio as aio_module
         self._module, self._aio_module = module, aio_module
+        self._admin_headers = admin_headers(admin_key, protocol) if admin_key else None
         self._call_options = {"client_timeout": self.timeout_s} if protocol == "grpc" else {}
         self._json_options = {"as_json": True, **self._call_options} if protocol == "grpc" else {}
         self._triton: Any = None  # created inside the running loop (grpc.aio and aiohttp bind to it)
@@ -207,7 +213,15 @@ class AsyncDeepfakeClient:
         if not await triton.is_server_live(**self._call_options):
             raise ServerUnreachableError(self.url, "the server is not live")
         if not await triton.is_model_ready(self.model, **self._call_options):
-            index = await triton.get_model_repository_index(**self._json_options)
+            from tritonclient.utils import InferenceServerException
+
+            index = None
+            if self._admin_headers is not None:  # the repository index is an admin API
+                try:
+                    index = await triton.get_model_repository_index(headers=self._admin_headers,
+                                                                    **self._json_options)
+                except InferenceServerException:
+                    pass
             raise ModelNotReadyError(not_ready_message(self.model, self.url, index))
         config = await triton.get_model_config(self.model, **self._json_options)
         return parse_model_config(self.model, config_as_dict(config))

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,6 +15,7 @@ EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2  # argparse's own code for a bad command line
 EXIT_UNREACHABLE = 3
 EXIT_SERVER_ERROR = 4
+EXIT_OUTPUT_ERROR = 5
 EXIT_INTERRUPTED = 130  # the shell convention for Ctrl+C
 
 EXIT_CODES_HELP = f"""\
@@ -24,6 +26,8 @@ exit codes:
   {EXIT_USAGE}  bad command line
   {EXIT_UNREACHABLE}  the Triton server could not be reached (or stopped answering during the run)
   {EXIT_SERVER_ERROR}  the model is not ready on the server, or the server returned errors
+  {EXIT_OUTPUT_ERROR}  some heatmaps could not be written (--heatmaps: unwritable, full, or a symbolic link
+     in the way: heatmaps are never written through links)
   {EXIT_INTERRUPTED}  interrupted (Ctrl+C)
 
 examples:
@@ -50,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="default grpc")
     parser.add_argument("--model", default="deepfake_b0", help="served model name (default deepfake_b0)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
-    parser.add_argument("--heatmaps", type=Path, metavar="DIR", help="write heatmap overlays as PNG files to DIR")
+    parser.add_argument("--heatmaps", type=Path, metavar="DIR",
+                        help="write heatmap overlays as PNG files to DIR (created if missing)")
     parser.add_argument("-r", "--recursive", action="store_true", help="also classify images in subfolders")
     parser.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default 4)")
     parser.add_argument("--batch-size", type=_positive_int, default=8,
@@ -88,16 +93,23 @@ def _detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from deepfake_edge.client import DeepfakeClient, DeepfakeClientError, Detection, ServerUnreachableError
+    from deepfake_edge.client.heatmap_files import HeatmapDirectory, HeatmapWriteError
     from deepfake_edge.client.sources import iter_image_paths
+    from deepfake_edge.server.admin_key import AdminKeyError
 
     paths = list(iter_image_paths(args.paths, recursive=args.recursive))
     if not paths:
         print(f"error: no image files found in {', '.join(args.paths)}"
               + ("" if args.recursive else " (use --recursive for subfolders)"), file=sys.stderr)
         return EXIT_BAD_INPUT
-    client = DeepfakeClient(args.url, protocol=args.protocol, model=args.model, timeout_s=args.timeout,
-                            shared_memory=args.shared_memory)
-    with client:
+    try:
+        heatmap_dir = HeatmapDirectory(args.heatmaps) if args.heatmaps else None
+        client = DeepfakeClient(args.url, protocol=args.protocol, model=args.model, timeout_s=args.timeout,
+                                shared_memory=args.shared_memory)
+    except (HeatmapWriteError, AdminKeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    with client, heatmap_dir or nullcontext():
         try:
             info = client.model_info()
         except ServerUnreachableError as error:
@@ -106,7 +118,7 @@ def _detect(args: argparse.Namespace) -> int:
         except DeepfakeClientError as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_SERVER_ERROR
-        heatmaps = _HeatmapWriter(args.heatmaps, info.card) if args.heatmaps else None
+        heatmaps = _HeatmapWriter(heatmap_dir, info.card) if heatmap_dir else None
         by_path = {str(item.path): item for item in paths}
         failures: Counter[str] = Counter()
         labels: Counter[str] = Counter()
@@ -119,6 +131,7 @@ def _detect(args: argparse.Namespace) -> int:
                     labels[result.label] += 1
                     if heatmaps is not None:
                         heatmap_file = heatmaps.write(by_path[result.source].relative, result)
+                        failures["heatmap not written"] += heatmap_file is None
                 else:
                     failures[_failure_class(result.error, ServerUnreachableError)] += 1
                 line = json.dumps(_record(result, heatmap_file)) if args.json else _line(result, heatmap_file)
@@ -133,7 +146,9 @@ def _detect(args: argparse.Namespace) -> int:
         return EXIT_UNREACHABLE
     if failures["server error"]:
         return EXIT_SERVER_ERROR
-    return EXIT_BAD_INPUT if failures else EXIT_OK
+    if failures["bad input"]:
+        return EXIT_BAD_INPUT
+    return EXIT_OUTPUT_ERROR if failures["heatmap not written"] else EXIT_OK
 
 
 def _failure_class(error: Exception, unreachable: type) -> str:
@@ -171,25 +186,27 @@ def _record(result: Any, heatmap_file: Optional[Path]) -> dict[str, Any]:
 class _HeatmapWriter:
     """Writes ``DIR/<path relative to its argument>.png``, never overwriting a file of this run."""
 
-    def __init__(self, directory: Path, card: Any):
+    def __init__(self, directory: Any, card: Any):
         self.directory = directory
         self.card = card
         self._used: set[Path] = set()
 
     def write(self, relative: Path, detection: Any) -> Optional[Path]:
         """The PNG written, or None (with a warning) if it could not be (full disk, file gone ...)."""
+        from deepfake_edge.client.heatmap_files import HeatmapWriteError
         from deepfake_edge.heatmap import overlay_heatmap
         from deepfake_edge.preprocessing import BadImageError
 
-        target = self.directory / relative.parent / f"{relative.name}.png"
+        target = relative.parent / f"{relative.name}.png"
         stem, counter = target.with_suffix(""), 1
         while target in self._used:
             target, counter = stem.with_name(f"{stem.name}-{counter}.png"), counter + 1
         self._used.add(target)
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            overlay_heatmap(detection.source, detection.heatmap, self.card).save(target)
-        except (BadImageError, OSError) as error:
+            overlay = overlay_heatmap(detection.source, detection.heatmap, self.card)
+            with self.directory.open_for_writing(target) as handle:
+                overlay.save(handle, format="PNG")
+        except (BadImageError, HeatmapWriteError, OSError) as error:
             print(f"warning: heatmap for {detection.source} not written: {error}", file=sys.stderr)
             return None
-        return target
+        return self.directory.path / target

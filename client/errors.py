@@ -101,6 +101,8 @@ def _translate_server_exception(error, url: str, timeout_s: float) -> DeepfakeCl
     lowered = message.lower()
     if status == "StatusCode.DEADLINE_EXCEEDED":
         return RequestTimeoutError(url, timeout_s)
+    if "is restricted, expecting header" in message:  # HTTP 403, gRPC UNAVAILABLE
+        return ServerError(f"{message}: this Triton API needs the server's admin key (server {url})")
     if status in ("StatusCode.UNAVAILABLE", "503") and not any(h in lowered for h in _NOT_READY_HINTS):
         if status == "503" or any(h in lowered for h in _UNREACHABLE_HINTS):
             return ServerUnreachableError(url, message)

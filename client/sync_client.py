@@ -46,6 +46,7 @@ from deepfake_edge.client.triton_io import (
 )
 from deepfake_edge.client.workers import LanePool, Worker
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, BadImageError, ImageSource
+from deepfake_edge.server.admin_key import admin_headers, find_admin_key
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -64,11 +65,12 @@ class _Lane:
 
     triton: Any
     region: Optional[InputRegion] = None
+    headers: Optional[dict[str, str]] = None  # the admin key, which unregistering the region needs
 
     def close(self) -> None:
         try:
             if self.region is not None:
-                self.triton.unregister_system_shared_memory(self.region.name)
+                self.triton.unregister_system_shared_memory(self.region.name, headers=self.headers)
         except Exception as error:  # a stopped server dropped its registrations with its process
             log.warning("could not unregister shared-memory region %s: %s", self.region.name, error)
         finally:
@@ -82,7 +84,9 @@ class DeepfakeClient:
 
     ``url`` is ``host:port`` (default 127.0.0.1 and the protocol's default port). Every call is bounded
     by ``timeout_s``; connection failures are retried ``retries`` times with exponential back-off.
-    ``shared_memory=True`` passes inputs through system shared memory (server on this host only).
+    ``shared_memory=True`` passes inputs through system shared memory (server on this host only); registering
+    a region is an admin API, so it needs ``admin_key`` (default: ``find_admin_key()``, which raises
+    ``AdminKeyError`` when there is none). A given ``admin_key`` also lets a not-ready error list the models.
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class DeepfakeClient:
         retries: int = 2,
         shared_memory: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        admin_key: Optional[str] = None,
     ):
         self.protocol = protocol
         self.url = normalize_url(url, protocol)
@@ -107,6 +112,9 @@ class DeepfakeClient:
         else:
             import tritonclient.http as module
         self._module = module
+        if shared_memory and admin_key is None:
+            admin_key = find_admin_key(required_for="shared-memory mode (it registers regions with Triton)")
+        self._admin_headers = admin_headers(admin_key, protocol) if admin_key else None
         # gRPC takes a timeout per call and returns protobufs unless asked for JSON; HTTP has neither option.
         self._call_options = {"client_timeout": self.timeout_s} if protocol == "grpc" else {}
         self._json_options = {"as_json": True, **self._call_options} if protocol == "grpc" else {}
@@ -262,10 +270,20 @@ class DeepfakeClient:
         if not lane.triton.is_server_live(**self._call_options):
             raise ServerUnreachableError(self.url, "the server is not live")
         if not lane.triton.is_model_ready(self.model, **self._call_options):
-            index = lane.triton.get_model_repository_index(**self._json_options)
-            raise ModelNotReadyError(not_ready_message(self.model, self.url, index))
+            raise ModelNotReadyError(not_ready_message(self.model, self.url, self._repository_index(lane)))
         config = lane.triton.get_model_config(self.model, **self._json_options)
         return parse_model_config(self.model, config_as_dict(config))
+
+    def _repository_index(self, lane: _Lane) -> Any:
+        """The server's models, or None without the admin key (the repository index is an admin API)."""
+        from tritonclient.utils import InferenceServerException
+
+        if self._admin_headers is None:
+            return None
+        try:
+            return lane.triton.get_model_repository_index(headers=self._admin_headers, **self._json_options)
+        except InferenceServerException:
+            return None
 
     def _infer(self, lane: _Lane, batch: np.ndarray, sources: list[ImageSource], heatmap: bool) -> list[Detection]:
         info = self._info
@@ -286,11 +304,11 @@ class DeepfakeClient:
             region = InputRegion(info.max_batch_size * info.request_bytes_per_image)
             try:
                 lane.triton.register_system_shared_memory(
-                    region.name, region.key, region.byte_size, **self._call_options
+                    region.name, region.key, region.byte_size, headers=self._admin_headers, **self._call_options
                 )
             except BaseException:
                 region.close()
                 raise
             region.forget_name()
-            lane.region = region
+            lane.region, lane.headers = region, self._admin_headers
         return lane.region

@@ -128,7 +128,11 @@ def decode_result(result: Any, sources: Sequence[ImageSource], info: ModelInfo, 
 
 
 def not_ready_message(model: str, url: str, index: Any) -> str:
-    """Names the models the server does have (``index``: the repository index of either protocol)."""
+    """Names the models the server does have (``index``: the repository index of either protocol, or None
+    when the caller may not read it: it is an admin API)."""
+    if index is None:
+        return (f"model {model!r} is not ready on the Triton server at {url} (unknown, loading or failed to "
+                f"load); 'deepfake-edge serve' lists its models when it starts")
     entries = index.get("models", []) if isinstance(index, dict) else index
     states = ", ".join(f"{m.get('name')} ({m.get('state') or 'UNAVAILABLE'})" for m in entries) or "none"
     return f"model {model!r} is not ready on the Triton server at {url}; its models: {states}"

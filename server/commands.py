@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import signal
 import sys
 import threading
-import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -21,7 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Start the tritonserver binary from the nvidia-pytriton wheel on a Python-backend model "
             "repository (onnxruntime inside; CUDA when a GPU and onnxruntime-gpu are present), wait until "
-            "every model is ready, then serve the web page from this process. Ctrl+C or SIGTERM stops both."
+            "every model is ready, then serve the web page from this process. Triton is restarted when it "
+            "dies (backoff 1-30 s; the web page answers 503 meanwhile). Its admin APIs (shared memory, "
+            "model repository, logging, trace, statistics) need the admin key: taken from "
+            "DEEPFAKE_EDGE_ADMIN_KEY, else made anew and written to a file only this user can read "
+            "(the path is printed). Ctrl+C or SIGTERM stops everything."
         ),
     )
     _add_server_arguments(serve)
@@ -29,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--web-protocol", choices=("grpc", "http"), default="grpc",
                        help="how the web page talks to Triton (default grpc)")
     serve.add_argument("--no-web", action="store_true", help="serve Triton only")
+    serve.add_argument("--max-restarts", type=int, default=5, metavar="N",
+                       help="restart a crashed Triton at most N times within 10 minutes, then give up (default 5)")
     serve.set_defaults(func=run_serve)
 
     perf = subparsers.add_parser(
@@ -110,6 +117,7 @@ def _stop_on_signals() -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from deepfake_edge.server.supervisor import RestartPolicy, TritonSupervisor
     from deepfake_edge.server.triton import TritonServer, TritonServerError, check_port_free
 
     if not args.model_repository.is_dir():
@@ -123,24 +131,34 @@ def run_serve(args: argparse.Namespace) -> int:
             print(f"error: the web page cannot be loaded ({error}); run with --no-web to serve Triton only",
                   file=sys.stderr)
             return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     _stop_on_signals()
     try:
         with ExitStack() as stack:
             if not args.no_web:
                 check_port_free(args.host, args.web_port, "web")
-            server = stack.enter_context(TritonServer(
-                args.model_repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                metrics_port=args.metrics_port, startup_timeout_s=args.startup_timeout, log_file=args.log_file,
-                extra_args=args.triton_arg))
+            admin_key, key_note = _admin_key_for_serve(stack)
+
+            def make_server() -> TritonServer:
+                return TritonServer(
+                    args.model_repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                    metrics_port=args.metrics_port, startup_timeout_s=args.startup_timeout,
+                    log_file=args.log_file, extra_args=args.triton_arg, admin_key=admin_key)
+
+            supervisor = stack.enter_context(TritonSupervisor(make_server, RestartPolicy(args.max_restarts)))
+            server = supervisor.server
+            assert server is not None
             print(f"Triton Inference Server ready (pid {server.pid}, repository {server.model_repository})")
             print(f"  models:  {', '.join(sorted({m['name'] for m in server.repository_index()}))}")
             print(f"  HTTP:    http://{server.http_url}   (health: /v2/health/ready)")
             print(f"  gRPC:    {server.grpc_url}")
             print(f"  metrics: {server.metrics_url}")
             print(f"  log:     {server.log_file}")
+            print(f"  admin:   {key_note}")
             if not args.no_web:
                 triton_url = server.grpc_url if args.web_protocol == "grpc" else server.http_url
-                web = make_web_server(create_app(triton_url, protocol=args.web_protocol), args.host, args.web_port)
+                app = create_app(triton_url, protocol=args.web_protocol, triton_outage=lambda: supervisor.outage)
+                web = make_web_server(app, args.host, args.web_port)
                 stack.callback(web.server_close)
                 thread = threading.Thread(target=web.serve_forever, name="web", daemon=True)
                 thread.start()
@@ -148,16 +166,36 @@ def run_serve(args: argparse.Namespace) -> int:
                 stack.callback(web.shutdown)
                 print(f"  web:     http://{args.host}:{web.server_port}/")
             print("Ctrl+C stops everything.", flush=True)
-            while server.is_running():
-                time.sleep(0.5)
-            print(f"error: tritonserver exited unexpectedly:\n{server.log_tail()}", file=sys.stderr)
-            return 1
+            supervisor.watch()
+            return 0
     except KeyboardInterrupt:
         print("stopped", flush=True)
         return 0
     except TritonServerError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+
+
+def _admin_key_for_serve(stack: ExitStack) -> tuple[str, str]:
+    """The admin key (from the environment, else a new one written to the key file, removed on exit)
+    and a line saying where it comes from; the key itself is never printed."""
+    from deepfake_edge.server.admin_key import KEY_ENVIRONMENT_VARIABLE, generate_admin_key, write_key_file
+
+    key = os.environ.get(KEY_ENVIRONMENT_VARIABLE, "").strip()
+    if key:
+        return key, f"admin APIs need the key in {KEY_ENVIRONMENT_VARIABLE} (header 'admin-key')"
+    key = generate_admin_key()
+    path = write_key_file(key)
+
+    def remove_if_ours() -> None:
+        try:
+            if path.read_text() == key:
+                path.unlink()
+        except OSError:
+            pass
+
+    stack.callback(remove_if_ours)
+    return key, f"admin APIs need the key in {path} (header 'admin-key'; made for this run)"
 
 
 def fetch_model_card(url: str, protocol: str, model: str):
@@ -179,6 +217,7 @@ def run_perf(args: argparse.Namespace) -> int:
     from tritonclient.utils import InferenceServerException
 
     from deepfake_edge.benchmarks.workload import build_workload
+    from deepfake_edge.server.admin_key import AdminKeyError
     from deepfake_edge.server.perf import PerfAnalyzerError, run_perf_analyzer
     from deepfake_edge.server.triton import TritonServer, TritonServerError, free_port
 
@@ -186,11 +225,13 @@ def run_perf(args: argparse.Namespace) -> int:
     try:
         with ExitStack() as stack:
             url = args.url or f"127.0.0.1:{8001 if args.protocol == 'grpc' else 8000}"
+            admin_key = None
             if args.start_server:
                 server = stack.enter_context(TritonServer(
                     args.model_repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
                     startup_timeout_s=args.startup_timeout))
                 url = server.grpc_url if args.protocol == "grpc" else server.http_url
+                admin_key = server.admin_key
             try:
                 card = fetch_model_card(url, args.protocol, args.model)
             except (InferenceServerException, OSError) as error:
@@ -206,9 +247,9 @@ def run_perf(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size, measurement_interval_ms=args.measurement_interval_ms,
                 measurement_request_count=args.measurement_request_count,
                 max_trials=args.max_trials, stability_percentage=args.stability_percentage,
-                shared_memory=args.shared_memory,
+                shared_memory=args.shared_memory, admin_key=admin_key,
             )
-    except (PerfAnalyzerError, TritonServerError) as error:
+    except (AdminKeyError, PerfAnalyzerError, TritonServerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

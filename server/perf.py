@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from deepfake_edge.server.admin_key import admin_headers, find_admin_key
 from deepfake_edge.server.triton import TritonInstallation
 
 # perf_analyzer's CSV (times in microseconds) -> our keys (milliseconds).
@@ -105,6 +106,7 @@ def run_perf_analyzer(
     shared_memory: str = "none",
     timeout_s: float | None = None,
     extra_args: Sequence[str] = (),
+    admin_key: str | None = None,
 ) -> list[dict[str, float]]:
     """Run ``perf_analyzer`` on ``model`` at ``url`` and return its figures per concurrency level.
 
@@ -113,7 +115,8 @@ def run_perf_analyzer(
     least that many requests: never empty on a slow or busy machine) until three agree within
     ``stability_percentage`` or ``max_trials`` windows have run (then perf_analyzer fails, and so does this).
     ``timeout_s`` bounds the whole run (default: generous for the windows requested). Every row also
-    carries ``model``, ``protocol`` and ``batch_size``.
+    carries ``model``, ``protocol`` and ``batch_size``. perf_analyzer reads Triton's statistics, an admin API:
+    ``admin_key`` (default: :func:`~deepfake_edge.server.admin_key.find_admin_key`) goes in a request header.
     """
     if protocol not in ("grpc", "http"):
         raise ValueError(f"protocol must be 'grpc' or 'http', got {protocol!r}")
@@ -121,6 +124,9 @@ def run_perf_analyzer(
     if not 1 <= start <= end or step < 1:
         raise ValueError(f"concurrency range must satisfy 1 <= start <= end and step >= 1, got {concurrency_range}")
     levels = len(range(start, end + 1, step))
+    key = admin_key or find_admin_key(required_for="perf_analyzer (it reads Triton's statistics)")
+    assert key is not None
+    (header, value), = admin_headers(key, protocol).items()
     if timeout_s is None:
         timeout_s = 60.0 + levels * max_trials * measurement_interval_ms / 1000.0 * 2
     with tempfile.TemporaryDirectory(prefix="deepfake-edge-perf-") as work:
@@ -134,7 +140,7 @@ def run_perf_analyzer(
             "--input-data", str(write_input_data(workdir / "input.json", images)),
             "--measurement-interval", str(measurement_interval_ms), "--max-trials", str(max_trials),
             "--stability-percentage", str(stability_percentage), "--shared-memory", shared_memory,
-            "-f", str(workdir / "perf.csv"),
+            "-f", str(workdir / "perf.csv"), "-H", f"{header}:{value}",
         ]
         if measurement_request_count is not None:
             command += ["--measurement-mode", "count_windows", "--measurement-request-count",

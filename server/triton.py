@@ -11,6 +11,8 @@ The wheel holds a Triton Inference Server 2.51 build with only the Python backen
 
 The server runs in its own process group (the Python stubs are its children) so that ``stop()`` can end
 all of it, and it uses a private shared-memory prefix so that ``stop()`` removes exactly its regions.
+Its admin APIs (shared memory, model repository, logging, trace, statistics) answer only requests that
+carry its admin key (see :mod:`deepfake_edge.server.admin_key`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import atexit
 import collections
 import ctypes
+import glob
 import json
 import os
 import re
@@ -37,9 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from deepfake_edge.server.admin_key import admin_headers, generate_admin_key, restricted_api_flags
+
 SHM_DIR = Path("/dev/shm")
 # The Python backend names its regions "<prefix><uuid>"; keeping Triton's default stem makes them recognisable.
 SHM_STEM = "triton_python_backend_shm_region_"
+# The Python backend unpacks execution environments under a fixed name in /tmp and removes the folder only
+# when it unloads cleanly: a killed server leaves it behind.
+PYTHON_ENV_GLOB = "/tmp/python_env_*"
 
 
 class TritonServerError(RuntimeError):
@@ -188,6 +196,7 @@ class TritonServer:
     Use it as a context manager so that this happens even when the body raises. Started from the main
     thread, the server also receives SIGTERM from the kernel if this process dies without stopping it.
     ``extra_args`` are appended to the tritonserver command line (later flags win, e.g. ``--log-verbose=1``).
+    ``admin_key`` unlocks the restricted admin APIs (default: a fresh random key, in ``self.admin_key``).
     """
 
     def __init__(
@@ -202,6 +211,7 @@ class TritonServer:
         stop_timeout_s: float = 15.0,
         log_file: str | os.PathLike[str] | None = None,
         extra_args: Sequence[str] = (),
+        admin_key: str | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.host = host
@@ -210,6 +220,9 @@ class TritonServer:
         self.stop_timeout_s = stop_timeout_s
         self._requested_log_file = Path(log_file) if log_file is not None else None
         self._extra_args = tuple(extra_args)
+        self.admin_key = admin_key or generate_admin_key()
+        restricted_api_flags(self.admin_key)  # a malformed key fails here, not inside tritonserver
+        self._python_envs: set[str] = set()
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._shm_prefix = ""
@@ -247,6 +260,10 @@ class TritonServer:
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    def exit_code(self) -> int | None:
+        """The server's exit status once it has exited (negative: killed by that signal), else None."""
+        return None if self._process is None else self._process.poll()
+
     # -- lifecycle -------------------------------------------------------------------------------------
     def __enter__(self) -> "TritonServer":
         self.start()
@@ -271,7 +288,8 @@ class TritonServer:
         self._shm_prefix = f"{SHM_STEM}dfe{os.getpid()}_{secrets.token_hex(4)}_"
         command = self._command(install, install.make_backend_directory(workdir))
         env = install.environment()
-        with open(self.log_file, "wb") as log:
+        python_envs_before = set(glob.glob(PYTHON_ENV_GLOB))
+        with open(self.log_file, "ab") as log:  # appended: a restarted server keeps its predecessor's log
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=workdir, start_new_session=True,
@@ -281,6 +299,9 @@ class TritonServer:
         _RUNNING.add(self)
         try:
             self._wait_ready()
+            # The backend made its folder while loading; folders of servers started meanwhile could be
+            # mistaken for ours, so only empty ones are ever removed (see stop()).
+            self._python_envs = set(glob.glob(PYTHON_ENV_GLOB)) - python_envs_before
         except BaseException:
             self.stop()
             raise
@@ -305,6 +326,7 @@ class TritonServer:
             # A 224 px batch of 32 UINT8 images is 4.8 MB: start big enough that the region rarely grows.
             "--backend-config=python,shm-default-byte-size=16777216",
             "--backend-config=python,shm-growth-byte-size=16777216",
+            *restricted_api_flags(self.admin_key),
         ]
         if not gpu:  # avoids a CUDA probe failing at start-up on CPU-only machines
             command += ["--pinned-memory-pool-byte-size=0"]
@@ -344,7 +366,8 @@ class TritonServer:
 
     def repository_index(self) -> list[dict[str, str]]:
         """Triton's repository index: one ``{"name", "version", "state"[, "reason"]}`` per model version."""
-        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST",
+                                         headers=admin_headers(self.admin_key))
         with urllib.request.urlopen(request, timeout=5.0) as response:
             return list(json.load(response))
 
@@ -379,6 +402,12 @@ class TritonServer:
         if self._shm_prefix:
             for region in SHM_DIR.glob(f"{self._shm_prefix}*"):
                 region.unlink(missing_ok=True)
+        for folder in self._python_envs:
+            try:
+                os.rmdir(folder)  # only if empty: never anything another server still uses
+            except OSError:
+                pass
+        self._python_envs = set()
         if self._workdir is not None:
             if self._requested_log_file is None:
                 self.log_file = None  # it lived in the work dir

@@ -50,3 +50,35 @@ def triton_server(demo_repository):
     ports = {"http_port": free_port(), "grpc_port": free_port(), "metrics_port": free_port()}
     with TritonServer(demo_repository / "embedded", startup_timeout_s=180, **ports) as server:
         yield server
+
+
+# -- the attack table -------------------------------------------------------------------------------------
+# Tests marked ``@pytest.mark.attack(ID, description)`` are the security suite. Their outcomes (and what
+# each recorded with ``record_property("outcome", ...)``) are written to test-artifacts/security/attacks.json,
+# from which ``python tests/security_report.py`` regenerates RELIABILITY.md's attack table.
+_ATTACK_RESULTS: dict[str, dict] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("attack")
+    if marker is None or (report.when != "call" and report.passed):
+        return
+    attack_id, description = marker.args
+    row = _ATTACK_RESULTS.setdefault(item.nodeid, {"id": attack_id, "attack": description, "test": item.nodeid})
+    if report.when == "call" or report.failed:
+        row["result"] = "refused" if report.passed else ("skipped" if report.skipped else "FAILED")
+        row["outcome"] = dict(item.user_properties).get("outcome", "")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _ATTACK_RESULTS:
+        import json
+        from pathlib import Path
+
+        folder = Path(__file__).resolve().parents[1] / "test-artifacts" / "security"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "attacks.json").write_text(json.dumps(sorted(_ATTACK_RESULTS.values(), key=lambda r: r["test"]),
+                                                        indent=2, ensure_ascii=False))

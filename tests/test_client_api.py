@@ -24,6 +24,7 @@ from deepfake_edge.client import (
     RequestTimeoutError,
     ServerUnreachableError,
 )
+from deepfake_edge.server.admin_key import admin_headers
 from deepfake_edge.server.triton import TritonServer, free_port
 
 pytestmark = pytest.mark.server
@@ -135,7 +136,8 @@ def test_shared_memory_gives_the_same_scores_and_cleans_up(triton_server, good_f
     sources = [good_folder / name for name in sorted(os.listdir(good_folder))]
     with DeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model=MODEL) as client:
         expected = [r.fake_probability for r in client.detect_many(sources, concurrency=2)]
-    with DeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model=MODEL, shared_memory=True) as client:
+    with DeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model=MODEL, shared_memory=True,
+                        admin_key=triton_server.admin_key) as client:
         results = client.detect_many(sources, concurrency=2, batch_size=2)  # two regions, three batches
         assert _registered_regions(triton_server), "no region was registered: shared memory was not used"
         # The server mapped the regions when they were registered; their names are already gone.
@@ -149,7 +151,8 @@ def _registered_regions(server: TritonServer) -> list:
 
     stock = httpclient.InferenceServerClient(server.http_url)
     try:
-        return [r for r in stock.get_system_shared_memory_status() if r["name"].startswith("deepfake_edge_")]
+        regions = stock.get_system_shared_memory_status(headers=admin_headers(server.admin_key))
+        return [r for r in regions if r["name"].startswith("deepfake_edge_")]
     finally:
         stock.close()
 
@@ -197,12 +200,15 @@ def test_nothing_listening_is_server_unreachable_after_retries(protocol):
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_unknown_model_is_model_not_ready(triton_server, protocol):
-    with DeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model="no_such_model") as client:
-        with pytest.raises(ModelNotReadyError, match=f"no_such_model.*{MODEL}"):
-            client.model_info()
+    url, key = url_of(triton_server, protocol), triton_server.admin_key
+    # With the admin key the message lists the server's models; without it (an admin API) it still says why.
+    for admin_key, expected in ((key, f"no_such_model.*{MODEL}"), (None, "no_such_model.*not ready")):
+        with DeepfakeClient(url, protocol=protocol, model="no_such_model", admin_key=admin_key) as client:
+            with pytest.raises(ModelNotReadyError, match=expected):
+                client.model_info()
 
     async def run():
-        async with AsyncDeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model="no_such_model") as c:
+        async with AsyncDeepfakeClient(url, protocol=protocol, model="no_such_model", admin_key=key) as c:
             await c.detect(photo())
 
     with pytest.raises(ModelNotReadyError, match=f"no_such_model.*{MODEL}"):

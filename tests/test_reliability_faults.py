@@ -21,6 +21,7 @@ from PIL import Image
 
 from deepfake_edge.client import DeepfakeClient, Detection, Failure, ModelNotReadyError, ServerUnreachableError
 from deepfake_edge.model_card import ModelCard
+from deepfake_edge.server.admin_key import admin_headers
 from deepfake_edge.server.triton import SHM_DIR, TritonServer, free_port
 
 pytestmark = pytest.mark.server
@@ -213,6 +214,7 @@ def test_loading_new_versions_under_load_loses_no_request(demo_repository, tmp_p
                 time.sleep(0.05)
 
         admin = httpclient.InferenceServerClient(server.http_url)
+        key = admin_headers(server.admin_key)  # loading models is an admin API
         with ThreadPoolExecutor(max_workers=4) as pool:
             threads = [pool.submit(detect_until_stopped) for _ in range(4)]
             try:
@@ -221,13 +223,13 @@ def test_loading_new_versions_under_load_loses_no_request(demo_repository, tmp_p
                     version_dir = _add_version(repository, card, seed, tmp_path)
                     assert version_dir.name == version
                     expected[version] = _onnx_probability(version_dir, tensor)
-                    admin.load_model(MODEL)  # returns once the new version serves; the old ones keep serving
+                    admin.load_model(MODEL, headers=key)  # returns once the new version serves; the old ones keep serving
                     wait_for_answers(20)
             finally:
                 stop.set()
                 for thread in threads:
                     thread.result()
-        index = {entry["version"]: entry.get("state") for entry in admin.get_model_repository_index()
+        index = {entry["version"]: entry.get("state") for entry in admin.get_model_repository_index(headers=key)
                  if entry["name"] == MODEL}
         admin.close()
 

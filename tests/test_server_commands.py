@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from deepfake_edge.server.admin_key import KEY_ENVIRONMENT_VARIABLE
 from deepfake_edge.server.triton import SHM_DIR, SHM_STEM, TritonServer, free_port
 
 pytestmark = pytest.mark.server
@@ -131,6 +132,7 @@ def test_perf_verb_measures_a_running_server_over_http(triton_server: TritonServ
                "--concurrency-range", "2", "--measurement-request-count", "10", "--max-trials", "3",
                "--stability-percentage", "1000", "--json", str(figures)],
         capture_output=True, text=True, timeout=120,
+        env={**os.environ, KEY_ENVIRONMENT_VARIABLE: triton_server.admin_key},  # perf_analyzer reads statistics
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "real images" in result.stdout

@@ -24,6 +24,7 @@ import tritonclient.http as httpclient
 
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.preprocessing import Preprocessor
+from deepfake_edge.server.admin_key import admin_headers
 from deepfake_edge.server.perf import run_perf_analyzer
 from deepfake_edge.server.triton import TritonServer, has_cuda_gpu
 
@@ -34,8 +35,8 @@ OUTPUTS = ("fake_probability", "logit", "heatmap")
 TOLERANCE = {"fake_probability": 1e-5, "logit": 1e-4, "heatmap": 1e-4}
 
 
-def http_get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def http_get_json(url: str, headers: dict[str, str] | None = None) -> dict:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as response:
         return json.load(response)
 
 
@@ -85,7 +86,8 @@ def infer_grpc(client: grpcclient.InferenceServerClient, model: str, images: np.
 
 
 def model_statistics(server: TritonServer, model: str) -> dict:
-    stats = http_get_json(f"http://{server.http_url}/v2/models/{model}/stats")["model_stats"]
+    stats = http_get_json(f"http://{server.http_url}/v2/models/{model}/stats",
+                          headers=admin_headers(server.admin_key))["model_stats"]
     return max(stats, key=lambda entry: int(entry["version"]))
 
 
@@ -168,6 +170,7 @@ def test_perf_analyzer_runs_unmodified_and_reports_figures(triton_server: Triton
         triton_server.grpc_url, images, model="deepfake_b0", protocol="grpc", concurrency_range=(1, 2, 1),
         # Any three windows count as stable: this checks that it runs and reports, not how steady the machine is.
         measurement_request_count=10, max_trials=3, stability_percentage=1000, timeout_s=120,
+        admin_key=triton_server.admin_key,
     )
     assert [row["concurrency"] for row in rows] == [1, 2]
     for row in rows:

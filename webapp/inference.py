@@ -14,7 +14,8 @@ import io
 import queue
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from deepfake_edge.client import DeepfakeClient, DeepfakeClientError, Detection
+from deepfake_edge.client import DeepfakeClient, DeepfakeClientError, Detection, RequestTimeoutError
 from deepfake_edge.heatmap import overlay_heatmap
 from deepfake_edge.model_card import ModelCard
 
@@ -30,6 +31,10 @@ from deepfake_edge.model_card import ModelCard
 DISPLAY_MAX_SIDE = 512
 _ARCH_TITLES = {"efficientnet_b0": "EfficientNet-B0", "small_cnn": "CNN baseline"}
 _IDLE_CLIENTS_PER_MODEL = 8
+# Scoring runs on these threads so that a request can stop waiting at its deadline: a fresh client makes
+# several calls to Triton, each with its own timeout (a SIGSTOPped Triton held one web request 20 s
+# against a 10 s timeout). Threads left waiting on a stalled server end with their own timeouts.
+_SCORING_THREADS = 16
 
 
 def format_verdict(label: str, confidence: float) -> str:
@@ -103,19 +108,25 @@ class DetectionService:
         self.triton_url = triton_url
         self.protocol = protocol
         self.models = tuple(models)
+        self.timeout_s = timeout_s
         self._pools = {name: _ClientPool(triton_url, protocol, name, timeout_s) for name in self.models}
-        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webapp-baseline")
+        self._executor = ThreadPoolExecutor(max_workers=_SCORING_THREADS, thread_name_prefix="webapp-scoring")
 
-    def detect(self, image: Image.Image, heatmap_alpha: float | None = 0.5) -> dict[str, Any]:
+    def detect(self, image: Image.Image, heatmap_alpha: float | None = 0.5,
+               deadline: float | None = None) -> dict[str, Any]:
         """The JSON-ready result for one RGB image; ``heatmap_alpha=None`` skips the heatmap.
 
-        Raises the client's exceptions when the primary model fails; a failing comparison model
-        only fills that model's ``error`` field.
+        ``deadline`` (``time.monotonic()`` seconds; default ``timeout_s`` from now) bounds the whole call:
+        past it the primary model's answer is a :class:`RequestTimeoutError`, a comparison model's an
+        ``error`` field. Raises the client's exceptions when the primary model fails; a failing
+        comparison model only fills that model's ``error`` field.
         """
         started = time.perf_counter()
+        deadline = time.monotonic() + self.timeout_s if deadline is None else deadline
         others = [self._executor.submit(self._score_other, name, image) for name in self.models[1:]]
-        primary, detection, card = self._score_primary(image, want_heatmap=heatmap_alpha is not None)
-        scores = [primary] + [future.result() for future in others]
+        primary_future = self._executor.submit(self._score_primary, image, heatmap_alpha is not None)
+        primary, detection, card = self._result_by(primary_future, deadline)
+        scores = [primary] + [self._other_by(future, name, deadline) for future, name in zip(others, self.models[1:])]
         result: dict[str, Any] = {
             "label": primary.label,
             "confidence": primary.confidence,
@@ -152,6 +163,19 @@ class DetectionService:
             finally:
                 client.close()
         return {"triton_url": self.triton_url, "protocol": self.protocol, "models": states}
+
+    def _result_by(self, future: Future, deadline: float) -> Any:
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            future.cancel()
+            raise RequestTimeoutError(self.triton_url, self.timeout_s) from None
+
+    def _other_by(self, future: Future, name: str, deadline: float) -> ModelScore:
+        try:
+            return self._result_by(future, deadline)
+        except RequestTimeoutError as error:
+            return ModelScore(name=name, title=name, role="baseline", error=str(error))
 
     def _score_primary(self, image: Image.Image, want_heatmap: bool) -> tuple[ModelScore, Detection, ModelCard]:
         name = self.models[0]
