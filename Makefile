@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: serve test venv system-deps model-repository demo-model perf bench clean help
+.PHONY: serve test venv system-deps serve-deps model-repository demo-model perf bench clean help
 
 help:
 	@echo "make serve   - set up .venv, build model_repository/ from the demo checkpoint, run Triton + web page"
@@ -25,21 +25,28 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-# Debian packages the tests drive: Chromium for the Playwright browser tests (Playwright's own browser
+# Debian packages serve needs: nginx in front of Triton's HTTP port (bounds request bodies, cuts slow clients).
+SERVE_PACKAGES := nginx-light
+# ... and those the tests drive besides: Chromium for the Playwright browser tests (Playwright's own browser
 # download cannot work offline) and docker-compose 1.29 to validate docker-compose.yml (no Docker engine here).
 # fonts-noto-color-emoji: headless Chromium has no emoji font otherwise (the page's 👋 renders as a box).
-SYSTEM_PACKAGES := chromium docker-compose fonts-noto-color-emoji
-system-deps:
-	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+SYSTEM_PACKAGES := $(SERVE_PACKAGES) chromium docker-compose fonts-noto-color-emoji
+install_missing_debian_packages = @missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+system-deps:
+	$(call install_missing_debian_packages,$(SYSTEM_PACKAGES))
+
+serve-deps:
+	$(call install_missing_debian_packages,$(SERVE_PACKAGES))
+
 model-repository: venv
 	$(BIN)/deepfake-edge export --if-missing
 
-serve: venv model-repository
+serve: venv serve-deps model-repository
 	$(BIN)/deepfake-edge serve
 
 test: venv system-deps

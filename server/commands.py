@@ -12,6 +12,8 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
+from deepfake_edge.server.http_gateway import DEFAULT_MAX_BODY_BYTES
+
 DEFAULT_REPOSITORY = Path("model_repository") / "embedded"
 
 
@@ -34,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--web-protocol", choices=("grpc", "http"), default="grpc",
                        help="how the web page talks to Triton (default grpc)")
     serve.add_argument("--no-web", action="store_true", help="serve Triton only")
+    serve.add_argument("--http-gateway", choices=("nginx", "none"), default="nginx",
+                       help="what answers on --http-port: nginx in front of Triton, bounding request bodies and "
+                            "cutting slow clients (Debian's nginx-light; 'make serve' installs it), or Triton "
+                            "itself (none) (default nginx)")
+    serve.add_argument("--max-http-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20, metavar="MB",
+                       help="largest HTTP request body nginx passes to Triton; larger ones get 413 "
+                            f"(default {DEFAULT_MAX_BODY_BYTES / 2**20:g}: a batch of 32 images at 224 px is 4.6)")
     serve.add_argument("--max-restarts", type=int, default=5, metavar="N",
                        help="restart a crashed Triton at most N times within 10 minutes, then give up (default 5)")
     serve.set_defaults(func=run_serve)
@@ -117,8 +126,10 @@ def _stop_on_signals() -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from deepfake_edge.server.http_gateway import GatewayError
+    from deepfake_edge.server.service import TritonService
     from deepfake_edge.server.supervisor import RestartPolicy, TritonSupervisor
-    from deepfake_edge.server.triton import TritonServer, TritonServerError, check_port_free
+    from deepfake_edge.server.triton import TritonServerError, check_port_free
 
     if not args.model_repository.is_dir():
         print(f"error: model repository {args.model_repository} does not exist; build it with "
@@ -139,10 +150,11 @@ def run_serve(args: argparse.Namespace) -> int:
                 check_port_free(args.host, args.web_port, "web")
             admin_key, key_note = _admin_key_for_serve(stack)
 
-            def make_server() -> TritonServer:
-                return TritonServer(
-                    args.model_repository, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                    metrics_port=args.metrics_port, startup_timeout_s=args.startup_timeout,
+            def make_server() -> TritonService:
+                return TritonService(
+                    args.model_repository, http_gateway=args.http_gateway == "nginx",
+                    max_body_bytes=int(args.max_http_body_mb * 2**20), host=args.host, http_port=args.http_port,
+                    grpc_port=args.grpc_port, metrics_port=args.metrics_port, startup_timeout_s=args.startup_timeout,
                     log_file=args.log_file, extra_args=args.triton_arg, admin_key=admin_key)
 
             supervisor = stack.enter_context(TritonSupervisor(make_server, RestartPolicy(args.max_restarts)))
@@ -150,7 +162,8 @@ def run_serve(args: argparse.Namespace) -> int:
             assert server is not None
             print(f"Triton Inference Server ready (pid {server.pid}, repository {server.model_repository})")
             print(f"  models:  {', '.join(sorted({m['name'] for m in server.repository_index()}))}")
-            print(f"  HTTP:    http://{server.http_url}   (health: /v2/health/ready)")
+            gateway = " through nginx" if args.http_gateway == "nginx" else ""
+            print(f"  HTTP:    http://{server.http_url}{gateway}   (health: /v2/health/ready)")
             print(f"  gRPC:    {server.grpc_url}")
             print(f"  metrics: {server.metrics_url}")
             print(f"  log:     {server.log_file}")
@@ -171,7 +184,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("stopped", flush=True)
         return 0
-    except TritonServerError as error:
+    except (GatewayError, TritonServerError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 

@@ -162,6 +162,11 @@ def remove_stale_regions() -> list[str]:
     return sorted(candidates)
 
 
+def _reachable(host: str) -> str:
+    """The address a client on this machine uses for a server bound to ``host``."""
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host
+
+
 def has_cuda_gpu() -> bool:
     """True when an NVIDIA device node exists (cheap; does not load CUDA)."""
     return any(Path("/dev").glob("nvidia[0-9]*"))
@@ -212,9 +217,11 @@ class TritonServer:
         log_file: str | os.PathLike[str] | None = None,
         extra_args: Sequence[str] = (),
         admin_key: str | None = None,
+        http_host: str | None = None,
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.host = host
+        self.http_host = http_host or host  # a gateway in front keeps Triton's HTTP endpoint on loopback
         self.http_port, self.grpc_port, self.metrics_port = http_port, grpc_port, metrics_port
         self.startup_timeout_s = startup_timeout_s
         self.stop_timeout_s = stop_timeout_s
@@ -232,7 +239,7 @@ class TritonServer:
     @property
     def http_url(self) -> str:
         """``host:port`` of the HTTP endpoint (the form tritonclient expects)."""
-        return f"{self._client_host}:{self.http_port}"
+        return f"{_reachable(self.http_host)}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
@@ -246,7 +253,7 @@ class TritonServer:
 
     @property
     def _client_host(self) -> str:
-        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return _reachable(self.host)
 
     @property
     def shm_prefix(self) -> str:
@@ -278,7 +285,8 @@ class TritonServer:
             raise TritonServerError("this TritonServer was already started")
         if not (self.model_repository / ".").is_dir():
             raise TritonServerError(f"model repository {self.model_repository} does not exist")
-        for purpose, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port), ("metrics", self.metrics_port)):
+        check_port_free(self.http_host, self.http_port, "HTTP")
+        for purpose, port in (("gRPC", self.grpc_port), ("metrics", self.metrics_port)):
             check_port_free(self.host, port, purpose)
         install = TritonInstallation.locate()
         remove_stale_regions()
@@ -313,7 +321,7 @@ class TritonServer:
             str(install.binary),
             f"--model-repository={self.model_repository}",
             f"--backend-directory={backend_directory}",
-            f"--http-address={self.host}", f"--http-port={self.http_port}",
+            f"--http-address={self.http_host}", f"--http-port={self.http_port}",
             f"--grpc-address={self.host}", f"--grpc-port={self.grpc_port}",
             f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true", "--allow-cpu-metrics=true", f"--allow-gpu-metrics={str(gpu).lower()}",
