@@ -133,7 +133,7 @@ class ServeProcess:
         raise ServiceError(f"serve not ready after {self.startup_timeout_s + 30:.0f} s:\n{self.log_tail()}")
 
     def processes(self) -> list[ProcessInfo]:
-        """serve (hosting the web app), tritonserver and its Python-backend stubs, right now."""
+        """serve (hosting the web app), tritonserver, its Python-backend stubs and nginx, right now."""
         if self._process is None:
             return []
         serve = psutil.Process(self._process.pid)
@@ -143,6 +143,9 @@ class ServeProcess:
                 found.append(ProcessInfo.of("tritonserver", child))
                 stubs = sorted(child.children(recursive=True), key=lambda p: _stub_model(p))
                 found += [ProcessInfo.of(f"stub {_stub_model(stub)}", stub) for stub in stubs]
+            elif child.name() == "nginx":  # the HTTP gateway: its master and worker
+                found += [ProcessInfo.of(f"nginx {role}", process)
+                          for role, process in (("master", child), *(("worker", w) for w in child.children()))]
         return found
 
     def listening(self) -> list[str]:

@@ -104,6 +104,7 @@ def test_an_elongated_image_is_refused_before_resizing_blows_up(size):
     assert Preprocessor(224, 256)(Image.new("RGB", (4000, 400))).shape == (3, 224, 224)
 
 
+@pytest.mark.attack("E5", "decompression bombs in PNG, GIF, BMP, JPEG, TIFF, PPM")
 def test_bombs_in_every_format_are_refused_within_bounded_memory():
     """In a fresh interpreter limited to 2 GiB of address space, after importing everything the services
     import (none may disarm Pillow's guard): every bomb is a BadImageError and the peak RSS stays small."""
@@ -198,6 +199,7 @@ def _check_answer(response, bounds: _Bounds, started: float) -> None:
     bounds.check(started)
 
 
+@pytest.mark.attack("E6", "mutated uploads, random file names and form fields (Hypothesis)")
 @pytest.mark.server
 @pytest.mark.timeout(240)
 def test_web_api_survives_mutated_uploads_names_and_fields(web_client):
@@ -219,6 +221,7 @@ def test_web_api_survives_mutated_uploads_names_and_fields(web_client):
     check()
 
 
+@pytest.mark.attack("E7", "malformed multipart bodies (Hypothesis)")
 @pytest.mark.server
 @pytest.mark.timeout(120)
 def test_web_api_survives_malformed_request_bodies(web_client):

@@ -27,6 +27,7 @@ from deepfake_edge.server.triton import TritonServer, free_port
 from deepfake_edge.webapp.app import create_app
 
 
+@pytest.mark.attack("E1", "reach Triton (HTTP, gRPC, metrics) or the web page from another address")
 def test_every_service_binds_loopback_unless_told_otherwise():
     import inspect
 
@@ -77,6 +78,7 @@ class _DiskWriteAudit:
                 self.events.append(f"open {path!r} mode={mode!r} flags={flags!r}")
 
 
+@pytest.mark.attack("E2", "make uploads land on disk (werkzeug spools parts over 500 KB)")
 @pytest.mark.server
 def test_no_upload_ever_touches_the_disk(triton_server, tmp_path, monkeypatch):
     spool = tmp_path / "tmpdir"
@@ -118,6 +120,7 @@ def test_the_disk_audit_sees_werkzeugs_default_spooling(tmp_path, monkeypatch):
     assert audit.events, "werkzeug's spooled temporary file went unnoticed"
 
 
+@pytest.mark.attack("E3", "stall Triton (SIGSTOP) under a client")
 @pytest.mark.server
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_a_stalled_triton_costs_a_caller_at_most_its_timeout(triton_server, protocol):
@@ -144,6 +147,7 @@ def test_a_stalled_triton_costs_a_caller_at_most_its_timeout(triton_server, prot
         assert client.detect(Image.new("RGB", (64, 64))).label  # and it serves again once resumed
 
 
+@pytest.mark.attack("E4", "ask for a batch of 10,000 through the client; send 33 straight to Triton")
 @pytest.mark.server
 def test_batches_are_capped_by_the_model_and_enforced_by_triton(triton_server):
     import tritonclient.grpc as grpcclient

@@ -23,9 +23,11 @@ import pytest
 import yaml
 
 from deepfake_edge.cli import build_parser
+from deepfake_edge.server.admin_key import KEY_ENVIRONMENT_VARIABLE, restricted_api_flags
 from deepfake_edge.server.triton import TritonServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
+COMPOSE_KEY = "compose-test-key"
 DOCKERFILE = ROOT / "docker" / "web.Dockerfile"
 # Installed by the project but not by docker/web.Dockerfile.
 NOT_IN_WEB_IMAGE = ("torch", "torchvision", "timm", "onnxruntime", "onnx", "onnxscript", "onnxconverter_common",
@@ -39,7 +41,8 @@ def compose() -> dict:
         pytest.skip("docker-compose is not installed (Debian package docker-compose; 'make system-deps' installs it)")
     result = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60,
-                            env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT)})  # no TRITON_VERSION/BIND_ADDRESS
+                            # no TRITON_VERSION/BIND_ADDRESS; the admin key compose refuses to start without
+                            env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT), KEY_ENVIRONMENT_VARIABLE: COMPOSE_KEY})
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -66,6 +69,19 @@ def test_triton_service_serves_the_ngc_repository_read_only_on_a_gpu(compose: di
     assert "http://127.0.0.1:8000/v2/health/ready" in triton["healthcheck"]["test"]
     assert {port.split(":", 1)[1] for port in triton["ports"]} == {"8000:8000/tcp", "8001:8001/tcp", "8002:8002/tcp"}
     assert all(port.startswith("127.0.0.1:") for port in triton["ports"])
+
+
+def test_triton_admin_apis_need_the_same_key_as_serve(compose: dict) -> None:
+    command = compose["services"]["triton"]["command"]
+    assert set(restricted_api_flags(COMPOSE_KEY)) <= set(command), command
+
+
+def test_compose_refuses_to_start_without_an_admin_key() -> None:
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose is not installed")
+    result = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin", "HOME": str(ROOT)})
+    assert result.returncode != 0 and KEY_ENVIRONMENT_VARIABLE in result.stderr
 
 
 def test_web_service_builds_the_web_image_and_waits_for_a_healthy_triton(compose: dict) -> None:

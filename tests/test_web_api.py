@@ -122,6 +122,7 @@ def test_uploads_are_kept_in_memory():
         assert stream.getbuffer().nbytes == len(big)
 
 
+@pytest.mark.attack("E8", "a chunked upload with no length, past the limit")
 def test_chunked_upload_over_the_limit_is_a_413_while_streaming():
     """Without Content-Length the limit is enforced while reading: the body never piles up in memory."""
     app = create_app(_closed_port_url(), max_upload_bytes=100_000)
@@ -257,6 +258,7 @@ def test_concurrent_uploads_and_bad_ones_mixed(live_web_url):
     assert all(re.match(VERDICT_PATTERN, body["verdict"]) for _, body in answers[:6])
 
 
+@pytest.mark.attack("E9", "an upload of 10 MB + 1 byte over a real socket")
 @pytest.mark.server
 def test_oversized_upload_over_a_real_socket_is_a_413(live_web_url):
     status, body = post_file(f"{live_web_url}/api/detect", "huge.jpg", b"\xff" * (DEFAULT_MAX_UPLOAD_BYTES + 200_000))
