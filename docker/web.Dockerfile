@@ -16,7 +16,8 @@ WORKDIR /opt/deepfake-edge
 
 # opencv: the CLI imports it while registering the `data synth` verb, before `web` runs.
 RUN pip install "flask>=3.0" "pillow>=10" "numpy>=1.24,<2" "matplotlib>=3.8" "tqdm>=4.66" \
-        "opencv-python-headless>=4.8,<5" "tritonclient[grpc,http]==2.51.0"
+        "opencv-python-headless>=4.8,<5" "tritonclient[grpc,http]==2.51.0" \
+        "waitress>=3.0.2,<4"
 
 COPY pyproject.toml README.md ./
 COPY deepfake_edge ./deepfake_edge
