@@ -105,6 +105,9 @@ class LanePool(Generic[L]):
                     future.set_result(task(worker))
                 except BaseException as error:  # delivered to the waiting caller, never lost in this thread
                     future.set_exception(error)
+                # Else an idle thread keeps its last task alive until the next one: the web app's pooled clients
+                # held a whole decoded upload each (+400 MB of RSS under a flood of 6000 x 6000 images).
+                del item, task, future
         finally:
             worker.reset_lane()
 

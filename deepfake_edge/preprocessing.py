@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 if TYPE_CHECKING:
     import torch
@@ -26,6 +26,27 @@ ImageSource = Union[str, os.PathLike, bytes, BinaryIO, Image.Image]
 
 # Declared-pixel ceiling checked before any pixel is decoded (a 30,000 x 30,000 PNG is a few KB on disk).
 DEFAULT_MAX_PIXELS = 40_000_000
+# Longest over shortest side, also checked on the header. Phone panoramas reach about 10:1 (a 4000 x 400
+# one must work); a 68-byte PNG of 1 x 40,000,000 passed the pixel limit and grew the web app by ~1 GB
+# before its resize was refused.
+MAX_ASPECT_RATIO = 20
+# Formats whose header states the size that gets decoded, each with its decode peak measured below.
+# Not ICNS: it decodes an embedded PNG of any size behind a 512 x 512 header.
+SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "ICO", "TGA")
+_TURNING_ORIENTATIONS = range(2, 9)  # EXIF orientations that ImageOps.exif_transpose acts on
+_COMPOSITE_BAND_PIXELS = 1 << 18  # pixels composited on white at once: 1 MB per RGBA temporary
+# Peak bytes per pixel of load_image by decoded mode, measured with VmHWM on 4000 x 4000 images: the decoded
+# image (Pillow keeps RGB, RGBA, LA, CMYK, I and F in 4 bytes a pixel), the RGB result and the temporaries
+# between them (RGBA 8, 16-bit 11, I 16.5, F 24.5). Other modes get the largest figure.
+_PEAK_BYTES_PER_PIXEL = {"RGB": 4, "1": 5, "L": 5, "P": 5, "RGBA": 8, "LA": 8, "PA": 8, "CMYK": 8, "YCbCr": 8,
+                         "I;16": 12, "I;16B": 12, "I;16L": 12, "I": 18, "F": 26}
+_UNKNOWN_MODE_BYTES_PER_PIXEL = 26
+# Pillow's WebP decoder hands over whole RGBA frames (measured: RGB 16, RGBA 17.3 bytes a pixel in all).
+_WEBP_EXTRA_BYTES_PER_PIXEL = 12
+# libjpeg keeps every DCT coefficient (2 bytes a sample) of a progressive JPEG until its last scan.
+_PROGRESSIVE_JPEG_BYTES_PER_SAMPLE = 2
+# Whatever the size: decoder line buffers, zlib windows, composite bands (measured: under 5 MB).
+_DECODE_SLACK_BYTES = 8 << 20
 
 _INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
@@ -38,12 +59,12 @@ class BadImageError(ValueError):
     """The input is not a decodable image within limits; the message says why, for a person."""
 
 
-def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decode ``source`` into an RGB image, applying EXIF orientation.
+def open_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open ``source`` and check its header; no pixel is decoded (:func:`load_image` does that).
 
-    Any Pillow mode is accepted (L, LA, P, RGBA, CMYK, I, I;16, F); transparency is composited on
-    white, 16-bit images are scaled to 8 bits, animated images use their first frame. Raises
-    :class:`BadImageError` for empty, undecodable, truncated or oversized (declared pixels) input.
+    Raises :class:`BadImageError` for empty or unrecognised input, a format outside
+    :data:`SUPPORTED_FORMATS`, and a size that is empty, over ``max_pixels`` or more elongated than
+    :data:`MAX_ASPECT_RATIO`. An ``Image`` given in is checked and returned as it is.
     """
     if isinstance(source, Image.Image):
         image = source
@@ -57,7 +78,7 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(source)
+                image = Image.open(source, formats=SUPPORTED_FORMATS)
         except UnidentifiedImageError:
             raise BadImageError("not an image (unrecognised format)") from None
         except (Image.DecompressionBombWarning, Image.DecompressionBombError) as error:
@@ -72,10 +93,41 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Ima
         )
     if width == 0 or height == 0:
         raise BadImageError("image has no pixels")
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+        raise BadImageError(f"image too elongated: {width}x{height} pixels, more than {MAX_ASPECT_RATIO}:1")
+    return image
+
+
+def decoded_bytes_estimate(image: Image.Image) -> int:
+    """The most memory :func:`load_image` takes at once to turn ``image`` into RGB, from its header alone.
+
+    ``image`` is what :func:`open_image` returns (nothing decoded yet). The figure is pixels times the
+    peak bytes per pixel measured for its mode and format (the same ones as their upper bound), so a
+    caller can reserve the memory before decoding.
+    """
+    per_pixel = _PEAK_BYTES_PER_PIXEL.get(image.mode, _UNKNOWN_MODE_BYTES_PER_PIXEL)
+    if image.format == "WEBP":
+        per_pixel += _WEBP_EXTRA_BYTES_PER_PIXEL
+    elif image.format == "JPEG" and image.info.get("progressive"):
+        per_pixel += _PROGRESSIVE_JPEG_BYTES_PER_SAMPLE * len(image.getbands())
+    return image.width * image.height * per_pixel + _DECODE_SLACK_BYTES
+
+
+def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode ``source`` (or an image :func:`open_image` opened) into RGB, applying EXIF orientation.
+
+    Any Pillow mode is accepted (L, LA, P, RGBA, CMYK, I, I;16, F); transparency is composited on
+    white, 16-bit images are scaled to 8 bits, animated images use their first frame. Raises
+    :class:`BadImageError` for input :func:`open_image` refuses and for truncated or corrupt pixel data.
+    An upright RGB ``Image`` given in is returned as it is, not copied.
+    """
+    image = open_image(source, max_pixels=max_pixels)
     try:
         image.seek(0)  # animated formats: classify the first frame
         image.load()
-        image = ImageOps.exif_transpose(image)
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in _TURNING_ORIENTATIONS:
+            # Only then: exif_transpose would copy an upright image whole (4 bytes a pixel for RGB).
+            image = ImageOps.exif_transpose(image)
         return _to_rgb(image)
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         # Pillow reports truncated or corrupt pixel data through any of these.
@@ -90,17 +142,34 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         peak = 65535 if image.mode.startswith("I;16") or pixels.max(initial=0) > 255 else 255
         if pixels.dtype.kind in "iu":
             # round(v / peak * 255) in integers: the same bytes as in float64, at a fraction of the memory
-            # and time (a 90 KB 16-bit PNG of 6300 x 6300 took ~1 GB through float64 temporaries).
-            scaled = (np.clip(pixels, 0, peak).astype(np.uint32) * 510 + peak) // (2 * peak)
+            # and time (a 90 KB 16-bit PNG of 6300 x 6300 took ~1 GB through float64 temporaries). In place,
+            # so that one uint32 array is alive at a time.
+            scaled = np.clip(pixels, 0, peak).astype(np.uint32)
+            scaled *= 510
+            scaled += peak
+            scaled //= 2 * peak
             pixels = scaled.astype(np.uint8)
         else:
             pixels = np.clip(pixels.astype(np.float64) / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return Image.fromarray(pixels, mode="L").convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
+        return _composite_on_white(image)
     return image.convert("RGB")
+
+
+def _composite_on_white(image: Image.Image) -> Image.Image:
+    """``image`` with transparency, alpha-composited on white, as RGB.
+
+    A band of rows at a time: compositing the whole image at once held four full-size RGBA copies
+    (20 bytes a pixel with the decoded RGBA). Compositing is per pixel, so the bytes are the same.
+    """
+    rgb = Image.new("RGB", image.size)
+    rows = max(1, _COMPOSITE_BAND_PIXELS // image.width)
+    for top in range(0, image.height, rows):
+        band = image.crop((0, top, image.width, min(top + rows, image.height))).convert("RGBA")
+        background = Image.new("RGBA", band.size, (255, 255, 255, 255))
+        rgb.paste(Image.alpha_composite(background, band).convert("RGB"), (0, top))
+    return rgb
 
 
 @dataclass(frozen=True)

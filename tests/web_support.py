@@ -1,4 +1,4 @@
-"""Helpers shared by the web tests: a real werkzeug server in a thread, multipart POSTs, test images."""
+"""Helpers shared by the web tests: the real web server (make_web_server) in a thread, multipart POSTs, test images."""
 
 from __future__ import annotations
 

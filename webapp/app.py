@@ -19,12 +19,11 @@ import ipaddress
 import logging
 import math
 import os
-import threading
-from typing import Any, BinaryIO
+import time
+from typing import Any, BinaryIO, Callable
 
 from flask import Flask, Request, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from deepfake_edge.client import (
     BadImageError,
@@ -33,9 +32,18 @@ from deepfake_edge.client import (
     ServerError,
     ServerUnreachableError,
 )
-from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, load_image
+from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, load_image, open_image
+from deepfake_edge.webapp.decode_budget import (
+    DEFAULT_MAX_DECODE_BYTES,
+    BudgetBusyError,
+    BudgetExceededError,
+    DecodeBudget,
+    scoring_bytes,
+    unmap_freed_images,
+)
 from deepfake_edge.webapp.inference import DetectionService
 from deepfake_edge.webapp.openapi import openapi_spec
+from deepfake_edge.webapp.wsgi_server import WebServer
 
 log = logging.getLogger(__name__)
 _M_ARENA_MAX = -8  # glibc malloc.h
@@ -53,6 +61,8 @@ _SECURITY_HEADERS = {
     ),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
+    # frame-ancestors above, for browsers that ignore CSP: no other site may frame the page (clickjacking).
+    "X-Frame-Options": "DENY",
 }
 
 
@@ -74,10 +84,11 @@ class InMemoryRequest(Request):
 class ApiError(Exception):
     """An error the API reports as ``{"error": message}`` with ``status``."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after_s: int | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after_s = retry_after_s
 
 
 def create_app(
@@ -87,15 +98,19 @@ def create_app(
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     timeout_s: float = 10.0,
-    max_concurrent_detections: int = 8,
+    triton_outage: Callable[[], str | None] | None = None,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
 ) -> Flask:
     """The Flask app answering the page (``/``) and the API (``/api/...``) for ``models`` on Triton.
 
     ``models[0]`` gives the verdict and the heatmap, the others are shown for comparison.
+    ``triton_outage`` (from ``serve``'s supervisor) says, while Triton is down, what is being done about it:
+    503 answers then carry that sentence and a ``Retry-After``.
     ``max_upload_bytes`` bounds the uploaded file, ``max_pixels`` the declared image size
-    (decompression bombs); ``timeout_s`` bounds every call to Triton. At most
-    ``max_concurrent_detections`` uploads are decoded and scored at once (the rest wait), which
-    bounds the memory decoded images can take.
+    (decompression bombs); ``timeout_s`` bounds each detection from start to end. Uploads being decoded and scored
+    take at most ``max_decode_bytes`` at once: each reserves its peak, computed from its header before
+    decoding, and waits up to ``timeout_s`` for it (then 503); one that needs more than the whole budget
+    is refused with 413.
     """
     if protocol not in ("grpc", "http"):
         raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
@@ -107,7 +122,8 @@ def create_app(
     app.json.sort_keys = False  # keep the documented field order
     app.json.ensure_ascii = False  # "Fake – 97.3%" stays readable in curl output
     service = DetectionService(triton_url, protocol, tuple(models), timeout_s)
-    detection_slots = threading.BoundedSemaphore(max_concurrent_detections)
+    decode_budget = DecodeBudget(max_decode_bytes)
+    unmap_freed_images()  # else freed image blocks stay in the process and RSS outgrows the budget
 
     @app.get("/")
     def index() -> Any:
@@ -129,12 +145,29 @@ def create_app(
         if not data:
             raise ApiError(400, f"'{name}' is empty (0 bytes). Please choose an image file.")
         alpha = _heatmap_alpha(request.values.get("heatmap_alpha"), request.values.get("heatmap"))
-        with detection_slots:
-            try:
-                image = load_image(data, max_pixels=max_pixels)
-            except BadImageError as error:
-                raise ApiError(400, f"'{name}' could not be read as an image: {str(error).rstrip('.')}.") from None
-            result = service.detect(image, heatmap_alpha=alpha)
+        # One deadline for the whole request: waiting for the budget and every call to Triton share it.
+        deadline = time.monotonic() + timeout_s
+        try:
+            image = open_image(data, max_pixels=max_pixels)  # the header alone: no pixel decoded yet
+            needed = scoring_bytes(image, len(service.models))
+            with decode_budget.reserve(needed, wait_s=deadline - time.monotonic()):
+                try:
+                    image = load_image(image, max_pixels=max_pixels)
+                    result = service.detect(image, heatmap_alpha=alpha, deadline=deadline)
+                finally:
+                    # Free the pixels inside their reservation: this frame, and the traceback of a failed
+                    # decode, would keep them alive while the next upload decodes.
+                    image.close()
+        except BadImageError as error:
+            raise ApiError(400, f"'{name}' could not be read as an image: {str(error).rstrip('.')}.") from None
+        except BudgetExceededError:
+            raise ApiError(413, f"'{name}' is too large to process: its {image.width}x{image.height} pixels "
+                                f"({image.mode}) would take about {_format_bytes(needed)} of memory to decode, "
+                                f"more than this server allows ({_format_bytes(max_decode_bytes)}). "
+                                "Please send a smaller image.") from None
+        except BudgetBusyError:
+            raise ApiError(503, "The server is busy decoding other images. Try again in a moment.",
+                           retry_after_s=2) from None
         result["filename"] = name
         return jsonify(result)
 
@@ -143,6 +176,9 @@ def create_app(
         report = service.health()
         ready = report["models"].get(service.models[0]) == "ready"
         report["status"] = "ok" if ready else "unavailable"
+        outage = triton_outage() if triton_outage is not None else None
+        if outage and not ready:
+            report["detail"] = outage
         return jsonify(report), 200 if ready else 503
 
     @app.get("/api/openapi.json")
@@ -157,17 +193,21 @@ def create_app(
             response.headers["Cache-Control"] = "no-store"
         return response
 
-    _register_error_handlers(app, triton_url, service.models[0], max_upload_bytes)
+    _register_error_handlers(app, triton_url, max_upload_bytes, triton_outage)
     return app
 
 
-def _register_error_handlers(app: Flask, triton_url: str, primary: str, max_upload_bytes: int) -> None:
+def _register_error_handlers(app: Flask, triton_url: str, max_upload_bytes: int,
+                             triton_outage: Callable[[], str | None] | None) -> None:
     def answer(status: int, message: str) -> Any:
         return jsonify({"error": message}), status
 
     @app.errorhandler(ApiError)
     def api_error(error: ApiError) -> Any:
-        return answer(error.status, error.message)
+        response, status = answer(error.status, error.message)
+        if error.retry_after_s is not None:
+            response.headers["Retry-After"] = str(error.retry_after_s)
+        return response, status
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge) -> Any:
@@ -175,6 +215,11 @@ def _register_error_handlers(app: Flask, triton_url: str, primary: str, max_uplo
 
     @app.errorhandler(ServerUnreachableError)
     def unreachable(error: ServerUnreachableError) -> Any:
+        outage = triton_outage() if triton_outage is not None else None
+        if outage:
+            response, status = answer(503, f"{outage[0].upper()}{outage[1:]}. Try again in a few seconds.")
+            response.headers["Retry-After"] = "5"
+            return response, status
         return answer(
             503,
             f"The detection server (Triton at {triton_url}) cannot be reached. "
@@ -235,19 +280,32 @@ def _format_bytes(size: int) -> str:
 
 
 def make_web_server(
-    app: Flask, host: str = "127.0.0.1", port: int = 8080, socket_timeout_s: float = 60.0
-) -> BaseWSGIServer:
-    """A threaded werkzeug server for ``app``; the caller runs ``serve_forever()`` and ``shutdown()``.
+    app: Flask, host: str = "127.0.0.1", port: int = 8080, socket_timeout_s: float = 60.0, *,
+    request_timeout_s: float = 30.0, threads: int = 8, connection_limit: int = 100,
+) -> WebServer:
+    """A production WSGI server (waitress) for ``app``; the caller runs ``serve_forever()`` and ``shutdown()``.
 
     Binds 127.0.0.1 by default; pass another ``host`` deliberately to expose the page. ``port=0``
-    picks a free port (read it back from ``server.server_port``). A connection that sends nothing
-    for ``socket_timeout_s`` is dropped, so a stalled client cannot hold a thread forever.
+    picks a free port (read it back from ``server.server_port``). Requests are read by one event loop and
+    answered by ``threads`` worker threads (8: as many as uploads the app decodes at once; they mostly wait
+    on Triton), so a slow client holds a socket, not a thread. A request (headers and body) that has not
+    fully arrived ``request_timeout_s`` after its first byte is answered 408 and its connection closed
+    (a client dribbling its upload cannot hold a connection for ever), and a new connection that sends
+    nothing is closed after ``request_timeout_s``; a connection with no request in progress is closed after
+    ``socket_timeout_s`` without data; beyond ``connection_limit`` open
+    connections new ones wait in the listen backlog. Bodies over the app's ``MAX_CONTENT_LENGTH`` are
+    refused with the app's 413 message; bodies are buffered in memory, never on disk.
     """
     if not _is_loopback(host):
         log.warning("the web page is reachable from other machines on %s:%s", host, port)
     limit_malloc_arenas()
-    handler = type("TimeoutRequestHandler", (WSGIRequestHandler,), {"timeout": socket_timeout_s})
-    return make_server(host, port, app, threaded=True, request_handler=handler)
+    max_body = app.config.get("MAX_CONTENT_LENGTH")
+    return WebServer(
+        app, host, port, request_timeout_s=request_timeout_s, idle_timeout_s=socket_timeout_s, threads=threads,
+        connection_limit=connection_limit, max_body_bytes=max_body,
+        too_large_message=_too_large_message(max(0, (max_body or 0) - _MULTIPART_SLACK_BYTES)),
+        extra_headers=_SECURITY_HEADERS.items(),
+    )
 
 
 def limit_malloc_arenas(arenas: int = 2) -> bool:

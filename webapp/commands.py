@@ -35,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="largest declared image size in pixels, checked before decoding "
                         "(default: preprocessing's DEFAULT_MAX_PIXELS, 40 M)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds allowed per call to Triton (default 10)")
+    parser.add_argument("--max-decode-mb", type=float, default=256.0,
+                        help="memory that uploads being decoded and scored may take at once, in MB; each reserves "
+                        "its peak from its header, larger ones are refused (default 256)")
     parser.set_defaults(func=run_web)
 
 
@@ -43,12 +46,13 @@ def run_web(args: argparse.Namespace) -> int:
     from deepfake_edge.webapp.app import create_app, make_web_server
 
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
-    if args.max_upload_mb <= 0 or max_pixels <= 0 or args.timeout <= 0:
-        print("error: --max-upload-mb, --max-pixels and --timeout must be positive", file=sys.stderr)
+    if min(args.max_upload_mb, max_pixels, args.timeout, args.max_decode_mb) <= 0:
+        print("error: --max-upload-mb, --max-pixels, --timeout and --max-decode-mb must be positive", file=sys.stderr)
         return 2
     triton_url = args.triton_url or f"127.0.0.1:{_DEFAULT_TRITON_PORTS[args.protocol]}"
     app = create_app(triton_url, protocol=args.protocol, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-                     max_pixels=max_pixels, timeout_s=args.timeout)
+                     max_pixels=max_pixels, timeout_s=args.timeout,
+                     max_decode_bytes=int(args.max_decode_mb * 1024 * 1024))
     try:
         server = make_web_server(app, host=args.host, port=args.port)
     except OSError as error:
