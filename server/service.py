@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from deepfake_edge.server.http_gateway import DEFAULT_MAX_BODY_BYTES, HttpGateway
-from deepfake_edge.server.triton import TritonServer, TritonServerError, _reachable, check_port_free, free_port
+from deepfake_edge.server.triton import TritonServer, _reachable, check_port_free, free_port
 
 
 class TritonService:

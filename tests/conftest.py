@@ -69,7 +69,7 @@ def pytest_runtest_makereport(item, call):
     attack_id, description = marker.args
     row = _ATTACK_RESULTS.setdefault(item.nodeid, {"id": attack_id, "attack": description, "test": item.nodeid})
     if report.when == "call" or report.failed:
-        row["result"] = "refused" if report.passed else ("skipped" if report.skipped else "FAILED")
+        row["result"] = "held" if report.passed else ("skipped" if report.skipped else "FAILED")
         docstring = (getattr(item, "function", None).__doc__ or "").strip().split("\n")[0]
         row["outcome"] = dict(item.user_properties).get("outcome") or docstring
 

@@ -41,8 +41,8 @@ def main() -> int:
         print(f"error: {REPORT} has no {BEGIN} ... {END} markers", file=sys.stderr)
         return 1
     REPORT.write_text(pattern.sub(lambda _: f"{BEGIN}\n{render(rows)}\n{END}", text))
-    failed = [row["test"] for row in rows if row.get("result") != "refused"]
-    print(f"{len(rows)} attack tests, {len(rows) - len(failed)} refused" + (f"; not refused: {failed}" if failed else ""))
+    failed = [row["test"] for row in rows if row.get("result") != "held"]
+    print(f"{len(rows)} attack tests, {len(rows) - len(failed)} held" + (f"; did not hold: {failed}" if failed else ""))
     return 0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pytest
 from PIL import Image
-from web_support import post_file, running_web_server
+from web_support import post_file, running_web_server, stop_process
 
 from deepfake_edge.cli import build_parser
 from deepfake_edge.client import DeepfakeClient, RequestTimeoutError
@@ -185,12 +185,7 @@ def test_web_verb_limits_are_set_from_the_command_line(tmp_path):
         status, body = post_file(f"{url}/api/detect", "b.png", bytes(600 * 1024))
         assert status == 413 and "512 KB" in body["error"], body
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
     assert process.returncode == 0
 
 

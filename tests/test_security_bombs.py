@@ -12,7 +12,6 @@ import json
 import os
 import random
 import re
-import signal
 import struct
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import psutil
 import pytest
 from PIL import Image
 from reliability_inputs import bombs, png_declaring
-from web_support import jpeg_bytes, post_file
+from web_support import jpeg_bytes, post_file, stop_process
 
 from deepfake_edge.preprocessing import (
     BadImageError,
@@ -234,12 +233,7 @@ def _web_process(triton_url: str) -> Iterator[tuple[str, psutil.Process]]:
         threading.Thread(target=process.stdout.read, daemon=True).start()  # keep its pipe drained
         yield found.group(0), psutil.Process(process.pid)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 class _RssSampler:

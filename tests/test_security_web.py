@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import threading
 import time
 
 import pytest
-from web_support import running_web_server
+from web_support import running_web_server, stop_process
 
 from deepfake_edge.server.triton import free_port
 from deepfake_edge.webapp.app import create_app, make_web_server
@@ -210,12 +209,7 @@ def test_the_web_verb_logs_requests_in_plain_text():
         assert _get(base_url, "/missing")[0] == 404
         assert _get(base_url, "/")[0] == 200
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         reader.join(timeout=5)
     text = b"".join(output)
     assert b'"GET /missing HTTP/1.1" 404' in text and b'"GET / HTTP/1.1" 200' in text, text

@@ -12,7 +12,7 @@ import pytest
 # Runs in a fresh interpreter: arenas, once created, live as long as the process.
 ARENA_PROBE = textwrap.dedent("""
     import ctypes, sys, threading
-    from deepfake_edge.webapp.app import limit_malloc_arenas
+    from deepfake_edge.webapp.glibc_memory import limit_malloc_arenas
 
     print(limit_malloc_arenas() if sys.argv[1] == "cap" else None)
     libc = ctypes.CDLL("libc.so.6")
@@ -55,7 +55,7 @@ def test_sixteen_threads_share_two_arenas_once_capped():
 
 
 def test_an_explicit_malloc_arena_max_wins(monkeypatch):
-    from deepfake_edge.webapp.app import limit_malloc_arenas
+    from deepfake_edge.webapp.glibc_memory import limit_malloc_arenas
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert limit_malloc_arenas() is False

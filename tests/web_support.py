@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import struct
+import subprocess
 import threading
 import urllib.error
 import urllib.request
@@ -36,6 +38,16 @@ def running_web_server(app: Flask, **server_options) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+    """SIGTERM ``process`` (a ``deepfake-edge web`` the test started), SIGKILL it after ``timeout_s``."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def post_file(url: str, filename: str, data: bytes, fields: dict[str, str] | None = None,

@@ -8,8 +8,6 @@ come first served, until that much of the budget is free.
 
 from __future__ import annotations
 
-import ctypes
-import os
 import threading
 import time
 from collections import deque
@@ -27,7 +25,6 @@ DEFAULT_MAX_DECODE_BYTES = 256 * 2**20
 # allocates about resize_size x the longest side x 4 bytes (measured: 2 x 29 MB for 1415 x 28268 at 256).
 # 512 covers the resize sizes of models with inputs up to 448 pixels.
 _RESIZE_BYTES_PER_LONG_SIDE_PIXEL = 4 * 512
-_M_MMAP_THRESHOLD = -3  # glibc malloc.h
 
 
 class BudgetExceededError(Exception):
@@ -46,24 +43,6 @@ def scoring_bytes(image: Image.Image, models: int) -> int:
     this counts a little more than the true peak.
     """
     return decoded_bytes_estimate(image) + models * _RESIZE_BYTES_PER_LONG_SIDE_PIXEL * max(image.size)
-
-
-def unmap_freed_images(threshold: int = 1 << 20) -> bool:
-    """Have glibc map every allocation of ``threshold`` bytes or more on its own and unmap it when freed.
-
-    The budget counts live bytes, but glibc raises its mmap threshold to the size of the largest block
-    freed (up to 32 MB), so Pillow's 16 MB image blocks then come from, and stay in, the malloc arenas:
-    under 16 clients sending 6000 x 6000 PNGs the web app held +326 MB of RSS for +168 MB live; with a
-    fixed threshold, +168 MB. ``MALLOC_MMAP_THRESHOLD_`` in the environment wins. Returns whether the
-    threshold was set (False off glibc).
-    """
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
 
 
 class DecodeBudget:
