@@ -137,6 +137,19 @@ def test_server_down_is_one_clear_message_and_exit_code(good_folder, protocol):
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
 
 
+@pytest.mark.parametrize("protocol, port, words", [
+    ("http", "grpc_port", "does not speak HTTP/1.1"),
+    ("http", "metrics_port", "not Triton's HTTP API"),
+    ("grpc", "http_port", "gRPC is 8001 by default"),
+])
+def test_a_port_of_the_wrong_protocol_is_one_clear_message_and_exit_code(triton_server, good_folder, protocol,
+                                                                          port, words):
+    url = f"127.0.0.1:{getattr(triton_server, port)}"
+    code, out, err, _ = run_cli("detect", good_folder, "--url", url, "--protocol", protocol)
+    assert code == EXIT_UNREACHABLE, err
+    assert words in err and "Traceback" not in err and out == ""
+
+
 def test_unknown_model_exit_code_says_the_model_is_not_ready(triton_server, good_folder, capsys):
     # Listing the served models is an admin API (the repository index): the message cannot name them.
     code = detect(good_folder, "--model", "nonexistent", "--url", triton_server.grpc_url)
