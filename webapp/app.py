@@ -284,8 +284,8 @@ def make_web_server(
 
     Binds 127.0.0.1 by default; pass another ``host`` deliberately to expose the page. ``port=0``
     picks a free port (read it back from ``server.server_port``). Requests are read by one event loop and
-    answered by ``threads`` worker threads (8: as many as uploads the app decodes at once; they mostly wait
-    on Triton), so a slow client holds a socket, not a thread. A request (headers and body) that has not
+    answered by ``threads`` worker threads (8 by default: requests mostly wait on Triton or on the decode
+    budget), so a slow client holds a socket, not a thread. A request (headers and body) that has not
     fully arrived ``request_timeout_s`` after its first byte is answered 408 and its connection closed
     (a client dribbling its upload cannot hold a connection for ever), and a new connection that sends
     nothing is closed after ``request_timeout_s``; a connection with no request in progress is closed after

@@ -147,11 +147,14 @@ def openapi_spec(max_upload_bytes: int, models: tuple[str, ...]) -> dict[str, An
                             "description": "the verdict",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Detection"}}},
                         },
-                        "400": _error_response("no file, empty file, not an image, corrupt or too many pixels"),
-                        "413": _error_response("upload larger than the configured limit"),
+                        "400": _error_response("no file, empty file, not an image, corrupt, too many pixels or too elongated"),
+                        "408": _error_response("the request did not fully arrive within the server's deadline"),
+                        "413": _error_response("upload larger than the configured limit, or an image that "
+                                               "would take more memory to decode than the server allows"),
                         "502": _error_response("Triton failed on a valid image"),
-                        "503": _error_response("Triton unreachable or the model not ready"),
-                        "504": _error_response("Triton did not answer within the configured timeout"),
+                        "503": _error_response("Triton unreachable, restarting or the model not ready, or the server busy "
+                                               "decoding other images (with Retry-After)"),
+                        "504": _error_response("no answer within the configured timeout"),
                     },
                 }
             },
