@@ -39,6 +39,8 @@ class TritonService:
 
     def __getattr__(self, name: str) -> Any:
         # pid, grpc_url, metrics_url, log_file, admin_key, model_repository, repository_index, shm_prefix ...
+        if name == "triton":  # not set yet (a half-built or copied object): no endless recursion
+            raise AttributeError(name)
         return getattr(self.triton, name)
 
     @property

@@ -1,6 +1,8 @@
 """Keep one tritonserver running: restart it when it dies, within a backoff and a restart budget.
 
-``deepfake-edge serve`` runs :meth:`TritonSupervisor.watch` on its main thread. When the server exits
+``deepfake-edge serve`` runs :meth:`TritonSupervisor.watch` on its main thread over a
+:class:`~deepfake_edge.server.service.TritonService` (Triton and nginx, restarted together; a plain
+:class:`~deepfake_edge.server.triton.TritonServer` works the same). When the server exits
 (killed, crashed, out of memory) the supervisor stops what is left of it (its process group, its
 /dev/shm regions, its Python-backend folder in /tmp), waits a backoff (1, 2, 4 … 30 s), and starts a new
 one on the same ports and repository. Clients reconnect by themselves; meanwhile :attr:`outage` says

@@ -1,7 +1,7 @@
 """The web API: every bad input answers a 4xx JSON error, Triton down answers 503, a real image a verdict.
 
 Validation paths use Flask's test client (they are decided before Triton is contacted); the detect
-happy path runs through the real werkzeug server against the real Triton server, and "Triton down"
+happy path runs through the real web server (waitress) against the real Triton server, and "Triton down"
 against a real closed port.
 """
 

@@ -1,10 +1,9 @@
 """Forward one decoded image to every configured Triton model through the project's client.
 
-The web app holds no model. :class:`DetectionService` keeps a small pool of
-:class:`~deepfake_edge.client.DeepfakeClient` per Triton model (werkzeug serves each request on its
-own thread, and one client serialises its calls on one connection), asks the primary model for its verdict and
-heatmap and every other model for its score, and renders the heatmap with
-:func:`deepfake_edge.heatmap.overlay_heatmap`.
+The web app holds no model. :class:`DetectionService` lends each request a
+:class:`~deepfake_edge.client.DeepfakeClient` per Triton model from a small pool, asks the primary model
+for its verdict and heatmap and every other model for its score (on scoring threads, so that a request
+stops waiting at its deadline), and renders the heatmap with :func:`deepfake_edge.heatmap.overlay_heatmap`.
 """
 
 from __future__ import annotations
