@@ -126,7 +126,6 @@ def _stop_on_signals() -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from deepfake_edge.server.http_gateway import GatewayError
     from deepfake_edge.server.service import TritonService
     from deepfake_edge.server.supervisor import RestartPolicy, TritonSupervisor
     from deepfake_edge.server.triton import TritonServerError, check_port_free
@@ -184,7 +183,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("stopped", flush=True)
         return 0
-    except (GatewayError, TritonServerError) as error:
+    except TritonServerError as error:  # also nginx's GatewayError and an exhausted restart budget
         print(f"error: {error}", file=sys.stderr)
         return 1
 

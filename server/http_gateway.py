@@ -25,6 +25,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from deepfake_edge.server.triton import TritonServerError
+
 # Binary-data requests of a full batch (32 x 3 x 224 x 224 UINT8 = 4.8 MB) fit, and JSON ones of
 # ~25 such images; 16 concurrent maximal bodies cost tritonserver well under a gigabyte.
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -79,8 +81,9 @@ http {{
 """
 
 
-class GatewayError(RuntimeError):
-    """nginx is missing, or did not start; the message says which and how to fix it."""
+class GatewayError(TritonServerError):
+    """nginx is missing, or did not start; the message says which and how to fix it (a failed start of the
+    service, like Triton's own, so the supervisor retries it)."""
 
 
 def nginx_binary() -> Path | None:
