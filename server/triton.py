@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -142,6 +143,22 @@ def check_port_free(host: str, port: int, purpose: str) -> None:
                 f"{purpose} port {port} on {host} is already in use ({error.strerror}); "
                 f"stop whatever listens there or choose another port"
             ) from error
+
+
+WORKDIR_PREFIX = "deepfake-edge-triton-"
+
+
+def remove_stale_workdirs() -> list[str]:
+    """Remove the work dirs (backend links, default log) of launchers that died without stopping their
+    server, e.g. killed outright: the kernel ends the server then, but nobody is left to remove the folder.
+    A work dir is named ``deepfake-edge-triton-<launcher pid>-<random>``; returns the ones removed."""
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*-*"):
+        match = re.match(rf"{WORKDIR_PREFIX}(\d+)-", folder.name)
+        if match and not Path(f"/proc/{match.group(1)}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return sorted(removed)
 
 
 def remove_stale_regions() -> list[str]:
@@ -295,7 +312,8 @@ class TritonServer:
             check_port_free(self.host, port, purpose)
         install = TritonInstallation.locate()
         remove_stale_regions()
-        self._workdir = tempfile.TemporaryDirectory(prefix="deepfake-edge-triton-")
+        remove_stale_workdirs()
+        self._workdir = tempfile.TemporaryDirectory(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-")
         workdir = Path(self._workdir.name)
         self.log_file = self._requested_log_file or workdir / "tritonserver.log"
         self._shm_prefix = f"{SHM_STEM}dfe{os.getpid()}_{secrets.token_hex(4)}_"

@@ -29,6 +29,7 @@ from deepfake_edge.server.triton import (
     TritonStartupError,
     free_port,
     remove_stale_regions,
+    remove_stale_workdirs,
 )
 
 pytestmark = pytest.mark.server
@@ -163,7 +164,7 @@ _ORPHAN_SCRIPT = """
 import sys, time
 from deepfake_edge.server.triton import TritonServer, free_port
 server = TritonServer(sys.argv[1], http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()).start()
-print(server.pid, server.shm_prefix, flush=True)
+print(server.pid, server.shm_prefix, server.log_file.parent, flush=True)
 time.sleep(120)
 """
 
@@ -173,7 +174,7 @@ def test_server_does_not_outlive_a_launcher_that_is_killed(tmp_path: Path) -> No
     launcher = subprocess.Popen([sys.executable, "-c", _ORPHAN_SCRIPT, str(repository)],
                                 stdout=subprocess.PIPE, text=True)
     try:
-        pid, prefix = launcher.stdout.readline().split()
+        pid, prefix, workdir = launcher.stdout.readline().split()
         server_pid = int(pid)
         assert psutil.pid_exists(server_pid) and shm_regions(prefix)
     finally:
@@ -182,6 +183,9 @@ def test_server_does_not_outlive_a_launcher_that_is_killed(tmp_path: Path) -> No
         launcher.stdout.close()
     assert wait_until_gone(server_pid, timeout_s=20) == []
     assert shm_regions(prefix) == set()
+    # Its work dir outlives it (nobody was left to remove it) until a launcher next starts a server.
+    assert Path(workdir).is_dir()
+    assert Path(workdir).name in remove_stale_workdirs() and not Path(workdir).exists()
 
 
 def test_stale_regions_of_dead_launchers_are_removed_and_nothing_else() -> None:
