@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-# scikit-image's bundled photographs (FACTS.md: the ones that ship in the wheel).
+# scikit-image's bundled photographs: the ones that ship in its wheel (others are fetched at run time).
 _PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "camera", "coins", "retina")
 
 

@@ -1,9 +1,9 @@
 """INT8 (CPU, onnxruntime static quantization) and FP16 (GPU) variants of an exported FP32 graph.
 
 INT8 is *static* post-training quantization: activation ranges are calibrated once on real images
-(dynamic quantization recomputes them per batch and ran ~15x slower here, FACTS.md). Activations are
-UINT8 and weights INT8 per channel: onnxruntime's x86 kernels have VNNI paths for U8S8, while S8S8
-ran ~3x slower than FP32 on this CPU. The in-graph preprocessing (Cast/Div/Sub) and the CAM head stay
+(dynamic quantization recomputes them per batch; its ConvInteger kernels ran ~15x slower than FP32
+on the 2-core build VMs). Activations are UINT8 and weights INT8 per channel: onnxruntime's x86 kernels
+have VNNI paths for U8S8, while S8S8 ran ~3x slower than FP32 on this CPU. The in-graph preprocessing (Cast/Div/Sub) and the CAM head stay
 FP32: they are cheap, and quantizing the heatmap's normalisation would only add error. Which backbone
 units (:func:`backbone_units`) also stay FP32 is measured per checkpoint by
 :mod:`deepfake_edge.export.fallback`; the recipes tried are compared by :mod:`deepfake_edge.export.int8_sweep`.
