@@ -7,7 +7,6 @@ be watched from outside: RSS, liveness, process identity (a restarted stub is a 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -23,16 +22,11 @@ from pathlib import Path
 import psutil
 
 from deepfake_edge.server.admin_key import KEY_ENVIRONMENT_VARIABLE, generate_admin_key
-from deepfake_edge.server.triton import SHM_DIR, SHM_STEM, free_port
+from deepfake_edge.server.triton import SHM_DIR, SHM_STEM, die_with_parent, free_port
 
 
 class ServiceError(RuntimeError):
     """The service did not start, or did not stop cleanly; the message carries its log tail."""
-
-
-def _die_with_parent() -> None:
-    # If the soak is killed hard, the kernel sends SIGTERM to serve, which stops Triton in turn.
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -114,7 +108,8 @@ class ServeProcess:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", KEY_ENVIRONMENT_VARIABLE: self.admin_key},
-                start_new_session=True, preexec_fn=_die_with_parent,
+                # If the soak is killed hard, the kernel sends SIGTERM to serve, which stops Triton in turn.
+                start_new_session=True, preexec_fn=die_with_parent,
             )
         try:
             self._wait_ready()

@@ -13,19 +13,17 @@ and answers 503 in Triton's JSON error shape while Triton is down or restarting.
 
 from __future__ import annotations
 
-import collections
-import ctypes
 import grp
 import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
-from deepfake_edge.server.triton import TritonServerError
+from deepfake_edge.server.triton import TritonServerError, accepts_connections, die_with_parent, file_tail
 
 # Binary-data requests of a full batch (32 x 3 x 224 x 224 UINT8 = 4.8 MB) fit, and JSON ones of
 # ~25 such images; 16 concurrent maximal bodies cost tritonserver well under a gigabyte.
@@ -87,14 +85,10 @@ class GatewayError(TritonServerError):
 
 
 def nginx_binary() -> Path | None:
-    """Debian's nginx (``apt-get install nginx-light``; ``make serve`` and ``make test`` install it)."""
-    found = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).exists()), None)
+    """Debian's nginx (``apt-get install nginx-light``; ``make serve`` and ``make test`` install it), also
+    when /usr/sbin is not on PATH."""
+    found = shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
     return Path(found) if found else None
-
-
-def _die_with_parent() -> None:
-    # nginx must not outlive the process that started it (the launcher's SIGKILL leaves no orphan).
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class HttpGateway:
@@ -136,9 +130,11 @@ class HttpGateway:
         self._process = subprocess.Popen(
             [str(binary), "-c", str(config), "-p", str(self.workdir), "-e", str(self.error_log)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent)
+            start_new_session=True,
+            # nginx must not outlive its launcher; the kernel ties the signal to the launching thread.
+            preexec_fn=die_with_parent if threading.current_thread() is threading.main_thread() else None)
         deadline = time.monotonic() + timeout_s
-        while not self._accepts_connections():
+        while not accepts_connections(self.listen_host, self.listen_port, timeout_s=0.5):
             if self._process.poll() is not None or time.monotonic() > deadline:
                 tail = self.log_tail()
                 self.stop()
@@ -160,13 +156,6 @@ class HttpGateway:
         group = grp.getgrgid(nobody.pw_gid).gr_name
         return f"user nobody {group};"
 
-    def _accepts_connections(self) -> bool:
-        try:
-            with socket.create_connection((self.listen_host, self.listen_port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
     def stop(self, timeout_s: float = 5.0) -> None:
         process, self._process = self._process, None
         if process is None:
@@ -184,7 +173,4 @@ class HttpGateway:
         process.wait()
 
     def log_tail(self, lines: int = 20) -> str:
-        if not self.error_log.exists():
-            return "(no nginx log)"
-        with open(self.error_log, "rb") as log:
-            return b"".join(collections.deque(log, maxlen=lines)).decode("utf-8", "replace")
+        return file_tail(self.error_log, lines)

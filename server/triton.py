@@ -184,6 +184,23 @@ def remove_stale_regions() -> list[str]:
     return sorted(candidates)
 
 
+def accepts_connections(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """Whether something listens on ``host:port`` right now."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def file_tail(path: Path | None, lines: int) -> str:
+    """The last ``lines`` lines of a log file, or "(no log)"."""
+    if path is None or not path.exists():
+        return "(no log)"
+    with open(path, "rb") as log:
+        return b"".join(collections.deque(log, maxlen=lines)).decode("utf-8", "replace")
+
+
 def _reachable(host: str) -> str:
     """The address a client on this machine uses for a server bound to ``host``."""
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -199,7 +216,7 @@ _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     # Runs in the child before exec: if the launching process dies hard, the kernel sends SIGTERM to the
     # server, which then unloads its models and ends its stubs, so nothing is orphaned.
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -325,7 +342,7 @@ class TritonServer:
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 cwd=workdir, start_new_session=True,
                 # The kernel ties the signal to the launching *thread*: only the main thread lives as long as us.
-                preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
+                preexec_fn=die_with_parent if threading.current_thread() is threading.main_thread() else None,
             )
         _RUNNING.add(self)
         try:
@@ -368,7 +385,7 @@ class TritonServer:
         while True:
             if self._process is not None and self._process.poll() is not None:
                 raise self._startup_error(f"tritonserver exited with code {self._process.returncode} before ready")
-            if self._http_ok("/v2/health/ready") and self._metrics_listening():
+            if self._http_ok("/v2/health/ready") and accepts_connections(self._client_host, self.metrics_port):
                 break
             if time.monotonic() > deadline:
                 raise self._startup_error(f"tritonserver not ready after {self.startup_timeout_s:.0f} s")
@@ -388,13 +405,6 @@ class TritonServer:
         except (urllib.error.URLError, OSError):
             return False
 
-    def _metrics_listening(self) -> bool:
-        try:
-            with socket.create_connection((self._client_host, self.metrics_port), timeout=1.0):
-                return True
-        except OSError:
-            return False
-
     def repository_index(self) -> list[dict[str, str]]:
         """Triton's repository index: one ``{"name", "version", "state"[, "reason"]}`` per model version."""
         request = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST",
@@ -404,11 +414,7 @@ class TritonServer:
 
     def log_tail(self, lines: int = 40) -> str:
         """The last ``lines`` lines the server wrote (stdout and stderr)."""
-        if self.log_file is None or not self.log_file.exists():
-            return "(no log)"
-        with open(self.log_file, "rb") as log:
-            tail = collections.deque(log, maxlen=lines)
-        return b"".join(tail).decode("utf-8", "replace")
+        return file_tail(self.log_file, lines)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL the whole process group after ``stop_timeout_s``; remove shm and work dir.
