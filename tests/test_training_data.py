@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from deepfake_edge.faces import detect_faces
 from deepfake_edge.training import blending, synth
 from deepfake_edge.training import photos as photos_module
 from deepfake_edge.training.commands import register
@@ -163,7 +164,7 @@ def test_face_centred_crops_put_the_mask_on_the_face(monkeypatch: pytest.MonkeyP
     from deepfake_edge.preprocessing import load_image
 
     grace = np.asarray(load_image(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"))
-    faces = blending.detect_faces(grace)
+    faces = detect_faces(grace)
     assert len(faces) == 1
     x, y, w, h = faces[0]
     assert 0.15 < (x + w / 2) / grace.shape[1] < 0.85 and (y + h / 2) / grace.shape[0] < 0.6  # her face

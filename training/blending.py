@@ -16,14 +16,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from deepfake_edge.faces import FaceBox as Box
 # Blend ratios: a full swap half the time, partial blends otherwise (SBI also uses 0.25, too faint to
 # learn from in a CPU-minutes budget).
 BLEND_RATIOS = (0.6, 0.8, 1.0, 1.0)
 FACE_CROP_PROBABILITY = 0.7
-_FACE_CASCADE = "haarcascade_frontalface_default.xml"
-_DETECT_MAX_SIDE = 512  # faces are searched on a copy no larger than this (Haar is slow on big photos)
-
-Box = tuple[int, int, int, int]  # x, y, width, height
 
 
 @dataclass(frozen=True)
@@ -34,21 +31,6 @@ class BlendPair:
     real: np.ndarray
     fake: np.ndarray
     mask: np.ndarray
-
-
-def detect_faces(photo: np.ndarray) -> list[Box]:
-    """Frontal faces in a uint8 (H, W, 3) photo (OpenCV's bundled Haar cascade), in photo pixels."""
-    height, width = photo.shape[:2]
-    scale = min(1.0, _DETECT_MAX_SIDE / max(height, width))
-    grey = cv2.cvtColor(photo, cv2.COLOR_RGB2GRAY)
-    if scale < 1.0:
-        grey = cv2.resize(grey, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
-    if min(grey.shape) < 48:
-        return []
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + _FACE_CASCADE)
-    found = cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=8,
-                                     minSize=(max(24, min(grey.shape) // 10),) * 2)
-    return [tuple(int(round(v / scale)) for v in box) for box in found]
 
 
 def blend_pair(photo: np.ndarray, rng: np.random.Generator, work_size: int,

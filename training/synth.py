@@ -23,7 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from deepfake_edge.model_card import LABELS
-from deepfake_edge.training.blending import blend_pair, detect_faces, finish, finish_mask
+from deepfake_edge.faces import detect_faces
+from deepfake_edge.training.blending import blend_pair, finish, finish_mask
 from deepfake_edge.training.datasets import MASK_FOLDER, SPLITS, SYNTH_MANIFEST
 from deepfake_edge.training.photos import Photo, folder_photos, packaged_photo_records
 
