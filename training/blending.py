@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from deepfake_edge.faces import FaceBox as Box
+
 # Blend ratios: a full swap half the time, partial blends otherwise (SBI also uses 0.25, too faint to
 # learn from in a CPU-minutes budget).
 BLEND_RATIOS = (0.6, 0.8, 1.0, 1.0)
