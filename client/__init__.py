@@ -12,7 +12,7 @@ from deepfake_edge.client.errors import (
     ServerError,
     ServerUnreachableError,
 )
-from deepfake_edge.client.results import Detection, Failure, Result
+from deepfake_edge.client.results import Detection, Failure, RegionScore, Result
 from deepfake_edge.client.sync_client import DeepfakeClient
 from deepfake_edge.client.triton_io import ModelInfo
 
@@ -25,6 +25,7 @@ __all__ = [
     "Failure",
     "ModelInfo",
     "ModelNotReadyError",
+    "RegionScore",
     "RequestTimeoutError",
     "Result",
     "ServerError",

@@ -26,20 +26,31 @@ from deepfake_edge.client.errors import (
     is_transient,
     translate,
 )
+from deepfake_edge.client.analysis import (
+    Prepared,
+    check_mode,
+    images_per_request,
+    prepare,
+    prepare_chunk,
+    request_slices,
+    stacked_rows,
+    to_detections,
+)
 from deepfake_edge.client.results import Detection, Failure, Result
-from deepfake_edge.client.sync_client import DEFAULT_BATCH_SIZE, DEFAULT_TIMEOUT_S, backoff_s
+from deepfake_edge.client.sync_client import DEFAULT_TIMEOUT_S, backoff_s
 from deepfake_edge.client.triton_io import (
     ModelInfo,
+    Outputs,
     config_as_dict,
-    decode_result,
-    load_tensor,
     make_inputs,
     make_outputs,
     normalize_url,
     not_ready_message,
     parse_model_config,
+    read_outputs,
 )
-from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, BadImageError, ImageSource
+from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, ImageSource
+from deepfake_edge.regions import DEFAULT_MODE
 from deepfake_edge.server.admin_key import admin_headers
 
 T = TypeVar("T")
@@ -97,11 +108,12 @@ class AsyncDeepfakeClient:
             self._info = await self._with_retries(self._fetch_info)
         return self._info
 
-    async def detect(self, source: ImageSource, heatmap: bool = False) -> Detection:
-        """Classify one image. Raises BadImageError or a DeepfakeClientError subclass."""
+    async def detect(self, source: ImageSource, heatmap: bool = False, mode: str = DEFAULT_MODE) -> Detection:
+        """Classify one image (``mode`` as in ``DeepfakeClient.detect``). Raises BadImageError or a
+        DeepfakeClientError subclass."""
         info = await self.model_info()
-        tensor = await asyncio.to_thread(load_tensor, info, source, self.max_pixels)
-        detections = await self._with_retries(lambda: self._infer(info, tensor[None], [source], heatmap))
+        prepared = [await asyncio.to_thread(prepare, info, source, check_mode(mode), self.max_pixels)]
+        detections = await self._with_retries(lambda: self._infer(info, prepared, heatmap))
         return detections[0]
 
     async def detect_many(
@@ -110,9 +122,11 @@ class AsyncDeepfakeClient:
         concurrency: int = 4,
         heatmap: bool = False,
         batch_size: Optional[int] = None,
+        mode: str = DEFAULT_MODE,
     ) -> list[Result]:
         """One Detection or Failure per source, in order (see :meth:`iter_detect`)."""
-        results = self.iter_detect(sources, concurrency=concurrency, heatmap=heatmap, batch_size=batch_size)
+        results = self.iter_detect(sources, concurrency=concurrency, heatmap=heatmap, batch_size=batch_size,
+                                   mode=mode)
         return [result async for result in results]
 
     async def iter_detect(
@@ -121,11 +135,13 @@ class AsyncDeepfakeClient:
         concurrency: int = 4,
         heatmap: bool = False,
         batch_size: Optional[int] = None,
+        mode: str = DEFAULT_MODE,
     ) -> AsyncIterator[Result]:
         """Yield one Detection or Failure per source in input order; same contract as the sync
         ``DeepfakeClient.iter_detect`` (lazy, bounded memory, nothing raises per input)."""
         if concurrency < 1 or (batch_size is not None and batch_size < 1):
             raise ValueError("concurrency and batch_size must be >= 1")
+        check_mode(mode)
         sources = iter(sources)
         try:
             info = await self.model_info()
@@ -133,12 +149,12 @@ class AsyncDeepfakeClient:
             for source in sources:
                 yield Failure(source, error)
             return
-        size = min(batch_size or DEFAULT_BATCH_SIZE, info.max_batch_size)
+        size = images_per_request(mode, batch_size, info)
         unreachable: list[ServerUnreachableError] = []
         pending: deque[asyncio.Task] = deque()
         try:
             while chunk := list(itertools.islice(sources, size)):
-                pending.append(asyncio.create_task(self._run_chunk(info, chunk, heatmap, unreachable)))
+                pending.append(asyncio.create_task(self._run_chunk(info, chunk, heatmap, mode, unreachable)))
                 while len(pending) >= concurrency:
                     for result in await pending.popleft():
                         yield result
@@ -151,37 +167,22 @@ class AsyncDeepfakeClient:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _run_chunk(
-        self, info: ModelInfo, chunk: list[ImageSource], heatmap: bool, unreachable: list[ServerUnreachableError]
+        self, info: ModelInfo, chunk: list[ImageSource], heatmap: bool, mode: str,
+        unreachable: list[ServerUnreachableError],
     ) -> list[Result]:
-        results: list[Optional[Result]] = [None] * len(chunk)
-        tensors, good = await asyncio.to_thread(self._load_chunk, info, chunk, results)
-        if good:
-            good_sources = [chunk[i] for i in good]
+        prepared, results = await asyncio.to_thread(prepare_chunk, info, chunk, mode, self.max_pixels)
+        if prepared:
             try:
                 if unreachable:
                     raise unreachable[0]
-                batch = np.stack(tensors)
-                del tensors
-                detections: list[Result] = await self._with_retries(
-                    lambda: self._infer(info, batch, good_sources, heatmap)
-                )
+                answered: list[Result] = await self._with_retries(lambda: self._infer(info, prepared, heatmap))
             except DeepfakeClientError as error:
                 if isinstance(error, ServerUnreachableError) and not unreachable:
                     unreachable.append(error)
-                detections = [Failure(source, error) for source in good_sources]
-            for index, result in zip(good, detections):
-                results[index] = result
+                answered = [Failure(item.source, error) for item in prepared]
+            pending = iter(answered)
+            results = [result if result is not None else next(pending) for result in results]
         return results  # type: ignore[return-value]
-
-    def _load_chunk(self, info: ModelInfo, chunk: list[ImageSource], results: list) -> tuple[list, list[int]]:
-        tensors, good = [], []
-        for index, source in enumerate(chunk):
-            try:
-                tensors.append(load_tensor(info, source, self.max_pixels))
-                good.append(index)
-            except BadImageError as error:
-                results[index] = Failure(source, error)
-        return tensors, good
 
     async def _with_retries(self, operation: Callable[[], Awaitable[T]]) -> T:
         for attempt in itertools.count():
@@ -226,13 +227,17 @@ class AsyncDeepfakeClient:
         config = await triton.get_model_config(self.model, **self._json_options)
         return parse_model_config(self.model, config_as_dict(config))
 
-    async def _infer(
-        self, info: ModelInfo, batch: np.ndarray, sources: list[ImageSource], heatmap: bool
-    ) -> list[Detection]:
+    async def _infer(self, info: ModelInfo, prepared: list[Prepared], heatmap: bool) -> list[Detection]:
+        rows = stacked_rows(prepared)
+        parts = [await self._infer_rows(info, rows[part], heatmap)
+                 for part in request_slices(len(rows), info.max_batch_size)]
+        return to_detections(prepared, Outputs.concat(parts), info)
+
+    async def _infer_rows(self, info: ModelInfo, batch: np.ndarray, heatmap: bool) -> Outputs:
         result = await self._client().infer(
             self.model,
             make_inputs(self._module, batch),
             outputs=make_outputs(self._module, heatmap),
             **self._call_options,
         )
-        return decode_result(result, sources, info, heatmap)
+        return read_outputs(result, len(batch), info, heatmap)

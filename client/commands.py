@@ -38,6 +38,8 @@ examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from deepfake_edge.regions import DEFAULT_MODE, MODES
+
     parser = subparsers.add_parser(
         "detect",
         help="classify images as Real or Fake with a running server",
@@ -58,8 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="write heatmap overlays as PNG files to DIR (created if missing)")
     parser.add_argument("-r", "--recursive", action="store_true", help="also classify images in subfolders")
     parser.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default 4)")
-    parser.add_argument("--batch-size", type=_positive_int, default=8,
-                        help="images per request, capped by the model's max_batch_size (default 8)")
+    parser.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
+                        help=f"whole: every face, native-resolution tiles over the whole frame and the global view, "
+                             f"one request per image; fast: the global view alone, for throughput "
+                             f"(default {DEFAULT_MODE})")
+    parser.add_argument("--batch-size", type=_positive_int, default=None,
+                        help="images per request, capped by the model's max_batch_size "
+                             "(default 8 in fast mode, 1 in whole mode)")
     parser.add_argument("--timeout", type=_positive_float, default=30.0,
                         help="seconds allowed per request (default 30)")
     parser.add_argument("--shared-memory", action="store_true",
@@ -111,20 +118,21 @@ def _detect(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     with client, heatmap_dir or nullcontext():
         try:
-            info = client.model_info()
+            client.model_info()
         except ServerUnreachableError as error:
             print(f"error: {error}\n(is the server running? start it with 'deepfake-edge serve')", file=sys.stderr)
             return EXIT_UNREACHABLE
         except DeepfakeClientError as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_SERVER_ERROR
-        heatmaps = _HeatmapWriter(heatmap_dir, info.card) if heatmap_dir else None
+        heatmaps = _HeatmapWriter(heatmap_dir) if heatmap_dir else None
         by_path = {str(item.path): item for item in paths}
         failures: Counter[str] = Counter()
         labels: Counter[str] = Counter()
         with tqdm(total=len(paths), unit="img", file=sys.stderr, disable=None if len(paths) > 1 else True) as bar:
             results = client.iter_detect((str(item.path) for item in paths), concurrency=args.concurrency,
-                                         heatmap=heatmaps is not None, batch_size=args.batch_size)
+                                         heatmap=heatmaps is not None, batch_size=args.batch_size,
+                                         mode=args.mode)
             for result in results:
                 heatmap_file = None
                 if isinstance(result, Detection):
@@ -160,14 +168,24 @@ def _failure_class(error: Exception, unreachable: type) -> str:
 
 
 def _line(result: Any, heatmap_file: Optional[Path]) -> str:
+    from deepfake_edge.client.results import format_verdict
+
     if not result.ok:
         return f"{result.source}  error: {result.reason}"
-    line = f"{result.source}  {result.label} – {result.confidence:.1%}"
+    line = f"{result.source}  {format_verdict(result.label, result.confidence)}"
+    if result.regions:
+        decider = max(result.regions, key=lambda region: region.fake_probability)
+        faces = sum(region.kind == "face" for region in result.regions)
+        line += (f"  [{len(result.regions)} regions, {faces} face(s); highest: {decider.kind} "
+                 f"{','.join(map(str, decider.box))} at {decider.fake_probability:.1%}]")
+    line += "".join(f"  ({note})" for note in result.notes)
     return f"{line}  (heatmap: {heatmap_file})" if heatmap_file else line
 
 
 def _record(result: Any, heatmap_file: Optional[Path]) -> dict[str, Any]:
     """The JSON Lines schema: every key always present, null where it does not apply."""
+    from deepfake_edge.client.results import region_record
+
     ok = result.ok
     return {
         "path": str(result.source),
@@ -177,6 +195,9 @@ def _record(result: Any, heatmap_file: Optional[Path]) -> dict[str, Any]:
         "logit": round(result.logit, 6) if ok else None,
         "model": result.model if ok else None,
         "model_version": result.model_version if ok else None,
+        "mode": result.mode if ok else None,
+        "regions": [region_record(region) for region in result.regions] if ok else None,
+        "notes": list(result.notes) if ok else None,
         "heatmap": str(heatmap_file) if heatmap_file else None,
         "error": None if ok else result.reason,
         "error_type": None if ok else result.kind,
@@ -184,11 +205,11 @@ def _record(result: Any, heatmap_file: Optional[Path]) -> dict[str, Any]:
 
 
 class _HeatmapWriter:
-    """Writes ``DIR/<path relative to its argument>.png``, never overwriting a file of this run."""
+    """Writes ``DIR/<path relative to its argument, suffix replaced>.heatmap.png``, never overwriting a file
+    of this run (``a.jpg`` and ``a.png`` give ``a.heatmap.png`` and ``a.heatmap-1.png``)."""
 
-    def __init__(self, directory: Any, card: Any):
+    def __init__(self, directory: Any):
         self.directory = directory
-        self.card = card
         self._used: set[Path] = set()
 
     def write(self, relative: Path, detection: Any) -> Optional[Path]:
@@ -197,13 +218,13 @@ class _HeatmapWriter:
         from deepfake_edge.heatmap import overlay_heatmap
         from deepfake_edge.preprocessing import BadImageError
 
-        target = relative.parent / f"{relative.name}.png"
+        target = relative.with_name(f"{relative.stem}.heatmap.png")
         stem, counter = target.with_suffix(""), 1
         while target in self._used:
             target, counter = stem.with_name(f"{stem.name}-{counter}.png"), counter + 1
         self._used.add(target)
         try:
-            overlay = overlay_heatmap(detection.source, detection.heatmap, self.card)
+            overlay = overlay_heatmap(detection.source, detection.heatmap, detection.heatmap_box)
             with self.directory.open_for_writing(target) as handle:
                 overlay.save(handle, format="PNG")
         except (BadImageError, HeatmapWriteError, OSError) as error:

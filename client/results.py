@@ -3,8 +3,9 @@ could not be classified. ``detect_many`` returns exactly one of the two per inpu
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -12,13 +13,27 @@ from deepfake_edge.preprocessing import ImageSource
 
 
 @dataclass(frozen=True)
+class RegionScore:
+    """One scored region of an image: ``kind`` is "face", "tile" or "global"; ``box`` is
+    ``(x0, y0, x1, y1)`` in the original (upright) image's pixels."""
+
+    kind: str
+    box: tuple[int, int, int, int]
+    fake_probability: float
+
+
+@dataclass(frozen=True)
 class Detection:
     """The server's verdict on one image.
 
-    ``label`` and ``confidence`` come from the served model card's labels and threshold
-    (``confidence``, in [0.5, 1], is the fake probability re-centred so the threshold reads 50 %; see
-    ``ModelCard.confidence_for``). ``heatmap`` (float32 [h, w] in [0, 1], covering the
-    centre crop the model saw) is present only when requested.
+    ``mode`` is "whole" (every face, native-resolution tiles over the whole frame and the global view,
+    deepfake_edge/regions.py) or "fast" (the global view alone). ``fake_probability`` and ``logit`` are
+    the deciding region's; ``label`` and ``confidence`` come from the served model card's labels and the
+    threshold of that mode (``confidence``, in [0.5, 1], is the fake probability re-centred so the
+    threshold reads 50 %; see ``ModelCard.confidence_for``). ``regions`` lists every scored region,
+    ``notes`` what was capped (a shrunk image, too many faces). ``heatmap`` (float32 [h, w] in [0, 1]) is
+    present only when requested and covers ``heatmap_box`` of the original image: the whole image in
+    whole mode, the centre crop in fast mode.
     """
 
     source: ImageSource
@@ -28,7 +43,11 @@ class Detection:
     logit: float
     model: str
     model_version: str
+    mode: str = "fast"
+    regions: tuple[RegionScore, ...] = ()
+    notes: tuple[str, ...] = ()
     heatmap: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
+    heatmap_box: Optional[tuple[int, int, int, int]] = None
 
     ok = True
 
@@ -55,10 +74,17 @@ class Failure:
 Result = Union[Detection, Failure]
 
 
-def describe_source(source: Any) -> str:
-    """A short printable name for a source (paths as given; in-memory inputs by type and size)."""
-    if isinstance(source, (bytes, bytearray)):
-        return f"<{len(source)} bytes>"
-    if hasattr(source, "size") and hasattr(source, "mode"):
-        return f"<PIL image {source.size[0]}x{source.size[1]} {source.mode}>"
-    return str(getattr(source, "name", source))
+def format_confidence(confidence: float) -> str:
+    """``confidence`` as a percentage rounded down to 0.1 %: 0.99978 reads "99.9%", never "100.0%" (no
+    model is that sure, and a verdict that claims it overclaims)."""
+    return f"{math.floor(min(confidence, 0.999) * 1000) / 10:.1f}%"
+
+
+def format_verdict(label: str, confidence: float) -> str:
+    """What a person reads: ``"Fake – 97.3%"``."""
+    return f"{label} – {format_confidence(confidence)}"
+
+
+def region_record(region: RegionScore) -> dict:
+    """A region as JSON: ``{"kind", "box": [x0, y0, x1, y1], "fake_probability"}``."""
+    return {"kind": region.kind, "box": list(region.box), "fake_probability": round(region.fake_probability, 6)}

@@ -31,27 +31,37 @@ from deepfake_edge.client.errors import (
     is_transient,
     translate,
 )
+from deepfake_edge.client.analysis import (
+    Prepared,
+    check_mode,
+    images_per_request,
+    prepare,
+    prepare_chunk,
+    request_slices,
+    stacked_rows,
+    to_detections,
+)
 from deepfake_edge.client.results import Detection, Failure, Result
 from deepfake_edge.client.shared_memory import InputRegion
 from deepfake_edge.client.triton_io import (
     ModelInfo,
+    Outputs,
     config_as_dict,
-    decode_result,
-    load_tensor,
     make_inputs,
     make_outputs,
     normalize_url,
     not_ready_message,
     parse_model_config,
+    read_outputs,
 )
 from deepfake_edge.client.workers import LanePool, Worker
-from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, BadImageError, ImageSource
+from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, ImageSource
+from deepfake_edge.regions import DEFAULT_MODE
 from deepfake_edge.server.admin_key import admin_headers, find_admin_key
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 30.0
-DEFAULT_BATCH_SIZE = 8  # per request; with several requests in flight the server batches across them
 
 
 def backoff_s(attempt: int) -> float:
@@ -140,15 +150,16 @@ class DeepfakeClient:
             self._info = self._pool.submit(partial(self._with_retries, operation=self._fetch_info)).result()
         return self._info
 
-    def preprocess(self, source: ImageSource) -> np.ndarray:
-        """The UINT8 (3, H, W) tensor this client sends for ``source`` (raises BadImageError)."""
-        return load_tensor(self.model_info(), source, self.max_pixels)
+    def preprocess(self, source: ImageSource, mode: str = DEFAULT_MODE) -> np.ndarray:
+        """The UINT8 (N, 3, H, W) rows this client sends for ``source`` in ``mode`` (raises BadImageError)."""
+        return prepare(self.model_info(), source, check_mode(mode), self.max_pixels).rows
 
-    def detect(self, source: ImageSource, heatmap: bool = False) -> Detection:
-        """Classify one image. Raises BadImageError or a DeepfakeClientError subclass."""
+    def detect(self, source: ImageSource, heatmap: bool = False, mode: str = DEFAULT_MODE) -> Detection:
+        """Classify one image (``mode``: "whole" scores every face, tiles over the whole frame and the global
+        view in one request; "fast" the global view alone). Raises BadImageError or a DeepfakeClientError."""
         info = self.model_info()
-        tensor = load_tensor(info, source, self.max_pixels)
-        infer = partial(self._infer, batch=tensor[None], sources=[source], heatmap=heatmap)
+        prepared = [prepare(info, source, check_mode(mode), self.max_pixels)]
+        infer = partial(self._infer, prepared=prepared, heatmap=heatmap)
         with self._lock:
             self._callers += 1
             # One connection per concurrent caller: threads sharing this client are not serialised.
@@ -165,9 +176,11 @@ class DeepfakeClient:
         concurrency: int = 4,
         heatmap: bool = False,
         batch_size: Optional[int] = None,
+        mode: str = DEFAULT_MODE,
     ) -> list[Result]:
         """One Detection or Failure per source, in order (see :meth:`iter_detect`)."""
-        return list(self.iter_detect(sources, concurrency=concurrency, heatmap=heatmap, batch_size=batch_size))
+        return list(self.iter_detect(sources, concurrency=concurrency, heatmap=heatmap, batch_size=batch_size,
+                                     mode=mode))
 
     def iter_detect(
         self,
@@ -175,30 +188,34 @@ class DeepfakeClient:
         concurrency: int = 4,
         heatmap: bool = False,
         batch_size: Optional[int] = None,
+        mode: str = DEFAULT_MODE,
     ) -> Iterator[Result]:
         """Yield one Detection or Failure per source, in input order, as results arrive.
 
-        Sources are read lazily, ``batch_size`` (default 8, at most the model's max_batch_size) per
-        request with ``concurrency`` requests in flight, so memory stays bounded for any number of
+        Sources are read lazily, ``batch_size`` images per request (default: 8 in fast mode, at most the
+        model's max_batch_size; 1 in whole mode, whose image is already a batch of regions) with
+        ``concurrency`` requests in flight, so memory stays bounded for any number of
         inputs. Nothing raises per input: a bad image, a server error or an unreachable server becomes
         that input's Failure. Once the server is unreachable (after retries), the remaining inputs fail
         with that error without being sent.
         """
         if concurrency < 1 or (batch_size is not None and batch_size < 1):
             raise ValueError("concurrency and batch_size must be >= 1")
+        check_mode(mode)
         sources = iter(sources)
         try:
             info = self.model_info()
         except DeepfakeClientError as error:
             yield from (Failure(source, error) for source in sources)
             return
-        size = min(batch_size or DEFAULT_BATCH_SIZE, info.max_batch_size)
+        size = images_per_request(mode, batch_size, info)
         self._pool.ensure(concurrency)
         unreachable: list[ServerUnreachableError] = []
         pending: deque[Future] = deque()
         try:
             while chunk := list(itertools.islice(sources, size)):
-                run = partial(self._run_chunk, info=info, chunk=chunk, heatmap=heatmap, unreachable=unreachable)
+                run = partial(self._run_chunk, info=info, chunk=chunk, heatmap=heatmap, mode=mode,
+                              unreachable=unreachable)
                 pending.append(self._pool.submit(run))
                 # Keep one chunk queued beyond the ones in flight so no worker waits for the consumer.
                 while len(pending) > concurrency:
@@ -215,31 +232,22 @@ class DeepfakeClient:
         info: ModelInfo,
         chunk: list[ImageSource],
         heatmap: bool,
+        mode: str,
         unreachable: list[ServerUnreachableError],
     ) -> list[Result]:
-        results: list[Optional[Result]] = [None] * len(chunk)
-        tensors, good = [], []
-        for index, source in enumerate(chunk):
-            try:
-                tensors.append(load_tensor(info, source, self.max_pixels))
-                good.append(index)
-            except BadImageError as error:
-                results[index] = Failure(source, error)
-        if good:
-            good_sources = [chunk[i] for i in good]
+        prepared, results = prepare_chunk(info, chunk, mode, self.max_pixels)
+        if prepared:
             try:
                 if unreachable:
                     raise unreachable[0]
-                batch = np.stack(tensors)
-                del tensors
-                infer = partial(self._infer, batch=batch, sources=good_sources, heatmap=heatmap)
-                detections: list[Result] = self._with_retries(worker, infer)
+                infer = partial(self._infer, prepared=prepared, heatmap=heatmap)
+                answered: list[Result] = self._with_retries(worker, infer)
             except DeepfakeClientError as error:
                 if isinstance(error, ServerUnreachableError) and not unreachable:
                     unreachable.append(error)
-                detections = [Failure(source, error) for source in good_sources]
-            for index, result in zip(good, detections):
-                results[index] = result
+                answered = [Failure(item.source, error) for item in prepared]
+            pending = iter(answered)
+            results = [result if result is not None else next(pending) for result in results]
         return results  # type: ignore[return-value]
 
     def _with_retries(self, worker: Worker[_Lane], operation: Callable[[_Lane], T]) -> T:
@@ -285,9 +293,15 @@ class DeepfakeClient:
         except InferenceServerException:
             return None
 
-    def _infer(self, lane: _Lane, batch: np.ndarray, sources: list[ImageSource], heatmap: bool) -> list[Detection]:
+    def _infer(self, lane: _Lane, prepared: list[Prepared], heatmap: bool) -> list[Detection]:
         info = self._info
         assert info is not None
+        rows = stacked_rows(prepared)
+        parts = [self._infer_rows(lane, info, rows[part], heatmap)
+                 for part in request_slices(len(rows), info.max_batch_size)]
+        return to_detections(prepared, Outputs.concat(parts), info)
+
+    def _infer_rows(self, lane: _Lane, info: ModelInfo, batch: np.ndarray, heatmap: bool) -> Outputs:
         region = self._region(lane, info) if self.shared_memory else None
         if region is not None:
             region.write(batch)
@@ -297,7 +311,7 @@ class DeepfakeClient:
             outputs=make_outputs(self._module, heatmap),
             **self._call_options,
         )
-        return decode_result(result, sources, info, heatmap)
+        return read_outputs(result, len(batch), info, heatmap)
 
     def _region(self, lane: _Lane, info: ModelInfo) -> InputRegion:
         if lane.region is None:

@@ -2,7 +2,7 @@
 
 Reads a served model's configuration into :class:`ModelInfo` (the model card travels in the config's
 ``model_card`` parameter, so input size, crop rule, labels and threshold are never re-typed here),
-builds the request tensors and turns a response back into :class:`Detection` objects.
+builds the request tensors and reads a response's outputs.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from deepfake_edge.client.errors import ServerError
-from deepfake_edge.client.results import Detection
 from deepfake_edge.model_card import INPUT_NAME, OUTPUT_NAMES, ModelCard
-from deepfake_edge.preprocessing import BadImageError, ImageSource, Preprocessor
+from deepfake_edge.preprocessing import Preprocessor
 
 SCORE_OUTPUTS, HEATMAP_OUTPUT = OUTPUT_NAMES[:2], OUTPUT_NAMES[2]
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
@@ -98,33 +97,36 @@ def response_version(result: Any) -> str:
     return str(getattr(response, "model_version", ""))
 
 
-def decode_result(result: Any, sources: Sequence[ImageSource], info: ModelInfo, heatmap: bool) -> list[Detection]:
-    """One Detection per source from a batched response; a response of the wrong size is a ServerError."""
+@dataclass(frozen=True)
+class Outputs:
+    """A response's rows: fake probabilities and logits (float32 [N]), heatmaps (float32 [N, h, w]) if
+    asked for, and the model version that answered."""
+
+    probabilities: np.ndarray
+    logits: np.ndarray
+    heatmaps: np.ndarray | None
+    version: str
+
+    @classmethod
+    def concat(cls, parts: Sequence["Outputs"]) -> "Outputs":
+        if len(parts) == 1:
+            return parts[0]
+        heatmaps = None if parts[0].heatmaps is None else np.concatenate([p.heatmaps for p in parts])
+        return cls(np.concatenate([p.probabilities for p in parts]), np.concatenate([p.logits for p in parts]),
+                   heatmaps, parts[0].version)
+
+
+def read_outputs(result: Any, rows: int, info: ModelInfo, heatmap: bool) -> Outputs:
+    """The outputs of a response to ``rows`` rows; missing outputs or a wrong row count are a ServerError."""
     probabilities = result.as_numpy("fake_probability")
     logits = result.as_numpy("logit")
     heatmaps = result.as_numpy(HEATMAP_OUTPUT) if heatmap else None
     if probabilities is None or logits is None or (heatmap and heatmaps is None):
         raise ServerError(f"model {info.name!r} answered without the expected outputs")
     probabilities, logits = probabilities.reshape(-1), logits.reshape(-1)
-    if len(probabilities) != len(sources) or len(logits) != len(sources):
-        raise ServerError(f"model {info.name!r} answered {len(probabilities)} scores for {len(sources)} images")
-    version = response_version(result)
-    detections = []
-    for index, source in enumerate(sources):
-        probability = float(probabilities[index])
-        detections.append(
-            Detection(
-                source=source,
-                label=info.card.label_for(probability),
-                confidence=info.card.confidence_for(probability),
-                fake_probability=probability,
-                logit=float(logits[index]),
-                model=info.name,
-                model_version=version,
-                heatmap=None if heatmaps is None else np.array(heatmaps[index], dtype=np.float32),
-            )
-        )
-    return detections
+    if len(probabilities) != rows or len(logits) != rows:
+        raise ServerError(f"model {info.name!r} answered {len(probabilities)} scores for {rows} images")
+    return Outputs(probabilities, logits, heatmaps, response_version(result))
 
 
 def not_ready_message(model: str, url: str, index: Any) -> str:
@@ -141,20 +143,3 @@ def not_ready_message(model: str, url: str, index: Any) -> str:
 def config_as_dict(config: Any) -> dict[str, Any]:
     """HTTP returns a dict; gRPC ``as_json=True`` returns a dict too, older versions a JSON string."""
     return json.loads(config) if isinstance(config, (str, bytes)) else config
-
-
-def load_tensor(info: ModelInfo, source: ImageSource, max_pixels: int) -> np.ndarray:
-    """The UINT8 (3, H, W) request tensor of one source; every way a source can be unusable (missing
-    file, not an image, too large ...) is a BadImageError naming the reason."""
-    try:
-        return info.preprocessor(source, max_pixels=max_pixels)
-    except FileNotFoundError:
-        raise BadImageError("file not found") from None
-    except IsADirectoryError:
-        raise BadImageError("is a directory, not an image file") from None
-    except PermissionError:
-        raise BadImageError("permission denied") from None
-    except OSError as error:
-        raise BadImageError(f"cannot read file: {error.strerror or error}") from None
-    except MemoryError:
-        raise BadImageError("not enough memory to decode this image") from None

@@ -1,8 +1,8 @@
 """Show where the detector looked: the served CAM heatmap blended over the original image.
 
-The model sees only the centre crop (resize shorter side, crop ``input_size``), so its heatmap covers
-that crop. :func:`overlay_heatmap` maps it back onto the crop's region of the *original* image (using the
-same geometry as preprocessing, via ``Preprocessor.crop_box``) and dims the rest, which the model never saw.
+A heatmap covers a box of the original image: the whole image for whole-image analysis (stitched from
+its regions, deepfake_edge/regions.py), the centre crop for the fast single view (``Preprocessor.crop_box``).
+:func:`overlay_heatmap` maps it onto that box and dims the rest, which the model never saw.
 """
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from deepfake_edge.model_card import ModelCard
-from deepfake_edge.preprocessing import ImageSource, Preprocessor, load_image
+from deepfake_edge.preprocessing import ImageSource, load_image
 
 OUTSIDE_BRIGHTNESS = 0.5  # how much of the original shows outside the crop the model saw
 
@@ -38,14 +37,18 @@ def colourize(heatmap: np.ndarray, size: tuple[int, int], cmap: str = "jet") -> 
 
 
 def overlay_heatmap(
-    image: ImageSource, heatmap: np.ndarray, card: ModelCard, alpha: float = 0.45, cmap: str = "jet"
+    image: ImageSource, heatmap: np.ndarray, box: tuple[float, float, float, float] | None = None,
+    alpha: float = 0.45, cmap: str = "jet", box_of_size: tuple[int, int] | None = None,
 ) -> Image.Image:
-    """The original ``image`` (RGB, its own size) with ``heatmap`` blended at opacity ``alpha`` over the
-    region the model saw; outside that region the image is dimmed. ``card`` gives the crop geometry."""
+    """The original ``image`` (RGB, its own size) with ``heatmap`` blended at opacity ``alpha`` over
+    ``box`` (left, top, right, bottom; default the whole image); outside it the image is dimmed.
+    ``box_of_size`` is the (width, height) the box is measured in when ``image`` is a resized copy."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError("alpha must be in [0, 1]")
     original = load_image(image) if not isinstance(image, Image.Image) or image.mode != "RGB" else image
-    left, top, right, bottom = (round(v) for v in Preprocessor.from_card(card).crop_box(original.size))
+    box = box or (0, 0, *original.size)
+    sx, sy = (1.0, 1.0) if box_of_size is None else (original.width / box_of_size[0], original.height / box_of_size[1])
+    left, top, right, bottom = round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy)
     box = (left, top, max(right, left + 1), max(bottom, top + 1))
     region = original.crop(box)
     blended = Image.blend(region, colourize(heatmap, region.size, cmap), alpha)

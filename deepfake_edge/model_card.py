@@ -28,7 +28,9 @@ class ModelCard:
 
     ``input_size`` is the square side the network sees; images are resized so their shorter side is
     ``resize_size`` and then centre-cropped to ``input_size``. ``threshold`` applies to the fake
-    probability and is calibrated on the validation split.
+    probability of one view and is calibrated on the validation split. ``image_threshold`` applies to a
+    whole image's score in whole-image analysis (the highest of its regions' probabilities, regions.py) and
+    is calibrated on whole validation photos; ``None`` until ``deepfake-edge calibrate`` has set it.
     """
 
     arch: str
@@ -39,6 +41,7 @@ class ModelCard:
     std: tuple[float, float, float] = IMAGENET_STD
     labels: tuple[str, str] = LABELS
     threshold: float = 0.5
+    image_threshold: float | None = None
     training_data: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -58,6 +61,12 @@ class ModelCard:
         real_odds = (1.0 - fake_probability) * self.threshold
         chosen = fake_odds if fake_probability >= self.threshold else real_odds
         return chosen / (fake_odds + real_odds) if fake_odds + real_odds > 0 else 1.0
+
+    def for_mode(self, mode: str) -> "ModelCard":
+        """This card with the threshold that applies in analysis ``mode`` ("whole" or "fast")."""
+        if mode == "whole" and self.image_threshold is not None:
+            return self.replace(threshold=self.image_threshold)
+        return self
 
     def replace(self, **changes: Any) -> "ModelCard":
         return dataclasses.replace(self, **changes)

@@ -48,7 +48,7 @@ _PROGRESSIVE_JPEG_BYTES_PER_SAMPLE = 2
 # Whatever the size: decoder line buffers, zlib windows, composite bands (measured: under 5 MB).
 _DECODE_SLACK_BYTES = 8 << 20
 
-_INTERPOLATIONS = {
+INTERPOLATIONS = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
@@ -197,7 +197,7 @@ class Preprocessor:
             # A 20,000 x 1 PNG is 144 bytes, yet resizing its short side to resize_size would take gigabytes.
             raise BadImageError(f"image too elongated: {image.width}x{image.height} would be resized to "
                                 f"{new_size[0]}x{new_size[1]} pixels (limit {max_pixels:,})")
-        image = image.resize(new_size, _INTERPOLATIONS[self.interpolation])
+        image = image.resize(new_size, INTERPOLATIONS[self.interpolation])
         return image.crop((left, top, left + self.input_size, top + self.input_size))
 
     def crop_box(self, size: tuple[int, int]) -> tuple[float, float, float, float]:

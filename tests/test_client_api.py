@@ -57,13 +57,14 @@ def test_detect_reads_everything_from_the_served_model(triton_server, good_folde
 
     with DeepfakeClient(url_of(triton_server, protocol), protocol=protocol, model=MODEL) as client:
         info = client.model_info()
-        detection = client.detect(good_folder / "astronaut.jpg", heatmap=True)
-        plain = client.detect(str(good_folder / "astronaut.jpg"))
+        detection = client.detect(good_folder / "astronaut.jpg", heatmap=True, mode="fast")
+        plain = client.detect(str(good_folder / "astronaut.jpg"), mode="fast")
     config = httpclient.InferenceServerClient(triton_server.http_url).get_model_config(MODEL)
     assert info.max_batch_size == config["max_batch_size"]
     assert info.input_shape == (3, info.card.input_size, info.card.input_size)
     card = info.card
     assert isinstance(detection, Detection) and detection.model == MODEL and detection.model_version
+    assert detection.mode == "fast" and detection.regions == () and detection.heatmap_box is not None
     assert 0.0 <= detection.fake_probability <= 1.0
     assert math.isclose(1 / (1 + math.exp(-detection.logit)), detection.fake_probability, abs_tol=1e-5)
     assert detection.label == card.label_for(detection.fake_probability)
@@ -75,22 +76,58 @@ def test_detect_reads_everything_from_the_served_model(triton_server, good_folde
     assert plain.fake_probability == pytest.approx(detection.fake_probability, abs=SCORE_TOLERANCE)
 
 
-def test_client_sends_exactly_the_shared_preprocessing(triton_server, good_folder):
-    """Same scores as stock tritonclient fed Preprocessor.from_card(served card) by hand."""
+def stock_scores(url: str, batch: np.ndarray) -> np.ndarray:
     import tritonclient.grpc as grpcclient
 
+    stock = grpcclient.InferenceServerClient(url)
+    request = grpcclient.InferInput("image", list(batch.shape), "UINT8")
+    request.set_data_from_numpy(batch)
+    try:
+        return stock.infer(MODEL, [request]).as_numpy("fake_probability").reshape(-1)
+    finally:
+        stock.close()
+
+
+def test_client_sends_exactly_the_shared_preprocessing(triton_server, good_folder):
+    """Same scores as stock tritonclient fed Preprocessor.from_card(served card) by hand."""
     from deepfake_edge.preprocessing import Preprocessor
 
     with DeepfakeClient(triton_server.grpc_url, model=MODEL) as client:
-        detection = client.detect(good_folder / "coffee_cmyk.jpg")
+        detection = client.detect(good_folder / "coffee_cmyk.jpg", mode="fast")
         card = client.model_info().card
     tensor = Preprocessor.from_card(card)(good_folder / "coffee_cmyk.jpg")[None]
-    stock = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    request = grpcclient.InferInput("image", list(tensor.shape), "UINT8")
-    request.set_data_from_numpy(tensor)
-    expected = stock.infer(MODEL, [request]).as_numpy("fake_probability")[0, 0]
-    stock.close()
+    expected = stock_scores(triton_server.grpc_url, tensor)[0]
     assert detection.fake_probability == pytest.approx(float(expected), abs=SCORE_TOLERANCE)
+
+
+def test_whole_image_analysis_sends_the_shared_regions_in_one_request(triton_server, good_folder):
+    """Whole mode: every region's score equals stock tritonclient fed regions.analyse() by hand, the image
+    score is the highest of them, the boxes cover the whole image and the heatmap all of it."""
+    from deepfake_edge.preprocessing import Preprocessor, load_image
+    from deepfake_edge.regions import analyse
+
+    path = good_folder / "astronaut.jpg"
+    with DeepfakeClient(triton_server.grpc_url, model=MODEL) as client:
+        detection = client.detect(path, heatmap=True)
+        card = client.model_info().card
+    image = load_image(path)
+    plan, rows = analyse(image, Preprocessor.from_card(card))
+    expected = stock_scores(triton_server.grpc_url, rows)
+    assert detection.mode == "whole"
+    assert [(r.kind, r.box) for r in detection.regions] == [(r.kind, r.box) for r in plan.regions]
+    assert [r.fake_probability for r in detection.regions] == pytest.approx(expected.tolist(), abs=SCORE_TOLERANCE)
+    assert detection.fake_probability == pytest.approx(float(expected.max()), abs=SCORE_TOLERANCE)
+    kinds = [r.kind for r in detection.regions]
+    assert kinds.count("face") == 1 and kinds.count("global") == 1 and kinds.count("tile") >= 4
+    tiles = np.zeros(image.size[::-1], dtype=bool)
+    for region in detection.regions:
+        if region.kind == "tile":
+            x0, y0, x1, y1 = region.box
+            tiles[y0:y1, x0:x1] = True
+    assert tiles.all(), "the tiles cover every pixel, borders included"
+    assert detection.heatmap_box == (0, 0, *image.size)
+    assert detection.heatmap.shape[1] / detection.heatmap.shape[0] == pytest.approx(image.width / image.height, rel=0.01)
+    assert detection.label == card.for_mode("whole").label_for(detection.fake_probability)
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -10,6 +10,7 @@ _DATA_EPILOG = """\
 examples:
   deepfake-edge data synth                      # self-blended set from packaged photos -> data/synth
   deepfake-edge data synth ~/photos --count 20000 --image-size 224 --out data/my_sbi
+  deepfake-edge data edits --out data/synth      # then: full-size edited photos + their region crops
   deepfake-edge data info data/synth            # layout, class counts, skipped files
   deepfake-edge data info ~/datasets/deepfake-and-real-images
 
@@ -80,6 +81,29 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
                        help="processes sharing out the photos (same output bytes for any number)")
     synth.set_defaults(func=_run_synth)
 
+    from deepfake_edge.training import edit_synth
+
+    edits = verbs.add_parser(
+        "edits",
+        help="add full-size edited photos (splice, copy-move, inpainting, graphics, face swap) to a set",
+        description=(
+            "Write full-size real/edited photo pairs with masks to OUT/<split>/full/{Real,Fake,masks}/ "
+            "(splices from other photos, copy-move, object removal by inpainting, pasted graphics, face "
+            "swaps and pastes; at upload sizes, rotated/flipped/recompressed alike), then cut from each pair "
+            "the regions inference scores where the edit is (faces, native-resolution tiles, the global view) "
+            "into OUT/<split>/{Real,Fake}/eNNNNNN_K.jpg. Run it after 'data synth' on the same OUT: source "
+            "photos follow the same seeded split, so the splits stay disjoint."),
+        formatter_class=_HelpFormatter,
+    )
+    edits.add_argument("--out", type=Path, default=synth_module.DEFAULT_OUT, help="the set to add to")
+    edits.add_argument("--pairs", type=int, default=edit_synth.DEFAULT_PAIRS, help="real/edited pairs in all")
+    edits.add_argument("--sizes", type=int, nargs=2, default=list(edit_synth.DEFAULT_SIZES), metavar=("MIN", "MAX"),
+                       help="range of the upload size's longer side, px")
+    edits.add_argument("--input-size", type=int, default=224, metavar="PX", help="side of the region crops")
+    edits.add_argument("--seed", type=int, default=0, help="random seed (use data synth's for the same splits)")
+    edits.add_argument("--workers", type=int, default=1, help="processes making pairs in parallel")
+    edits.set_defaults(func=_run_edits)
+
     info = verbs.add_parser(
         "info",
         help="show a dataset's layout, class counts and unreadable files",
@@ -104,6 +128,21 @@ def _run_synth(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _run_edits(args: argparse.Namespace) -> int:
+    from deepfake_edge.preprocessing import Preprocessor
+    from deepfake_edge.training.edit_synth import synthesize_edits
+    from deepfake_edge.training.region_crops import write_region_crops
+
+    try:
+        synthesize_edits(args.out, pairs=args.pairs, seed=args.seed, sizes=tuple(args.sizes), workers=args.workers)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    written = write_region_crops(args.out, Preprocessor(args.input_size, round(args.input_size / 0.875)))
+    print("region crops (real/fake twins): " + ", ".join(f"{split} {n}" for split, n in written.items()))
     return 0
 
 

@@ -6,12 +6,14 @@ Only argparse lives here; torch and the training code are imported when a verb r
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    _register_calibrate(subparsers)
     _register_train(subparsers)
     _register_evaluate(subparsers)
 
@@ -90,7 +92,40 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--whole-images", action="store_true",
+                   help="score the split's full-size photos (data edits' <split>/full/) by whole-image analysis "
+                        "at the card's image threshold: ROC-AUC, caught, false alarms, pointing game per edit "
+                        "family (--out: whole_image.json)")
     p.set_defaults(func=run_evaluate)
+
+
+def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
+    from deepfake_edge.regions import DEFAULT_MAX_FALSE_ALARM
+
+    p = subparsers.add_parser(
+        "calibrate", help="set a checkpoint's whole-image threshold on full-size validation photos",
+        description="Score the validation split's full-size photos (from 'data edits') by whole-image analysis "
+                    "(faces, tiles, global view; the highest region decides) and store in the checkpoint's card "
+                    "the lowest threshold that calls at most --max-false-alarm of the unedited photos Fake.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("checkpoint", type=Path, help="a .safetensors checkpoint (rewritten with the threshold)")
+    p.add_argument("data", type=Path, help="a set with <split>/full/ photos, from 'data edits'")
+    p.add_argument("--max-false-alarm", type=float, default=DEFAULT_MAX_FALSE_ALARM,
+                   help="share of unedited validation photos allowed to be called Fake")
+    p.set_defaults(func=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from deepfake_edge.training.whole_image import calibrate, format_whole_image_report
+
+    try:
+        validation = calibrate(args.checkpoint, args.data, args.max_false_alarm)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.checkpoint}: image_threshold set on validation photos\n{format_whole_image_report(validation)}")
+    return 0
 
 
 def _load(args: argparse.Namespace, seed: int):
@@ -137,6 +172,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from deepfake_edge.training.evaluate import evaluate_checkpoint, format_report, to_json
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.whole_images:
+        return _evaluate_whole_images(args)
     try:
         splits = _load(args, args.seed)
         samples = splits.train + splits.validation + splits.test if args.split == "all" else splits.split(args.split)
@@ -147,4 +184,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(to_json(report) if args.json else format_report(report))
+    return 0
+
+
+def _evaluate_whole_images(args: argparse.Namespace) -> int:
+    from deepfake_edge.checkpoint import read_card
+    from deepfake_edge.training.whole_image import card_threshold, format_whole_image_report, report, score_photos
+
+    if args.split == "all":
+        print("error: --whole-images scores one split", file=sys.stderr)
+        return 2
+    try:
+        summary = report(score_photos(args.checkpoint, args.data, args.split), card_threshold(read_card(args.checkpoint)))
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "whole_image.json").write_text(json.dumps({"split": args.split, **summary}, indent=2) + "\n")
+    print(json.dumps(summary) if args.json else format_whole_image_report(summary))
     return 0

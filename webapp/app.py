@@ -31,6 +31,7 @@ from deepfake_edge.client import (
     ServerUnreachableError,
 )
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, load_image, open_image
+from deepfake_edge.regions import DEFAULT_MODE, MODES
 from deepfake_edge.webapp.decode_budget import (
     DEFAULT_MAX_DECODE_BYTES,
     BudgetBusyError,
@@ -142,6 +143,7 @@ def create_app(
         if not data:
             raise ApiError(400, f"'{name}' is empty (0 bytes). Please choose an image file.")
         alpha = _heatmap_alpha(request.values.get("heatmap_alpha"), request.values.get("heatmap"))
+        mode = _analysis_mode(request.values.get("mode"))
         # One deadline for the whole request: waiting for the budget and every call to Triton share it.
         deadline = time.monotonic() + timeout_s
         try:
@@ -150,7 +152,7 @@ def create_app(
             with decode_budget.reserve(needed, wait_s=deadline - time.monotonic()):
                 try:
                     image = load_image(image, max_pixels=max_pixels)
-                    result = service.detect(image, heatmap_alpha=alpha, deadline=deadline)
+                    result = service.detect(image, heatmap_alpha=alpha, deadline=deadline, mode=mode)
                 finally:
                     # Free the pixels inside their reservation: this frame, and the traceback of a failed
                     # decode, would keep them alive while the next upload decodes.
@@ -263,6 +265,14 @@ def _heatmap_alpha(alpha: str | None, wanted: str | None) -> float | None:
     if not 0.0 <= value <= 1.0:
         raise ApiError(400, f"heatmap_alpha must be a number between 0 and 1, not {alpha!r}.")
     return value
+
+
+def _analysis_mode(mode: str | None) -> str:
+    if mode is None or not mode.strip():
+        return DEFAULT_MODE
+    if mode.strip() not in MODES:
+        raise ApiError(400, f"mode must be one of {', '.join(MODES)}, not {mode!r}.")
+    return mode.strip()
 
 
 def _too_large_message(max_upload_bytes: int) -> str:

@@ -19,12 +19,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from deepfake_edge.client import DeepfakeClient, DeepfakeClientError, Detection, RequestTimeoutError
+from deepfake_edge.client.results import format_verdict, region_record
 from deepfake_edge.heatmap import overlay_heatmap
 from deepfake_edge.model_card import ModelCard
+from deepfake_edge.regions import DEFAULT_MODE
 
 # Longest side of the images the page shows: enough for a sharp view, small enough to send as PNG.
 DISPLAY_MAX_SIDE = 512
@@ -34,11 +35,6 @@ _IDLE_CLIENTS_PER_MODEL = 8
 # several calls to Triton, each with its own timeout (a SIGSTOPped Triton held one web request 20 s
 # against a 10 s timeout). Threads left waiting on a stalled server end with their own timeouts.
 _SCORING_THREADS = 16
-
-
-def format_verdict(label: str, confidence: float) -> str:
-    """What a person reads: ``"Fake – 97.3%"``."""
-    return f"{label} – {confidence * 100:.1f}%"
 
 
 def data_url(image: Image.Image, image_format: str = "PNG") -> str:
@@ -112,8 +108,9 @@ class DetectionService:
         self._executor = ThreadPoolExecutor(max_workers=_SCORING_THREADS, thread_name_prefix="webapp-scoring")
 
     def detect(self, image: Image.Image, heatmap_alpha: float | None = 0.5,
-               deadline: float | None = None) -> dict[str, Any]:
-        """The JSON-ready result for one RGB image; ``heatmap_alpha=None`` skips the heatmap.
+               deadline: float | None = None, mode: str = DEFAULT_MODE) -> dict[str, Any]:
+        """The JSON-ready result for one RGB image analysed in ``mode`` ("whole" or "fast", see
+        deepfake_edge/regions.py); ``heatmap_alpha=None`` skips the heatmap.
 
         ``deadline`` (``time.monotonic()`` seconds; default ``timeout_s`` from now) bounds the whole call:
         past it the primary model's answer is a :class:`RequestTimeoutError`, a comparison model's an
@@ -122,8 +119,8 @@ class DetectionService:
         """
         started = time.perf_counter()
         deadline = time.monotonic() + self.timeout_s if deadline is None else deadline
-        others = [self._executor.submit(self._score_other, name, image) for name in self.models[1:]]
-        primary_future = self._executor.submit(self._score_primary, image, heatmap_alpha is not None)
+        others = [self._executor.submit(self._score_other, name, image, mode) for name in self.models[1:]]
+        primary_future = self._executor.submit(self._score_primary, image, heatmap_alpha is not None, mode)
         primary, detection, card = self._result_by(primary_future, deadline)
         scores = [primary] + [self._other_by(future, name, deadline) for future, name in zip(others, self.models[1:])]
         result: dict[str, Any] = {
@@ -141,10 +138,13 @@ class DetectionService:
                 s.name: {"logit": s.logit, "fake_probability": s.fake_probability} for s in scores if not s.error
             },
             "image": {"width": image.width, "height": image.height},
+            "mode": detection.mode,
+            "regions": [region_record(region) for region in detection.regions],
+            "notes": list(detection.notes),
             "heatmap": None,
         }
         if heatmap_alpha is not None and detection.heatmap is not None:
-            result["heatmap"] = self._render_heatmap(image, detection.heatmap, card, heatmap_alpha)
+            result["heatmap"] = self._render_heatmap(image, detection, heatmap_alpha)
         result["elapsed_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
         return result
 
@@ -176,30 +176,32 @@ class DetectionService:
         except RequestTimeoutError as error:
             return ModelScore(name=name, title=name, role="baseline", error=str(error))
 
-    def _score_primary(self, image: Image.Image, want_heatmap: bool) -> tuple[ModelScore, Detection, ModelCard]:
+    def _score_primary(self, image: Image.Image, want_heatmap: bool,
+                       mode: str) -> tuple[ModelScore, Detection, ModelCard]:
         name = self.models[0]
         with self._pools[name].borrow() as client:
-            detection = client.detect(image, heatmap=want_heatmap)
-            card = client.model_info().card
+            detection = client.detect(image, heatmap=want_heatmap, mode=mode)
+            card = client.model_info().card.for_mode(mode)
         return _score(name, "primary", detection, card), detection, card
 
-    def _score_other(self, name: str, image: Image.Image) -> ModelScore:
+    def _score_other(self, name: str, image: Image.Image, mode: str) -> ModelScore:
         try:
             with self._pools[name].borrow() as client:
-                return _score(name, "baseline", client.detect(image, heatmap=False), client.model_info().card)
+                detection = client.detect(image, heatmap=False, mode=mode)
+                return _score(name, "baseline", detection, client.model_info().card.for_mode(mode))
         except DeepfakeClientError as error:
             return ModelScore(name=name, title=name, role="baseline", error=str(error))
 
     @staticmethod
-    def _render_heatmap(image: Image.Image, heatmap: np.ndarray, card: ModelCard, alpha: float) -> dict[str, Any]:
-        # Downscale first: the crop geometry is relative to the image, so the overlay lines up the same.
+    def _render_heatmap(image: Image.Image, detection: Detection, alpha: float) -> dict[str, Any]:
+        # Downscale first: the heatmap's box is scaled to the copy, so the overlay lines up the same.
         # resize(), not thumbnail(): that needs a full-size copy first, which doubled the web app's decode
         # memory (4 bytes a pixel: 144 MB for 6000 x 6000).
         scale = DISPLAY_MAX_SIDE / max(image.size)
         shown = image if scale >= 1 else image.resize(
             (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
             Image.Resampling.LANCZOS, reducing_gap=2.0)
-        overlay = overlay_heatmap(shown, heatmap, card, alpha)
+        overlay = overlay_heatmap(shown, detection.heatmap, detection.heatmap_box, alpha, box_of_size=image.size)
         return {
             "alpha": alpha,
             "width": shown.width,

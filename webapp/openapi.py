@@ -33,9 +33,10 @@ _HEATMAP = {
     "type": "object",
     "nullable": True,
     "description": (
-        "Class-activation heatmap of the primary model over the centre crop it saw. `image` is the "
-        "upload (EXIF-rotated, longest side at most 512 px) as a JPEG data URL and `overlay` the same "
-        "picture as a PNG data URL, with the heatmap blended in at `alpha` over the region the model "
+        "Class-activation heatmap of the primary model: over the whole image in whole mode (stitched from "
+        "its regions, each weighted by its fake probability), over the centre crop in fast mode. `image` "
+        "is the upload (EXIF-rotated, longest side at most 512 px) as a JPEG data URL and `overlay` the "
+        "same picture as a PNG data URL, with the heatmap blended in at `alpha` over the region the model "
         "saw and the rest dimmed; both are `width` x `height` pixels."
     ),
     "properties": {
@@ -45,6 +46,18 @@ _HEATMAP = {
         "image": {"type": "string", "format": "uri", "example": "data:image/jpeg;base64,/9j/4AAQ..."},
         "overlay": {"type": "string", "format": "uri", "example": "data:image/png;base64,iVBORw0..."},
     },
+}
+
+_REGION = {
+    "type": "object",
+    "description": "One scored region of the image.",
+    "properties": {
+        "kind": {"type": "string", "enum": ["face", "tile", "global"]},
+        "box": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4,
+                "description": "[x0, y0, x1, y1] in the original (EXIF-rotated) image's pixels"},
+        "fake_probability": _NUMBER,
+    },
+    "required": ["kind", "box", "fake_probability"],
 }
 
 _DETECTION = {
@@ -74,6 +87,12 @@ _DETECTION = {
             "type": "object",
             "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}},
         },
+        "mode": {"type": "string", "enum": ["whole", "fast"],
+                 "description": "whole: faces, native-resolution tiles and the global view; fast: the global view"},
+        "regions": {"type": "array", "items": {"$ref": "#/components/schemas/Region"},
+                    "description": "every region scored (empty in fast mode); the highest decides"},
+        "notes": {"type": "array", "items": {"type": "string"},
+                  "description": "what was capped: an image shrunk before tiling, faces beyond the limit"},
         "heatmap": {"$ref": "#/components/schemas/Heatmap"},
         "elapsed_ms": _NUMBER,
     },
@@ -129,6 +148,12 @@ def openapi_spec(max_upload_bytes: int, models: tuple[str, ...]) -> dict[str, An
                                             "default": "1",
                                             "description": "0 skips the heatmap (faster)",
                                         },
+                                        "mode": {
+                                            "type": "string",
+                                            "enum": ["whole", "fast"],
+                                            "default": "whole",
+                                            "description": "whole-image analysis, or the single fast view",
+                                        },
                                         "heatmap_alpha": {
                                             "type": "number",
                                             "minimum": 0,
@@ -172,6 +197,7 @@ def openapi_spec(max_upload_bytes: int, models: tuple[str, ...]) -> dict[str, An
             },
         },
         "components": {
-            "schemas": {"Detection": _DETECTION, "ModelScore": _MODEL_SCORE, "Heatmap": _HEATMAP, "Error": _ERROR}
+            "schemas": {"Detection": _DETECTION, "ModelScore": _MODEL_SCORE, "Heatmap": _HEATMAP, "Region": _REGION,
+                        "Error": _ERROR}
         },
     }

@@ -1,0 +1,134 @@
+"""What both clients (sync and asyncio) do around a Triton call, independent of the protocol.
+
+:func:`prepare` turns one source into the rows of one request (one row in fast mode; every region of
+the image in whole mode, deepfake_edge/regions.py); the transport sends the rows, in requests of at
+most the model's ``max_batch_size``; :func:`to_detections` turns the answered rows back into one
+:class:`Detection` per source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from deepfake_edge.client.results import Detection, Failure, RegionScore
+from deepfake_edge.client.triton_io import ModelInfo, Outputs
+from deepfake_edge.preprocessing import BadImageError, ImageSource, load_image
+from deepfake_edge.regions import MODES, RegionPlan, analyse, stitch_heatmap, strongest
+
+DEFAULT_IMAGES_PER_REQUEST = 8  # fast mode: with several requests in flight the server batches across them
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """One source ready to send: its UINT8 (N, 3, S, S) ``rows``; ``plan`` in whole mode, else the crop
+    box of the single view (for the heatmap)."""
+
+    source: ImageSource
+    rows: np.ndarray
+    plan: Optional[RegionPlan]
+    crop_box: tuple[int, int, int, int]
+
+    @property
+    def mode(self) -> str:
+        return "fast" if self.plan is None else "whole"
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
+
+def prepare(info: ModelInfo, source: ImageSource, mode: str, max_pixels: int) -> Prepared:
+    """Decode ``source`` and cut its rows; every way a source can be unusable (missing file, not an image,
+    too large ...) is a BadImageError naming the reason."""
+    image = read_image(source, max_pixels)
+    preprocessor = info.preprocessor
+    if mode == "fast":
+        view = preprocessor.resize_and_crop(image, max_pixels=max_pixels)
+        rows = np.asarray(view, dtype=np.uint8).transpose(2, 0, 1)[None]
+        box = tuple(round(v) for v in preprocessor.crop_box(image.size))
+        return Prepared(source, np.ascontiguousarray(rows), None, box)  # type: ignore[arg-type]
+    plan, rows = analyse(image, preprocessor)
+    return Prepared(source, rows, plan, (0, 0, *image.size))
+
+
+def prepare_chunk(info: ModelInfo, chunk: list[ImageSource], mode: str,
+                  max_pixels: int) -> tuple[list[Prepared], list[Optional[Failure]]]:
+    """The sources of ``chunk`` that could be prepared, and a Failure (or None) per source."""
+    prepared, failures = [], []
+    for source in chunk:
+        try:
+            prepared.append(prepare(info, source, mode, max_pixels))
+            failures.append(None)
+        except BadImageError as error:
+            failures.append(Failure(source, error))
+    return prepared, failures
+
+
+def read_image(source: ImageSource, max_pixels: int) -> Image.Image:
+    """``load_image`` with file-system errors turned into BadImageError."""
+    try:
+        return load_image(source, max_pixels=max_pixels)
+    except FileNotFoundError:
+        raise BadImageError("file not found") from None
+    except IsADirectoryError:
+        raise BadImageError("is a directory, not an image file") from None
+    except PermissionError:
+        raise BadImageError("permission denied") from None
+    except OSError as error:
+        raise BadImageError(f"cannot read file: {error.strerror or error}") from None
+    except MemoryError:
+        raise BadImageError("not enough memory to decode this image") from None
+
+
+def stacked_rows(prepared: list[Prepared]) -> np.ndarray:
+    return prepared[0].rows if len(prepared) == 1 else np.concatenate([p.rows for p in prepared])
+
+
+def request_slices(rows: int, max_batch_size: int) -> list[slice]:
+    """Rows per request: all of them when they fit the model's batch limit, else consecutive parts that
+    Triton's dynamic batcher can run together."""
+    return [slice(start, min(start + max_batch_size, rows)) for start in range(0, rows, max_batch_size)]
+
+
+def to_detections(prepared: list[Prepared], outputs: Outputs, info: ModelInfo) -> list[Detection]:
+    """One Detection per prepared source from the answered rows of all of them, in order."""
+    detections, start = [], 0
+    for item in prepared:
+        rows = slice(start, start + len(item.rows))
+        start = rows.stop
+        probabilities, logits = outputs.probabilities[rows], outputs.logits[rows]
+        heatmaps = None if outputs.heatmaps is None else outputs.heatmaps[rows]
+        card = info.card.for_mode(item.mode)
+        decider = strongest(probabilities)
+        probability = float(probabilities[decider])
+        regions: tuple[RegionScore, ...] = ()
+        notes: tuple[str, ...] = ()
+        heatmap = None
+        if item.plan is not None:
+            regions = tuple(RegionScore(region.kind, region.box, float(p))
+                            for region, p in zip(item.plan.regions, probabilities))
+            notes = item.plan.notes
+            if heatmaps is not None:
+                heatmap = stitch_heatmap(item.plan, probabilities, heatmaps)
+        elif heatmaps is not None:
+            heatmap = np.array(heatmaps[0], dtype=np.float32)
+        detections.append(Detection(
+            source=item.source, label=card.label_for(probability), confidence=card.confidence_for(probability),
+            fake_probability=probability, logit=float(logits[decider]), model=info.name,
+            model_version=outputs.version, mode=item.mode, regions=regions, notes=notes, heatmap=heatmap,
+            heatmap_box=item.crop_box if heatmap is not None else None))
+    return detections
+
+
+def images_per_request(mode: str, batch_size: Optional[int], info: ModelInfo) -> int:
+    """Images per request for ``detect_many``: ``batch_size`` if given, else 8 in fast mode (several
+    requests in flight let the server batch across them) and 1 in whole mode (an image is already a
+    batch of its regions); never more than the model's ``max_batch_size``."""
+    default = DEFAULT_IMAGES_PER_REQUEST if mode == "fast" else 1
+    return min(batch_size or default, info.max_batch_size)

@@ -1,0 +1,138 @@
+"""Whole-image calibration and evaluation of a checkpoint on full-size photos (``data edits``' ``full/``).
+
+The served verdict on a photo is the highest fake probability among its regions (deepfake_edge/regions.py),
+so its threshold is set on whole photos, not on crops: ``calibrate`` picks the lowest threshold at which
+at most ``max_false_alarm`` of the unedited validation photos are called Fake, and stores it in the
+checkpoint's card (``image_threshold``), from where export carries it to the served model. ``evaluate
+--whole-images`` reports, on a split's full photos: ROC-AUC, share caught at that threshold, false-alarm
+rate, overall and per edit family, and the pointing game (the stitched heatmap's peak inside the edit mask).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+from tqdm import tqdm
+
+from deepfake_edge.checkpoint import load_checkpoint, save_checkpoint
+from deepfake_edge.export.graph import DetectorGraph
+from deepfake_edge.model_card import LABELS, ModelCard
+from deepfake_edge.preprocessing import Preprocessor, load_image
+from deepfake_edge.regions import DEFAULT_MAX_FALSE_ALARM, analyse, stitch_heatmap
+from deepfake_edge.training.datasets import MASK_FOLDER
+from deepfake_edge.training.edit_synth import EDITS_FILE, FULL_FOLDER
+
+_ROWS_PER_FORWARD = 32
+
+
+@dataclass(frozen=True)
+class PhotoScore:
+    """One full photo's whole-image score; ``family`` is None for an unedited one; ``peak_in_edit`` tells
+    whether the stitched heatmap's hottest pixel lies in the edit mask (None for unedited photos)."""
+
+    stem: str
+    label: int
+    family: str | None
+    score: float
+    peak_in_edit: bool | None
+
+
+def score_photos(checkpoint: str | Path, root: str | Path, split: str, progress: bool = True) -> list[PhotoScore]:
+    """Score every photo of ``root/<split>/full`` with whole-image analysis, in PyTorch on the CPU."""
+    model, card = load_checkpoint(checkpoint)
+    graph = DetectorGraph(model.float(), card).eval()
+    preprocessor = Preprocessor.from_card(card)
+    full = Path(root) / split / FULL_FOLDER
+    edits = json.loads((full / EDITS_FILE).read_text())
+    scores = []
+    jobs = [(stem, label) for stem in sorted(edits) for label in (0, 1)]
+    for stem, label in tqdm(jobs, desc=f"whole-image {split}", unit="photo", disable=not progress):
+        image = load_image(full / LABELS[label] / f"{stem}.jpg")
+        plan, rows = analyse(image, preprocessor)
+        probabilities, heatmaps = _forward(graph, rows)
+        peak = None
+        if label == 1:
+            heat = stitch_heatmap(plan, probabilities, heatmaps)
+            with Image.open(full / MASK_FOLDER / f"{stem}.png") as mask_image:
+                mask = np.asarray(mask_image.convert("L").resize(heat.shape[::-1], Image.Resampling.BILINEAR))
+            y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+            peak = bool(mask[y, x] >= 128)
+        scores.append(PhotoScore(stem, label, edits[stem]["family"] if label else None,
+                                 float(probabilities.max()), peak))
+    return scores
+
+
+@torch.no_grad()
+def _forward(graph: DetectorGraph, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probabilities, heatmaps = [], []
+    for start in range(0, len(rows), _ROWS_PER_FORWARD):
+        probability, _, heatmap = graph(torch.from_numpy(rows[start:start + _ROWS_PER_FORWARD]))
+        probabilities.append(probability.reshape(-1).numpy())
+        heatmaps.append(heatmap.numpy())
+    return np.concatenate(probabilities), np.concatenate(heatmaps)
+
+
+def false_alarm_threshold(real_scores: np.ndarray, max_false_alarm: float) -> float:
+    """The lowest threshold at which at most ``max_false_alarm`` of ``real_scores`` reach it."""
+    ordered = np.sort(np.asarray(real_scores, dtype=np.float64))[::-1]
+    allowed = int(np.floor(max_false_alarm * len(ordered)))
+    if allowed >= len(ordered):
+        return 0.0
+    return float(min(np.nextafter(ordered[allowed], 1.0), 1.0))
+
+
+def report(scores: list[PhotoScore], threshold: float) -> dict[str, Any]:
+    """ROC-AUC, caught share, false alarms and pointing game, overall and per edit family."""
+    real = np.array([s.score for s in scores if s.label == 0])
+    summary = {"threshold": threshold, "photos_unedited": int(len(real)),
+               "false_alarm_rate": float(np.mean(real >= threshold)) if len(real) else float("nan")}
+    families = sorted({s.family for s in scores if s.family})
+    for name, members in [("all", [s for s in scores if s.label == 1])] + [
+            (family, [s for s in scores if s.family == family]) for family in families]:
+        fake = np.array([s.score for s in members])
+        labels = np.r_[np.zeros(len(real)), np.ones(len(fake))]
+        pointing = [s.peak_in_edit for s in members]
+        summary[name] = {
+            "photos_edited": int(len(fake)),
+            "roc_auc": float(roc_auc_score(labels, np.r_[real, fake])) if len(fake) and len(real) else float("nan"),
+            "caught": float(np.mean(fake >= threshold)) if len(fake) else float("nan"),
+            "pointing_game": float(np.mean(pointing)) if pointing else float("nan"),
+        }
+    return summary
+
+
+def calibrate(checkpoint: str | Path, root: str | Path, max_false_alarm: float = DEFAULT_MAX_FALSE_ALARM,
+              progress: bool = True) -> dict[str, Any]:
+    """Set ``image_threshold`` in ``checkpoint``'s card from the validation photos (rewritten in place, same
+    dtype); returns the validation report at that threshold, which the card keeps in ``metrics``."""
+    scores = score_photos(checkpoint, root, "validation", progress)
+    threshold = false_alarm_threshold(np.array([s.score for s in scores if s.label == 0]), max_false_alarm)
+    validation = report(scores, threshold)
+    model, card = load_checkpoint(checkpoint)
+    dtype = next(model.parameters()).dtype
+    metrics = {**card.metrics, "whole_image_validation": validation}
+    save_checkpoint(checkpoint, model, card.replace(image_threshold=threshold, metrics=metrics), dtype=dtype)
+    return validation
+
+
+def format_whole_image_report(summary: dict[str, Any]) -> str:
+    lines = [f"threshold {summary['threshold']:.4f}: false alarms on {summary['photos_unedited']} unedited photos "
+             f"{summary['false_alarm_rate']:.1%}",
+             f"{'edit family':<12}{'photos':>8}{'ROC-AUC':>9}{'caught':>8}{'pointing':>10}"]
+    for name, row in summary.items():
+        if isinstance(row, dict):
+            lines.append(f"{name:<12}{row['photos_edited']:>8}{row['roc_auc']:>9.3f}{row['caught']:>8.1%}"
+                         f"{row['pointing_game']:>10.1%}")
+    return "\n".join(lines)
+
+
+def card_threshold(card: ModelCard) -> float:
+    """The threshold whole-image evaluation applies: the calibrated one, else the crop threshold."""
+    return card.image_threshold if card.image_threshold is not None else card.threshold
