@@ -173,3 +173,141 @@ def _assert_nothing_left_running(bench_pid: int, repository, not_ours: str) -> N
         time.sleep(0.5)
     assert not left
     assert not [p for p in os.listdir("/dev/shm") if f"dfe{bench_pid}_" in p]
+
+
+# -- whole-image stage ------------------------------------------------------------------------------------
+
+def _stats(version_rows: list[dict]) -> dict:
+    """A get_inference_statistics answer of one model version with these counters."""
+    return {"model_stats": version_rows}
+
+
+def _version(requests, inferences, executions, batch_sizes: dict, as_strings=False) -> dict:
+    def n(value):
+        return str(value) if as_strings else value
+
+    return {"name": "deepfake_b0", "version": "1", "inference_count": n(inferences), "execution_count": n(executions),
+            "inference_stats": {"success": {"count": n(requests), "ns": n(requests * 1000)},
+                                "queue": {"count": n(requests), "ns": n(requests * 2_000_000)}},
+            "batch_stats": [{"batch_size": n(size), "compute_input": {"count": n(count), "ns": n(1)},
+                             "compute_infer": {"count": n(count), "ns": n(count * 50_000_000)}}
+                            for size, count in batch_sizes.items()]}
+
+
+def test_whole_image_photo_set_is_deterministic_full_size_with_faces():
+    from deepfake_edge.benchmarks.whole_image import PHOTO_SIZE, build_photo_set
+    from deepfake_edge.faces import detect_faces
+    from deepfake_edge.preprocessing import load_image
+
+    first, second = build_photo_set(), build_photo_set()
+    assert first == second and len(first) >= 6 and len(set(first.encoded)) == len(first)
+    with_faces = 0
+    for name, data in zip(first.names, first.encoded):
+        image = load_image(data)
+        assert image.size == PHOTO_SIZE == (1024, 768) and data[:2] == b"\xff\xd8", name
+        with_faces += bool(detect_faces(np.asarray(image)))
+    assert with_faces >= 2
+    assert {"astronaut", "grace_hopper"} <= set(first.names)
+
+
+def test_whole_image_triton_statistics_become_a_batch_size_table():
+    from deepfake_edge.benchmarks.whole_image import TritonCounts, arrival, format_batch_sizes
+
+    before = TritonCounts.from_stats(_stats([_version(10, 50, 10, {1: 2, 8: 3, 25: 5})]))
+    assert before.batch_sizes == {1: 2, 8: 3, 25: 5} and before.requests == 10 and before.executions == 10
+    # gRPC's JSON writes int64 counters as strings; versions add up
+    after = TritonCounts.from_stats(_stats([_version(14, 152, 14, {1: 2, 8: 3, 25: 7, 26: 2}, as_strings=True),
+                                            _version(0, 0, 0, {})]))
+    window = after.since(before)
+    assert window.batch_sizes == {25: 2, 26: 2}  # sizes that did not run in the window are dropped
+    assert (window.requests, window.inferences, window.executions) == (4, 102, 4)
+    row = window.per_image(4)
+    assert row["batch_sizes"] == {"25": 2, "26": 2} and row["mean_batch"] == 25.5
+    assert row["requests_per_image"] == row["executions_per_image"] == 1.0
+    assert row["server_queue_ms"] == 2.0 and row["server_compute_ms_per_execution"] == 50.0
+    assert format_batch_sizes(row["batch_sizes"]) == "25:2, 26:2" == format_batch_sizes({26: 2, 25: 2})
+    assert format_batch_sizes({}) == "–"
+    assert arrival(row) == "1 request = 1 execution per image"
+    merged = TritonCounts(8, 8, 3, 0, 0, {2: 1, 3: 2}).per_image(8)
+    assert arrival(merged).startswith("batcher merged requests (8 requests in 3 executions)")
+
+
+def test_whole_image_results_format_as_tables(tmp_path):
+    from deepfake_edge.benchmarks import plots, report
+    from deepfake_edge.benchmarks.whole_image import POINT_HEADER, markdown_lines, summary_lines
+
+    def point(mode, concurrency, throughput, regions, sizes):
+        return {"mode": mode, "concurrency": concurrency, "throughput": throughput, "p50_ms": 1000 / throughput,
+                "p99_ms": 2000 / throughput, "requests": 16, "errors": 0, "regions_per_image": regions,
+                "triton_requests": 16, "triton_executions": 16, "requests_per_image": 1.0,
+                "executions_per_image": 1.0, "batch_sizes": sizes, "server_queue_ms": 0.5,
+                "server_compute_ms_per_execution": 120.0, "client_cpu_ms_per_image": 60.0,
+                "server_cpu_ms_per_image": 250.0}
+
+    section = {"model": "deepfake_b0", "protocol": "grpc", "photo_size": [1024, 768],
+               "photos": [{"name": "astronaut", "faces": 1, "regions": 26}, {"name": "chelsea", "faces": 0,
+                                                                             "regions": 25}],
+               "points": [point("whole", 1, 3.2, 25.5, {"25": 8, "26": 8}), point("fast", 1, 80.0, 1.0, {"1": 16})],
+               "time_split": {"images": 16, "detect_whole_ms": 300.0, "detect_fast_ms": 12.0, "steps": [
+                   {"step": "decode", "mean_ms": 10.0, "median_ms": 9.0, "share": 0.033},
+                   {"step": "Triton round trip", "mean_ms": 250.0, "median_ms": 240.0, "share": 0.833}]}}
+    lines = markdown_lines(section)
+    assert lines[0].startswith("## Whole-image analysis (1024x768 photos, `deepfake_b0`")
+    assert "astronaut (26 regions, 1 face)" in lines[2] and "chelsea (25 regions, 0 faces)" in lines[2]
+    table = [line for line in lines if line.startswith("| whole") or line.startswith("| fast")]
+    assert table[0].split(" | ")[:4] == ["| whole", "1", "3.20", "312.5"] and "25:8, 26:8" in table[0]
+    assert len(table[0].split(" | ")) == len(POINT_HEADER)
+    assert "- whole c=1: 1 request = 1 execution per image" in lines
+    assert "| Triton round trip | 250.0 | 240.0 | 83 % |" in lines
+    printed = summary_lines(section)
+    assert "whole c=1" in printed[1] and "25.5 regions/image" in printed[1] and "batches 25:8, 26:8" in printed[1]
+    assert markdown_lines({}) == summary_lines({}) == []
+    results = {"whole_image": section}
+    assert "## Whole-image analysis" in report.markdown(results)
+    [path] = plots.write_plots(results, tmp_path)
+    with Image.open(path) as image:
+        assert path.name == "whole_image.png" and image.format == "PNG" and image.width > 300
+
+
+def test_bench_only_selects_stages():
+    import argparse
+
+    from deepfake_edge.benchmarks import commands
+    from deepfake_edge.benchmarks.runner import _count_points
+    from deepfake_edge.benchmarks.settings import STAGES, BenchSettings
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    args = parser.parse_args(["bench", "--only", "whole-image"])
+    assert args.only == ["whole-image"]
+    assert BenchSettings().stages == STAGES and "whole-image" in STAGES  # the default run includes it
+    only = BenchSettings(stages=("whole-image",))
+    assert _count_points(only) == 1 + 2 * 5 and _count_points(BenchSettings()) > _count_points(only)
+    assert only.whole_image_target == "deepfake_b0"
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_whole_image_stage_runs_against_triton(triton_server):
+    from dataclasses import replace
+
+    from deepfake_edge.benchmarks.settings import BenchSettings
+    from deepfake_edge.benchmarks.whole_image import whole_image_stage
+
+    settings = replace(BenchSettings().with_quick(), whole_image_concurrencies=(1, 2), whole_image_max_images=4,
+                       whole_image_fast_max_images=8)
+    steps: list[str] = []
+    section = whole_image_stage(settings, triton_server.grpc_url, triton_server.http_url, triton_server.pid,
+                                "deepfake_b0", steps.append, admin_key=triton_server.admin_key)
+    assert steps[0].endswith("time split") and len(steps) == 1 + 2 * 2
+    assert sum(p["faces"] > 0 for p in section["photos"]) >= 2
+    assert all(p["regions"] >= 24 for p in section["photos"])  # 1024x768: 6 x 4 tiles, global, faces
+    assert {s["step"] for s in section["time_split"]["steps"]} >= {"decode", "Triton round trip"}
+    for point in section["points"]:
+        assert point["errors"] == 0 and point["requests"] > 0 and point["throughput"] > 0, point
+        assert point["triton_requests"] == point["requests"]  # every region of an image in one request
+        assert sum(point["batch_sizes"].values()) == point["triton_executions"]
+        if point["mode"] == "whole":
+            assert point["regions_per_image"] >= 24 and min(map(int, point["batch_sizes"])) >= 24
+        else:
+            assert point["regions_per_image"] == 1

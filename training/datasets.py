@@ -34,6 +34,8 @@ SPLITS = ("train", "validation", "test")
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
 SYNTH_MANIFEST = "synth.json"  # written by deepfake_edge.training.synth; describe() quotes it
+# <split>/{Real,Fake}/eNNNNNN_K.jpg: region crops of data edits' full-size pairs, beside the self-blends
+EDIT_CROP_PREFIX = "e"
 MASK_FOLDER = "masks"  # <split>/masks/<stem>.png: the blend mask of <split>/Fake/<stem>.jpg, written by data synth
 
 _VERIFY_THREADS = min(8, os.cpu_count() or 1)

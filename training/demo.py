@@ -1,12 +1,19 @@
 """Reproduce the committed demo models: ``python -m deepfake_edge.training.demo`` (what ``make demo-model`` runs).
 
-Steps, all through the project's own ``deepfake-edge`` verbs, for each demo architecture: ``data synth``
-(the default self-blended set at the recipe's size, unless one made from the installed photos is there),
-``train`` into ``runs/demo/<arch>/``, copy the best checkpoint (float16) to ``models/demo/<arch>.safetensors``,
-then ``evaluate`` it on the test split into ``models/demo/report/<arch>/`` (metrics.json, roc.png,
-confusion_matrix.png, twins.png, training_curves.png, history.json, train_summary.json). B0 has a CUDA
-recipe (224 px, six epochs; the committed one) and a CPU recipe bounded for two shared cores (160 px, one
-pass); the small CNN has a CPU recipe only. See docs/training.md.
+Every step is one of the project's own ``deepfake-edge`` verbs. B0 is made in two stages:
+
+1. self-blends: ``data synth`` (the default self-blended set at the recipe's size) and ``train`` from the
+   packaged EfficientNet-Lite0 weights into ``runs/demo/efficientnet_b0_sbi/`` (CUDA recipe: 224 px, six
+   epochs, ~8 min on an H100; CPU recipe: 160 px, one pass). Skipped when that checkpoint exists.
+2. the edits people make: ``data synth`` + ``data edits`` into ``data/edits_224px`` (self-blends beside
+   region crops of full-size splices, copy-moves, inpaintings, pasted graphics and face swaps), then
+   ``train`` from stage 1's best checkpoint into ``runs/demo/efficientnet_b0/``.
+
+The small CNN trains once, from scratch, on the stage-2 set. Then, for each: copy the best checkpoint
+(float16) to ``models/demo/<arch>.safetensors``, ``calibrate`` its whole-image threshold on the validation
+photos, and ``evaluate`` it into ``models/demo/report/<arch>/``: the crop test split (metrics.json, roc.png,
+confusion_matrix.png, twins.png, training_curves.png, history.json, train_summary.json) and the full-size
+test photos by whole-image analysis (whole_image.json). See docs/training.md.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from deepfake_edge.cli import main as cli
 from deepfake_edge.training.photos import packaged_photo_records
 
 RUNS = Path("runs/demo")
+EDIT_SET = Path("data/edits_224px")
+EDIT_SET_SELF_BLENDS = 12000  # beside the 3000 full-size pairs' region crops (~2.4 twins per pair)
+EDIT_PAIRS = 3000
 DEMO_DIR = Path("models/demo")
 REPORT_DIR = DEMO_DIR / "report"
 # 24 times the default count: B0 sees 67,200 distinct crops per epoch. Twice that many crops of the same 298
@@ -48,9 +58,10 @@ _CPU = ("--batch-size", "32", "--seed", "0", "--device", "cpu", "--threads", "1"
 _CUDA = ("--batch-size", "64", "--seed", "0", "--device", "cuda", "--threads", "2", "--workers", "5",
          "--checkpoint-dtype", "float16")
 _B0 = ("--arch", "efficientnet_b0", "--init-weights", "lite0", "--drop-path", "0.4", "--lr", "1e-3", "--mask-loss", "1")
-RECIPES: dict[str, dict[str, Recipe]] = {
-    # The committed B0 (docs/training.md): six epochs at B0's native 224 px on an H100, ~8 min, chosen on
-    # validation over one epoch (0.958) and twelve (0.976, tied).
+# Stage 1 (self-blends) of B0.
+SELF_BLEND_RECIPES: dict[str, dict[str, Recipe]] = {
+    # Six epochs at B0's native 224 px on an H100, ~8 min, chosen on validation over one epoch (0.958) and
+    # twelve (0.976, tied).
     "efficientnet_b0": {
         "cuda": Recipe(Path("data/synth_224px"), 224, (*_B0, "--epochs", "6", "--warmup-epochs", "0.5",
                                                        "--patience", "3", "--input-size", "224", *_CUDA)),
@@ -58,47 +69,80 @@ RECIPES: dict[str, dict[str, Recipe]] = {
         "cpu": Recipe(Path("data/synth"), 160, (*_B0, "--epochs", "1", "--warmup-epochs", "0.15", "--patience", "3",
                                                 "--input-size", "160", *_CPU)),
     },
+}
+# The committed models: B0 fine-tuned from stage 1 (its --init-weights is added by build()), the CNN from
+# scratch, both on the stage-2 set. Two epochs of B0 at 224 px: what one CPU core trains in about an hour.
+_B0_EDITS = ("--arch", "efficientnet_b0", "--drop-path", "0.4", "--lr", "3e-4", "--mask-loss", "1", "--epochs", "2",
+             "--warmup-epochs", "0.1", "--patience", "2", "--input-size", "224")
+RECIPES: dict[str, dict[str, Recipe]] = {
+    "efficientnet_b0": {"cuda": Recipe(EDIT_SET, 224, (*_B0_EDITS, *_CUDA)),
+                        "cpu": Recipe(EDIT_SET, 224, (*_B0_EDITS, *_CPU))},
     "small_cnn": {
-        "cpu": Recipe(Path("data/synth"), 160, ("--arch", "small_cnn", "--epochs", "3", "--lr", "2e-3", "--patience",
-                                                "4", "--input-size", "112", *_CPU)),
+        "cpu": Recipe(EDIT_SET, 224, ("--arch", "small_cnn", "--epochs", "3", "--lr", "2e-3", "--patience",
+                                      "4", "--input-size", "112", *_CPU)),
     },
 }
 
 
-def recipe_for(arch: str, device: str) -> Recipe:
+def recipe_for(arch: str, device: str, recipes: dict[str, dict[str, Recipe]] = RECIPES) -> Recipe:
     """``arch``'s recipe for ``device`` ("cuda" or "cpu"); a model with only a CPU recipe uses it anywhere."""
-    recipes = RECIPES[arch]
-    return recipes.get(device, recipes["cpu"])
+    return recipes[arch].get(device, recipes[arch]["cpu"])
+
+
+def stage1_checkpoint(arch: str) -> Path:
+    return RUNS / f"{arch}_sbi" / "best.safetensors"
 
 
 def train_command(arch: str, recipe: Recipe) -> list[str]:
     """The exact ``deepfake-edge`` arguments that train the demo ``arch`` (quoted in docs/training.md)."""
-    return ["train", str(recipe.data), *recipe.train_args, "--out", str(RUNS / arch)]
+    init = ("--init-weights", str(stage1_checkpoint(arch))) if arch in SELF_BLEND_RECIPES else ()
+    return ["train", str(recipe.data), *recipe.train_args, *init, "--out", str(RUNS / arch)]
+
+
+def _run(arguments: list[str]) -> int:
+    print(f"$ deepfake-edge {' '.join(arguments)}", flush=True)
+    return cli(arguments)
 
 
 def build(arch: str, recipe: Recipe) -> int:
-    """Train, publish and evaluate one demo model; returns the first non-zero exit code."""
-    print(f"$ deepfake-edge {' '.join(train_command(arch, recipe))}", flush=True)
-    if code := cli(train_command(arch, recipe)):
+    """Train, publish, calibrate and evaluate one demo model; returns the first non-zero exit code."""
+    if code := _run(train_command(arch, recipe)):
         return code
     run, report = RUNS / arch, REPORT_DIR / arch
     report.mkdir(parents=True, exist_ok=True)
     checkpoint = shutil.copyfile(run / "best.safetensors", DEMO_DIR / f"{arch}.safetensors")
     shutil.copyfile(run / "history.json", report / "history.json")
     shutil.copyfile(run / "summary.json", report / "train_summary.json")
-    evaluate = ["evaluate", str(checkpoint), str(recipe.data), "--split", "test", "--out", str(report),
-                "--history", str(report / "history.json")]
-    print(f"$ deepfake-edge {' '.join(evaluate)}", flush=True)
-    return cli(evaluate)
+    steps = [["calibrate", str(checkpoint), str(recipe.data)],
+             ["evaluate", str(checkpoint), str(recipe.data), "--split", "test", "--out", str(report),
+              "--history", str(report / "history.json")],
+             ["evaluate", str(checkpoint), str(recipe.data), "--split", "test", "--whole-images", "--out", str(report)]]
+    for step in steps:
+        if code := _run(step):
+            return code
+    return 0
 
 
-def _is_current_demo_set(manifest: Path, image_size: int) -> bool:
+def _make_set(data: Path, count: int, image_size: int, edit_pairs: int = 0) -> int:
+    """``data synth`` (and ``data edits``) into ``data`` unless a current set of that recipe is there."""
+    if _is_current_demo_set(data / "synth.json", count, image_size) and (
+            not edit_pairs or (data / "full.json").is_file()):
+        return 0
+    workers = str(os.cpu_count() or 1)
+    if code := _run(["data", "synth", "--out", str(data), "--count", str(count), "--image-size", str(image_size),
+                     "--workers", workers]):
+        return code
+    return _run(["data", "edits", "--out", str(data), "--pairs", str(edit_pairs), "--workers", workers]) \
+        if edit_pairs else 0
+
+
+def _is_current_demo_set(manifest: Path, count: int, image_size: int) -> bool:
     """Whether ``manifest`` describes a set of the demo's size made from exactly the photos installed now."""
     if not manifest.is_file():
         return False
     made = json.loads(manifest.read_text())
     used = {name for names in made.get("photos", {}).values() for name in names}
-    return (made.get("count") == SYNTH_COUNT and made.get("image_size") == image_size
+    return (made.get("count") == count and made.get("image_size") == image_size
             and used == {photo.name for photo in packaged_photo_records()})
 
 
@@ -114,12 +158,16 @@ def main(argv: list[str] | None = None) -> int:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
     for arch in args.only or list(RECIPES):
-        recipe = recipe_for(arch, device)
-        if not _is_current_demo_set(recipe.data / "synth.json", recipe.image_size):
-            synth = ["data", "synth", "--out", str(recipe.data), "--count", str(SYNTH_COUNT),
-                     "--image-size", str(recipe.image_size), "--workers", str(os.cpu_count() or 1)]
-            if code := cli(synth):
+        if arch in SELF_BLEND_RECIPES and not stage1_checkpoint(arch).is_file():
+            stage1 = recipe_for(arch, device, SELF_BLEND_RECIPES)
+            if code := _make_set(stage1.data, SYNTH_COUNT, stage1.image_size):
                 return code
+            arguments = ["train", str(stage1.data), *stage1.train_args, "--out", str(stage1_checkpoint(arch).parent)]
+            if code := _run(arguments):
+                return code
+        recipe = recipe_for(arch, device)
+        if code := _make_set(recipe.data, EDIT_SET_SELF_BLENDS, recipe.image_size, EDIT_PAIRS):
+            return code
         if code := build(arch, recipe):
             return code
     return 0

@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from deepfake_edge.checkpoint import load_checkpoint
 from deepfake_edge.preprocessing import Preprocessor
+from deepfake_edge.training.datasets import EDIT_CROP_PREFIX
 from deepfake_edge.training.metrics import compute_metrics
 from deepfake_edge.training.pairing import pair_groups
 from deepfake_edge.training.plots import plot_confusion, plot_curves, plot_roc, plot_twins
@@ -63,6 +64,8 @@ def evaluate_checkpoint(
     }
     if dropped == 0 and (per_source := by_source(samples, labels, scores)):
         report["by_source"] = per_source
+    if dropped == 0 and (per_kind := by_kind(samples, labels, scores)):
+        report["by_kind"] = per_kind
     # Dropped images would shift the indices, as for by_source.
     twins = twin_indices(samples) if dropped == 0 else np.empty((0, 2), dtype=int)
     real_twins, fake_twins = scores[twins[:, 0]], scores[twins[:, 1]]
@@ -107,6 +110,18 @@ def by_source(samples: Sequence, labels: np.ndarray, scores: np.ndarray) -> dict
         source: {"n": len(members), "roc_auc": float(roc_auc_score(labels[members], scores[members]))}
         for source, members in sorted(groups.items()) if len(set(labels[members].tolist())) == 2
     }
+
+
+def by_kind(samples: Sequence, labels: np.ndarray, scores: np.ndarray) -> dict[str, dict[str, Any]]:
+    """ROC-AUC and count of the self-blended crops and of the edit-region crops (``data edits``, file names
+    starting with ``e``) when a split holds both: one pooled AUC would let one kind hide the other."""
+    kinds = np.array(["edit_regions" if sample.path.stem.startswith(EDIT_CROP_PREFIX) else "self_blends"
+                      for sample in samples])
+    if len(set(kinds.tolist())) < 2:
+        return {}
+    return {kind: {"n": int((kinds == kind).sum()),
+                   "roc_auc": float(roc_auc_score(labels[kinds == kind], scores[kinds == kind]))}
+            for kind in sorted(set(kinds.tolist())) if len(set(labels[kinds == kind].tolist())) == 2}
 
 
 def twin_indices(samples: Sequence) -> np.ndarray:

@@ -21,7 +21,7 @@ from deepfake_edge.faces import detect_faces
 from deepfake_edge.model_card import LABELS
 from deepfake_edge.preprocessing import Preprocessor, load_image
 from deepfake_edge.regions import Region, cut_regions, plan_regions
-from deepfake_edge.training.datasets import MASK_FOLDER, SPLITS
+from deepfake_edge.training.datasets import EDIT_CROP_PREFIX, MASK_FOLDER, SPLITS
 from deepfake_edge.training.edit_synth import EDITS_FILE, FULL_FOLDER
 
 # A region is a Fake crop when the edit covers at least this share of it (and this many pixels): a
@@ -30,7 +30,6 @@ MIN_EDIT_SHARE = 0.02
 MIN_EDIT_PIXELS = 400
 TILES_PER_EDIT = 2  # the tiles holding most of the edit
 CROP_QUALITY = 95  # the crops are re-encoded once more; keep that step near-lossless
-EDIT_PREFIX = "e"
 SOURCES_FILE = "sources.json"
 
 
@@ -50,7 +49,7 @@ def write_region_crops(root: Path, preprocessor: Preprocessor, progress: bool = 
         for stem, record in tqdm(sorted(edits.items()), desc=f"region crops {split}", unit="pair",
                                  disable=not progress):
             for index, (real, fake, mask) in enumerate(_pair_crops(full, stem, preprocessor)):
-                name = f"{EDIT_PREFIX}{stem}_{index}"
+                name = f"{EDIT_CROP_PREFIX}{stem}_{index}"
                 real.save(root / split / LABELS[0] / f"{name}.jpg", quality=CROP_QUALITY)
                 fake.save(root / split / LABELS[1] / f"{name}.jpg", quality=CROP_QUALITY)
                 mask.save(root / split / MASK_FOLDER / f"{name}.png")

@@ -11,25 +11,28 @@ rate, overall and per edit family, and the pointing game (the stitched heatmap's
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from deepfake_edge.checkpoint import load_checkpoint, save_checkpoint
-from deepfake_edge.export.graph import DetectorGraph
-from deepfake_edge.model_card import LABELS, ModelCard
+from deepfake_edge.export.evaluate import make_session
+from deepfake_edge.export.graph import export_onnx
+from deepfake_edge.model_card import INPUT_NAME, LABELS, OUTPUT_NAMES, ModelCard
 from deepfake_edge.preprocessing import Preprocessor, load_image
 from deepfake_edge.regions import DEFAULT_MAX_FALSE_ALARM, analyse, stitch_heatmap
 from deepfake_edge.training.datasets import MASK_FOLDER
 from deepfake_edge.training.edit_synth import EDITS_FILE, FULL_FOLDER
 
 _ROWS_PER_FORWARD = 32
+# Pairs scored per split: 300 pairs (600 photos, ~25 regions each) take ~10 minutes of two CPU cores.
+DEFAULT_MAX_PAIRS = 300
 
 
 @dataclass(frozen=True)
@@ -44,38 +47,47 @@ class PhotoScore:
     peak_in_edit: bool | None
 
 
-def score_photos(checkpoint: str | Path, root: str | Path, split: str, progress: bool = True) -> list[PhotoScore]:
-    """Score every photo of ``root/<split>/full`` with whole-image analysis, in PyTorch on the CPU."""
+def score_photos(checkpoint: str | Path, root: str | Path, split: str, max_pairs: int | None = DEFAULT_MAX_PAIRS,
+                 progress: bool = True) -> list[PhotoScore]:
+    """Score the photos of ``root/<split>/full`` (at most ``max_pairs`` pairs, evenly spread over the split)
+    with whole-image analysis: the checkpoint exported to ONNX as for serving, run by onnxruntime."""
     model, card = load_checkpoint(checkpoint)
-    graph = DetectorGraph(model.float(), card).eval()
     preprocessor = Preprocessor.from_card(card)
     full = Path(root) / split / FULL_FOLDER
     edits = json.loads((full / EDITS_FILE).read_text())
+    stems = sorted(edits)
+    if max_pairs is not None and len(stems) > max_pairs:
+        stems = [stems[round(i * len(stems) / max_pairs)] for i in range(max_pairs)]
     scores = []
-    jobs = [(stem, label) for stem in sorted(edits) for label in (0, 1)]
-    for stem, label in tqdm(jobs, desc=f"whole-image {split}", unit="photo", disable=not progress):
-        image = load_image(full / LABELS[label] / f"{stem}.jpg")
-        plan, rows = analyse(image, preprocessor)
-        probabilities, heatmaps = _forward(graph, rows)
-        peak = None
-        if label == 1:
-            heat = stitch_heatmap(plan, probabilities, heatmaps)
-            with Image.open(full / MASK_FOLDER / f"{stem}.png") as mask_image:
-                mask = np.asarray(mask_image.convert("L").resize(heat.shape[::-1], Image.Resampling.BILINEAR))
-            y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-            peak = bool(mask[y, x] >= 128)
-        scores.append(PhotoScore(stem, label, edits[stem]["family"] if label else None,
-                                 float(probabilities.max()), peak))
+    jobs = [(stem, label) for stem in stems for label in (0, 1)]
+    with tempfile.TemporaryDirectory(prefix="deepfake-edge-whole-image-") as workdir:
+        session = make_session(export_onnx(model.float(), card, Path(workdir) / "model.onnx"))
+        for stem, label in tqdm(jobs, desc=f"whole-image {split}", unit="photo", disable=not progress):
+            scores.append(_score_photo(session, preprocessor, full, stem, label, edits[stem]["family"]))
     return scores
 
 
-@torch.no_grad()
-def _forward(graph: DetectorGraph, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _score_photo(session: Any, preprocessor: Preprocessor, full: Path, stem: str, label: int,
+                 family: str) -> PhotoScore:
+    image = load_image(full / LABELS[label] / f"{stem}.jpg")
+    plan, rows = analyse(image, preprocessor)
+    probabilities, heatmaps = _forward(session, rows)
+    peak = None
+    if label == 1:
+        heat = stitch_heatmap(plan, probabilities, heatmaps)
+        with Image.open(full / MASK_FOLDER / f"{stem}.png") as mask_image:
+            mask = np.asarray(mask_image.convert("L").resize(heat.shape[::-1], Image.Resampling.BILINEAR))
+        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        peak = bool(mask[y, x] >= 128)
+    return PhotoScore(stem, label, family if label else None, float(probabilities.max()), peak)
+
+
+def _forward(session: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     probabilities, heatmaps = [], []
     for start in range(0, len(rows), _ROWS_PER_FORWARD):
-        probability, _, heatmap = graph(torch.from_numpy(rows[start:start + _ROWS_PER_FORWARD]))
-        probabilities.append(probability.reshape(-1).numpy())
-        heatmaps.append(heatmap.numpy())
+        probability, _, heatmap = session.run(list(OUTPUT_NAMES), {INPUT_NAME: rows[start:start + _ROWS_PER_FORWARD]})
+        probabilities.append(probability.reshape(-1))
+        heatmaps.append(heatmap)
     return np.concatenate(probabilities), np.concatenate(heatmaps)
 
 
@@ -109,10 +121,10 @@ def report(scores: list[PhotoScore], threshold: float) -> dict[str, Any]:
 
 
 def calibrate(checkpoint: str | Path, root: str | Path, max_false_alarm: float = DEFAULT_MAX_FALSE_ALARM,
-              progress: bool = True) -> dict[str, Any]:
+              max_pairs: int | None = DEFAULT_MAX_PAIRS, progress: bool = True) -> dict[str, Any]:
     """Set ``image_threshold`` in ``checkpoint``'s card from the validation photos (rewritten in place, same
     dtype); returns the validation report at that threshold, which the card keeps in ``metrics``."""
-    scores = score_photos(checkpoint, root, "validation", progress)
+    scores = score_photos(checkpoint, root, "validation", max_pairs, progress)
     threshold = false_alarm_threshold(np.array([s.score for s in scores if s.label == 0]), max_false_alarm)
     validation = report(scores, threshold)
     model, card = load_checkpoint(checkpoint)
