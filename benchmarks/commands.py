@@ -6,7 +6,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from deepfake_edge.benchmarks.settings import DEFAULT_MODELS, DEFAULT_REPOSITORY, BenchSettings
+from deepfake_edge.benchmarks.settings import DEFAULT_MODELS, DEFAULT_REPOSITORY, STAGES, BenchSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,8 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Measure, in one run on this machine: the in-process onnxruntime engine (batch 1-32), our "
         "Triton service through the project's client (gRPC/HTTP, FP32/INT8, concurrency 1-32), the naive "
         "Flask + PyTorch server (and Flask + onnxruntime without batching) under the same load, and Triton's "
-        "perf_analyzer against our server. Writes bench.json, bench.md (every comparison as a same-run ratio) "
-        "and PNG plots to --out, and prints the ratios that have targets. All servers run on free 127.0.0.1 "
+        "perf_analyzer against our server, and whole-image analysis of full-size photos (DeepfakeClient "
+        "mode whole vs fast, concurrency 1-16, with the batch sizes Triton executed). Writes bench.json, "
+        "bench.md (every comparison as a same-run ratio) and PNG plots to --out, and prints the ratios that have targets. All servers run on free 127.0.0.1 "
         "ports and are stopped at the end.",
     )
     parser.add_argument("--quick", action="store_true", help="CI preset: fewer, shorter points (under 2 minutes)")
@@ -34,6 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-requests", type=int, default=None, help="requests per load point at most")
     parser.add_argument("--no-perf-analyzer", action="store_true", help="skip the perf_analyzer sweep")
     parser.add_argument("--no-torch-engine", action="store_true", help="skip in-process PyTorch (reference only)")
+    parser.add_argument("--only", nargs="+", choices=STAGES, default=None, metavar="STAGE",
+                        help=f"run only these stages (of: {', '.join(STAGES)}; default: all), e.g. "
+                        "`--only whole-image`")
+    parser.add_argument("--whole-image-model", default=None,
+                        help="model the whole-image stage measures (default: the first of --models)")
+    parser.add_argument("--whole-image-max-images", type=int, default=None,
+                        help="images per whole-mode point at most (default 32, quick 8; each point is also "
+                        "capped at 10 s, quick 4 s)")
     parser.set_defaults(func=run)
 
 
@@ -52,6 +61,12 @@ def run(args: argparse.Namespace) -> int:
         settings = replace(settings, perf_analyzer=False)
     if args.no_torch_engine:
         settings = replace(settings, torch_engine=False)
+    if args.only:
+        settings = replace(settings, stages=tuple(s for s in STAGES if s in args.only))
+    if args.whole_image_model is not None:
+        settings = replace(settings, whole_image_model=args.whole_image_model)
+    if args.whole_image_max_images is not None:
+        settings = replace(settings, whole_image_max_images=args.whole_image_max_images)
     _ensure_repository(settings)
     results = run_benchmark(settings)
     print("\n".join(summary_lines(results)))

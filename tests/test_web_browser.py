@@ -6,6 +6,7 @@ Each state the page can be in is saved as a screenshot under ``test-artifacts/we
 from __future__ import annotations
 
 import base64
+import io
 import re
 from pathlib import Path
 
@@ -36,6 +37,7 @@ CHROMIUM_ARGS = [
 # check structure, not labels.
 DEMO_TRAINED = all((Path(__file__).resolve().parents[1] / path).is_file() for path in DEMO_CHECKPOINTS)
 DESKTOP = {"width": 1280, "height": 860}
+LAPTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT_MS = 30_000
 
@@ -148,6 +150,9 @@ def test_synthetic_image_gets_the_right_verdict_and_heatmap(page, samples, label
     _wait_for_state(page, "result")
     _assert_verdict(page, label)
     _assert_heatmap_shown(page)
+    shown = page.inner_text("#verdict").split(" ")[0]
+    wording = {"Real": "No edit found by this model", "Fake": "This model found signs of an edit"}
+    assert wording[shown] in page.inner_text("#verdict-explain")
     page.click("#details summary")  # the details panel opens from its summary
     rows = page.locator("#scores-body tr")
     assert rows.count() == 2
@@ -281,3 +286,216 @@ def test_choose_image_button_does_not_stretch(page):
     button = page.locator("#upload-button").bounding_box()
     assert button["width"] < 300
     _screenshot(page, "idle")
+
+
+# ---------------------------------------------------------------- whole-image analysis: regions and wording
+
+REAL_WORDING = "No edit found by this model"
+FAKE_WORDING = "This model found signs of an edit"
+
+
+@pytest.fixture(scope="module")
+def face_photo(tmp_path_factory) -> Path:
+    """scikit-image's astronaut (one face, YuNet finds it) as the JPEG a person would upload."""
+    import skimage.data
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("face") / "astronaut.jpg"
+    Image.fromarray(skimage.data.astronaut()).save(path, format="JPEG", quality=90)
+    return path
+
+
+def _upload_and_read_answer(page, path: Path) -> dict:
+    """Upload ``path`` through the file input; the JSON the page received from POST /api/detect."""
+    with page.expect_response(lambda response: response.url.endswith("/api/detect")) as answer:
+        page.set_input_files("#file-input", str(path))
+    result = answer.value.json()
+    _wait_for_state(page, "result")
+    page.wait_for_function("() => document.getElementById('viewer-image').complete "
+                           "&& document.getElementById('viewer-image').naturalWidth > 0")
+    return result
+
+
+def _drawn_boxes(page, selector: str) -> list[dict]:
+    return [box.bounding_box() for box in page.locator(selector).all()]
+
+
+def _expected_box(image_box: dict, region: dict, size: dict) -> dict:
+    """Where ``region`` (original-image pixels) lands on the image as displayed (CSS pixels)."""
+    x0, y0, x1, y1 = region["box"]
+    sx, sy = image_box["width"] / size["width"], image_box["height"] / size["height"]
+    return {"x": image_box["x"] + x0 * sx, "y": image_box["y"] + y0 * sy, "width": (x1 - x0) * sx,
+            "height": (y1 - y0) * sy}
+
+
+def _assert_close(drawn: dict, expected: dict, tolerance_px: float = 2.0) -> None:
+    for key in ("x", "y", "width", "height"):
+        assert abs(drawn[key] - expected[key]) <= tolerance_px, (key, drawn, expected)
+
+
+def _assert_verdict_on_one_line(page) -> None:
+    one_line = page.evaluate("""() => {
+        const verdict = document.getElementById("verdict");
+        const lineHeight = parseFloat(getComputedStyle(verdict).lineHeight);
+        return verdict.getBoundingClientRect().height < 1.5 * lineHeight
+            && verdict.scrollWidth <= verdict.clientWidth + 1;
+    }""")
+    assert one_line, f"the verdict {page.inner_text('#verdict')!r} wraps or overflows"
+
+
+def test_face_box_and_wording_for_a_photo_with_a_face(browser, web_url, face_photo):
+    context, page = _new_page(browser, web_url, viewport=LAPTOP)
+    try:
+        result = _upload_and_read_answer(page, face_photo)
+        assert result["mode"] == "whole"
+        faces = [region for region in result["regions"] if region["kind"] == "face"]
+        assert len(faces) == 1, result["regions"]
+
+        # (a) the face box sits over the face: the response's box, scaled to the displayed image.
+        image_box = page.locator("#viewer-image").bounding_box()
+        drawn = _drawn_boxes(page, "#viewer-regions .region--face")
+        assert len(drawn) == 1
+        _assert_close(drawn[0], _expected_box(image_box, faces[0], result["image"]))
+        label = page.inner_text("#viewer-regions .region--face .region__label")
+        assert re.fullmatch(r"face \d{1,2}\.\d% fake probability", label.replace("\n", " ").strip()), label
+        # Never a box for each of the tiles: only the suspicious ones, at most three.
+        assert page.locator("#viewer-regions .region--tile").count() <= 3
+        if result["label"] == "Real":
+            assert page.locator("#viewer-regions .is-suspicious").count() == 0
+
+        # (b) the page's confidence is the server's (rounded down, capped): never "100.0%".
+        verdict = page.inner_text("#verdict").strip()
+        assert verdict == result["verdict"]
+        assert "100.0%" not in page.inner_text("#result")
+        _assert_verdict_on_one_line(page)
+
+        # (c) wording that says what was checked, matching the label.
+        explain = page.inner_text("#verdict-explain")
+        scope = page.inner_text("#verdict-scope")
+        if result["label"] == "Real":
+            assert REAL_WORDING in explain and FAKE_WORDING not in explain
+            assert scope.startswith("It checked 1 face and the whole frame at full resolution"), scope
+            assert "can miss real-world fakes" in scope
+        else:
+            assert FAKE_WORDING in explain and REAL_WORDING not in explain
+        page.wait_for_timeout(1900)
+        _screenshot(page, "regions-face-desktop")
+
+        # The regions switch hides and shows the boxes.
+        page.click("#regions-toggle + .switch__track")
+        assert not page.is_checked("#regions-toggle")
+        assert not page.is_visible("#viewer-regions .region--face")
+        page.click("#regions-toggle + .switch__track")
+        assert page.is_visible("#viewer-regions .region--face")
+    finally:
+        context.close()
+
+
+def test_raw_output_panel_fits_a_phone_screen(browser, web_url, face_photo):
+    context, page = _new_page(browser, web_url, viewport=PHONE)
+    try:
+        result = _upload_and_read_answer(page, face_photo)
+        page.click("#details summary")
+        assert page.is_visible("#scores-body tr")
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+        # Every column stays reachable: the table scrolls inside its box instead.
+        assert page.is_visible("#scores-body tr td:nth-child(6)")
+        # The face box follows the smaller image.
+        face = next(region for region in result["regions"] if region["kind"] == "face")
+        _assert_close(_drawn_boxes(page, "#viewer-regions .region--face")[0],
+                      _expected_box(page.locator("#viewer-image").bounding_box(), face, result["image"]))
+        _assert_verdict_on_one_line(page)
+        page.wait_for_timeout(600)
+        _screenshot(page, "regions-face-phone")
+    finally:
+        context.close()
+
+
+def _data_url_of_grey_image(width: int, height: int, image_format: str) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 120, 120)).save(buffer, format=image_format)
+    return f"data:image/{image_format.lower()};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _canned_fake_answer() -> dict:
+    """A Fake verdict decided by a tile, at a confidence that a plain toFixed(1) would show as 100.0%."""
+    regions = [{"kind": "face", "box": [100, 50, 300, 250], "fake_probability": 0.12}]
+    regions += [{"kind": "tile", "box": [x, y, x + 224, y + 224], "fake_probability": 0.02}
+                for x in (0, 200, 400, 576) for y in (0, 200, 376)]
+    regions[5]["fake_probability"] = 0.99996  # the deciding tile
+    regions[7]["fake_probability"] = 0.95
+    regions.append({"kind": "global", "box": [100, 0, 700, 600], "fake_probability": 0.3})
+    model = {"name": "deepfake_b0", "title": "EfficientNet-B0", "role": "primary", "version": "1", "label": "Fake",
+             "confidence": 0.99995, "fake_probability": 0.99996, "logit": 10.1, "threshold": 0.7,
+             "verdict": "Fake – 99.9%", "error": None}
+    return {
+        "label": "Fake", "confidence": 0.99995, "fake_probability": 0.99996, "logit": 10.1,
+        "verdict": "Fake – 99.9%", "threshold": 0.7, "model": "deepfake_b0", "model_title": "EfficientNet-B0",
+        "model_version": "1", "models": [model], "raw_scores": {"deepfake_b0": {"logit": 10.1, "fake_probability": 0.99996}},
+        "image": {"width": 800, "height": 600}, "mode": "whole", "regions": regions,
+        "notes": ["image 4000x3000 analysed at 1280x960 (longer side capped at 1280 px)"],
+        "heatmap": {"alpha": 1.0, "width": 400, "height": 300, "image": _data_url_of_grey_image(400, 300, "JPEG"),
+                    "overlay": _data_url_of_grey_image(400, 300, "PNG")},
+        "elapsed_ms": 1.0, "filename": "canned.jpg",
+    }
+
+
+def test_real_verdict_says_what_was_checked_and_draws_no_red_box(browser, web_url, face_photo):
+    """A fixed Real answer (the server is not asked): the wording, faces counted, no suspicious box."""
+    answer = _canned_fake_answer()
+    for region in answer["regions"]:
+        region["fake_probability"] = min(region["fake_probability"], 0.2)
+    answer["regions"].insert(1, {"kind": "face", "box": [500, 300, 560, 360], "fake_probability": 0.05})
+    answer.update(label="Real", confidence=0.85714, fake_probability=0.2, verdict="Real – 85.7%", notes=[])
+    answer["models"][0].update(label="Real", confidence=0.85714, fake_probability=0.2, verdict="Real – 85.7%")
+    context, page = _new_page(browser, web_url, viewport=LAPTOP)
+    try:
+        page.route("**/api/detect", lambda route: route.fulfill(json=answer))
+        page.set_input_files("#file-input", str(face_photo))
+        _wait_for_state(page, "result")
+        assert page.inner_text("#verdict").strip() == "Real – 85.7%"
+        assert REAL_WORDING in page.inner_text("#verdict-explain")
+        assert page.inner_text("#verdict-scope") == (
+            "It checked 2 faces and the whole frame at full resolution for pasted, spliced, retouched or blended "
+            "regions; it was trained on synthetic edits, so it can miss real-world fakes.")
+        assert page.is_hidden("#verdict-notes")
+        assert page.locator("#viewer-regions .region--face").count() == 2
+        assert page.locator("#viewer-regions .is-suspicious").count() == 0
+        assert page.locator("#viewer-regions .region").count() == 2
+    finally:
+        context.close()
+
+
+def test_fake_verdict_marks_the_suspicious_regions_and_never_reads_100_percent(browser, web_url, face_photo):
+    """The page's own logic on a fixed answer (the server is not asked): rounding, red boxes, wording, notes."""
+    answer = _canned_fake_answer()
+    context, page = _new_page(browser, web_url, viewport=LAPTOP)
+    try:
+        page.route("**/api/detect", lambda route: route.fulfill(json=answer))
+        page.set_input_files("#file-input", str(face_photo))
+        _wait_for_state(page, "result")
+        assert page.inner_text("#verdict").strip() == "Fake – 99.9%"
+        assert "100.0%" not in page.inner_text("#result")
+        _assert_verdict_on_one_line(page)
+        explain = page.inner_text("#verdict-explain")
+        assert FAKE_WORDING in explain and "in one part of the image" in explain
+        assert "hint, not proof" in page.inner_text("#verdict-scope")
+        assert "analysed at 1280x960" in page.inner_text("#verdict-notes")
+        # The face (always), and the two tiles above the threshold (0.7) in red; not the 10 others, not the global view.
+        assert page.locator("#viewer-regions .region--face:not(.is-suspicious)").count() == 1
+        suspects = page.locator("#viewer-regions .region.is-suspicious")
+        assert suspects.count() == 2
+        assert page.locator("#viewer-regions .region--global").count() == 0
+        image_box = page.locator("#viewer-image").bounding_box()
+        expected = sorted((_expected_box(image_box, answer["regions"][i], answer["image"]) for i in (5, 7)),
+                          key=lambda box: (box["x"], box["y"]))
+        drawn = sorted(_drawn_boxes(page, "#viewer-regions .region.is-suspicious"), key=lambda box: (box["x"], box["y"]))
+        for box, want in zip(drawn, expected):
+            _assert_close(box, want)
+        assert "region 99.9%" in page.inner_text("#viewer-regions")
+        page.wait_for_timeout(1900)
+        _screenshot(page, "regions-fake-canned")
+    finally:
+        context.close()

@@ -36,6 +36,9 @@ class AugmentConfig:
     crop_scale: tuple[float, float] = (0.6, 1.0)  # area fraction; kept high so crops rarely cut out the blend
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip_p: float = 0.5
+    # Photos arrive turned by EXIF orientation (or uploaded sideways): a quarter turn or transpose of both
+    # twins, so that orientation alone never reads as an edit.
+    turn_p: float = 0.3
     jitter_p: float = 0.5
     jitter_strength: float = 0.2  # brightness/contrast/saturation factors in [1 - s, 1 + s]
     blur_p: float = 0.5
@@ -44,8 +47,13 @@ class AugmentConfig:
     jpeg_quality: tuple[int, int] = (30, 100)
 
 
+_TURNS = (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270,
+          Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE)
+
+
 class TrainAugment:
-    """Random resized crop to ``input_size`` -> flip -> colour jitter -> Gaussian blur -> JPEG."""
+    """Random resized crop to ``input_size`` -> flip -> quarter turn or transpose -> colour jitter ->
+    Gaussian blur -> JPEG."""
 
     def __init__(self, input_size: int, interpolation: str = "bilinear", config: AugmentConfig = AugmentConfig()):
         self.input_size = input_size
@@ -78,6 +86,10 @@ class TrainAugment:
         if rng.random() < c.hflip_p:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             mask = None if mask is None else mask.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if rng.random() < c.turn_p:
+            turn = _TURNS[int(rng.integers(len(_TURNS)))]
+            image = image.transpose(turn)
+            mask = None if mask is None else mask.transpose(turn)
         if rng.random() < c.jitter_p:
             enhancers = (ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color)
             for i in rng.permutation(len(enhancers)):

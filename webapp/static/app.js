@@ -50,7 +50,13 @@
     $("error-message").textContent = "";
   }
 
-  function formatPercent(value) { return (value * 100).toFixed(1) + "%"; }
+  // A percentage rounded DOWN to 0.1 % and capped at 99.9 %: never "100.0%", no model is that sure.
+  // Keep in step with format_confidence in deepfake_edge/client/results.py (the server's `verdict`).
+  function formatConfidence(value) { return (Math.floor(Math.min(value, 0.999) * 1000) / 10).toFixed(1) + "%"; }
+  // Probabilities (fake probability, region scores) read the same way.
+  var formatPercent = formatConfidence;
+  // The threshold is a setting, not a claim: shown as it is.
+  function formatThreshold(value) { return (value * 100).toFixed(1) + "%"; }
 
   // ---------- upload ----------
   function analyse(file) {
@@ -71,6 +77,8 @@
     $("details").hidden = true;
     $("verdict").textContent = "Analysing…";
     $("verdict-explain").textContent = "";
+    $("verdict-scope").textContent = "";
+    $("verdict-notes").hidden = true;
     $("verdict-model").textContent = "";
 
     var form = new FormData();
@@ -116,12 +124,16 @@
   function showResult(r) {
     var verdict = r.label === "Fake" ? "fake" : "real";
     setState("result", verdict);
-    $("verdict").textContent = r.label + " – " + formatPercent(r.confidence);
+    $("verdict").textContent = r.label + " – " + formatConfidence(r.confidence);
+    var regions = r.regions || [];
+    var deciding = decidingRegion(regions);
     $("verdict-explain").textContent = verdict === "fake"
-      ? "⚠️ This image shows signs of manipulation."
-      : "✅ No signs of manipulation found.";
+      ? "⚠️ This model found signs of an edit" + whereText(deciding) + "."
+      : "✅ No edit found by this model.";
+    $("verdict-scope").textContent = scopeText(r, regions, verdict);
+    renderNotes(r.notes || []);
     $("verdict-model").textContent = r.model_title + " (" + r.model + ", version " + r.model_version +
-      ") · fake probability " + formatPercent(r.fake_probability) + " · threshold " + formatPercent(r.threshold);
+      ") · fake probability " + formatPercent(r.fake_probability) + " · threshold " + formatThreshold(r.threshold);
     $("meter-fill").style.left = (r.fake_probability * 100).toFixed(1) + "%";
     $("meter-threshold").style.left = (r.threshold * 100).toFixed(1) + "%";
 
@@ -130,7 +142,9 @@
       $("viewer-image").src = r.heatmap.image;
       $("viewer-overlay").src = r.heatmap.overlay;
       viewer.hidden = false;
+      renderRegions(r, regions, deciding, verdict);
       applyHeatmapControls();
+      applyRegionsControl();
     } else {
       viewer.hidden = true;
     }
@@ -163,7 +177,7 @@
         label.className = m.label === "Fake" ? "is-fake" : "is-real";
         tr.appendChild(label);
         tr.appendChild(cell_(formatPercent(m.fake_probability)));
-        tr.appendChild(cell_(formatPercent(m.threshold)));
+        tr.appendChild(cell_(formatThreshold(m.threshold)));
         tr.appendChild(cell_(m.logit.toFixed(3)));
         tr.appendChild(cell_(m.version));
       }
@@ -178,6 +192,129 @@
     td.textContent = text;
     return td;
   }
+
+  // ---------- regions: wording and boxes ----------
+  var KIND_WHERE = { face: " in a face", tile: " in one part of the image", global: " in the image as a whole" };
+  var KIND_NAME = { face: "face", tile: "region", global: "whole view" };
+
+  // The region that decided the verdict: the highest-scoring one (the image score is their maximum).
+  function decidingRegion(regions) {
+    var best = null;
+    regions.forEach(function (region) {
+      if (!best || region.fake_probability > best.fake_probability) { best = region; }
+    });
+    return best;
+  }
+
+  function whereText(region) {
+    if (!region) { return ""; }
+    return KIND_WHERE[region.kind] + (region.kind === "global" ? "" : " (marked in red)");
+  }
+
+  function plural(count, word) { return count + " " + word + (count === 1 ? "" : "s"); }
+
+  // One line on what the model looked at, so that "Real" does not read as "proven authentic".
+  function scopeText(r, regions, verdict) {
+    var caveat = verdict === "fake"
+      ? "it was trained on synthetic edits: treat this as a hint, not proof."
+      : "it was trained on synthetic edits, so it can miss real-world fakes.";
+    var what = " for pasted, spliced, retouched or blended regions; " + caveat;
+    if (!regions.length) { return "It checked one downscaled view of the image (fast mode)" + what; }
+    var faces = regions.filter(function (region) { return region.kind === "face"; }).length;
+    var tiles = regions.filter(function (region) { return region.kind === "tile"; }).length;
+    var shrunk = (r.notes || []).some(function (note) { return note.indexOf(" analysed at ") >= 0; });
+    var frame = !tiles ? "the whole frame as one view"
+      : "the whole frame at " + (shrunk ? "reduced" : "full") + " resolution";
+    return (faces ? "It checked " + plural(faces, "face") + " and " + frame : "It found no face and checked " + frame) +
+      what;
+  }
+
+  function renderNotes(notes) {
+    var list = $("verdict-notes");
+    list.textContent = "";
+    notes.forEach(function (note) {
+      var item = document.createElement("li");
+      item.textContent = "Note: " + note + ".";
+      list.appendChild(item);
+    });
+    list.hidden = !notes.length;
+  }
+
+  // Faces always (with their score); of the other regions only the most suspicious: those at or above the
+  // verdict threshold, at most three (none when the verdict is Real: every region is below it then). The
+  // deciding region is always marked when the verdict is Fake, a face included.
+  function suspiciousRegions(r, regions, deciding, verdict) {
+    var suspects = regions
+      .filter(function (region) { return region.kind !== "face" && region.fake_probability >= r.threshold; })
+      .sort(function (a, b) { return b.fake_probability - a.fake_probability; })
+      .slice(0, 3);
+    if (verdict === "fake" && deciding && deciding.kind !== "face" && suspects.indexOf(deciding) < 0) {
+      suspects = [deciding].concat(suspects.slice(0, 2));
+    }
+    return suspects;
+  }
+
+  function renderRegions(r, regions, deciding, verdict) {
+    var layer = $("viewer-regions");
+    layer.textContent = "";
+    var width = r.image && r.image.width, height = r.image && r.image.height;
+    var faces = regions.filter(function (region) { return region.kind === "face"; });
+    var suspects = suspiciousRegions(r, regions, deciding, verdict);
+    var drawn = 0;
+    if (width > 0 && height > 0) {
+      // Larger boxes first, so that a small box inside a large one stays on top (and clickable for its title).
+      faces.concat(suspects)
+        .sort(function (a, b) { return area(b) - area(a); })
+        .forEach(function (region) {
+          var suspicious = region.kind !== "face" ||
+            (verdict === "fake" && region === deciding) || region.fake_probability >= r.threshold;
+          layer.appendChild(regionBox(region, width, height, suspicious, faces.length > 6));
+          drawn += 1;
+        });
+    }
+    $("regions-switch").hidden = !drawn;
+    $("regions-legend").hidden = !drawn;
+    $("regions-legend").querySelector(".legend__item--face").hidden = !faces.length;
+    $("regions-legend").querySelector(".legend__item--suspect").hidden = !suspects.length &&
+      !(verdict === "fake" && deciding && deciding.kind === "face");
+  }
+
+  function area(region) { return (region.box[2] - region.box[0]) * (region.box[3] - region.box[1]); }
+
+  // A box in percentages of the original image, so that it follows the picture at any displayed size.
+  function regionBox(region, width, height, suspicious, crowded) {
+    var clamp = function (value, max) { return Math.min(Math.max(value, 0), max); };
+    var x0 = clamp(region.box[0], width), y0 = clamp(region.box[1], height);
+    var x1 = clamp(region.box[2], width), y1 = clamp(region.box[3], height);
+    var box = document.createElement("div");
+    box.className = "region region--" + region.kind + (suspicious ? " is-suspicious" : "");
+    box.setAttribute("role", "listitem");
+    box.dataset.kind = region.kind;
+    box.dataset.box = [x0, y0, x1, y1].join(",");
+    box.style.left = (100 * x0 / width) + "%";
+    box.style.top = (100 * y0 / height) + "%";
+    box.style.width = (100 * (x1 - x0) / width) + "%";
+    box.style.height = (100 * (y1 - y0) / height) + "%";
+    var text = KIND_NAME[region.kind] + " " + formatPercent(region.fake_probability);
+    box.title = text + " fake probability";
+    var label = document.createElement("span");
+    label.className = "region__label";
+    // Many faces: just the score, so the labels do not bury the picture (the title keeps the full text).
+    label.textContent = crowded && region.kind === "face" ? formatPercent(region.fake_probability) : text;
+    var visible = document.createElement("span");
+    visible.className = "visually-hidden";
+    visible.textContent = " fake probability";
+    label.appendChild(visible);
+    // Labels sit inside the box's top edge; a box near the right edge anchors its label to the right.
+    if (x0 / width > 0.6) { box.classList.add("region--label-right"); }
+    box.appendChild(label);
+    return box;
+  }
+
+  function applyRegionsControl() {
+    $("viewer").classList.toggle("is-regions-off", !$("regions-toggle").checked);
+  }
+  $("regions-toggle").addEventListener("change", applyRegionsControl);
 
   // ---------- heatmap controls ----------
   function applyHeatmapControls() {
