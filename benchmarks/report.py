@@ -42,6 +42,9 @@ def markdown(results: dict) -> str:
              f"and ≤ {settings.get('max_seconds', '?')} s; "
              f"onnxruntime threads: {settings.get('engine_threads', '?')}; "
              f"load average after: {', '.join(_fmt(v, 2) for v in machine.get('load_average_after', []))}.", ""]
+    stages = results.get("stages")
+    if stages:
+        lines += [f"Stages run: {', '.join(stages)} (the load bounds above are the served stages').", ""]
     engine = results.get("engine", [])
     if engine:
         lines += ["## Engine limit (in-process, no server)", ""]

@@ -153,7 +153,8 @@ def summary_lines(results: dict) -> list[str]:
         verdict = "target met" if ratio["meets"] else "target MISSED"
         sign = ">=" if ratio["higher_is_better"] else "<="
         lines.append(f"  {ratio['value']:7.3f}x  {ratio['name']}  [{verdict}: {sign} {ratio['target']:.2f}]")
-    lines.append(f"  ({len(results['ratios']) - len(headline)} more ratios in bench.md)")
+    if results["ratios"]:
+        lines.append(f"  ({len(results['ratios']) - len(headline)} more ratios in bench.md)")
     lines += whole_image.summary_lines(results.get("whole_image", {}))
     lines += [f"  FAILED {failure}" for failure in results["failures"]]
     return lines

@@ -50,7 +50,7 @@ class BenchSettings:
     whole_image_max_seconds: float = 10.0
     whole_image_fast_max_images: int = 400
     whole_image_fast_max_seconds: float = 3.0
-    whole_image_split_repeats: int = 2
+    whole_image_split_repeats: int = 1
     quick: bool = False
 
     def to_dict(self) -> dict:
@@ -64,7 +64,7 @@ class BenchSettings:
             perf_concurrencies=(4,), max_requests=400, max_seconds=1.5, engine_seconds=1.0, engine_iterations=50,
             perf_interval_ms=800, perf_max_trials=4, perf_stability=60.0,
             whole_image_concurrencies=(1, 4), whole_image_max_images=8, whole_image_max_seconds=4.0,
-            whole_image_fast_max_images=100, whole_image_fast_max_seconds=1.0, whole_image_split_repeats=1,
+            whole_image_fast_max_images=100, whole_image_fast_max_seconds=1.0,
         )
 
     @property

@@ -316,16 +316,28 @@ def _upload_and_read_answer(page, path: Path) -> dict:
     return result
 
 
-def _drawn_boxes(page, selector: str) -> list[dict]:
-    return [box.bounding_box() for box in page.locator(selector).all()]
+def _drawn_boxes(page, selector: str) -> tuple[dict, list[dict]]:
+    """The displayed image's size and the boxes matching ``selector`` relative to its top-left corner, all
+    measured at once (the page scrolls smoothly to the result, so separate measurements would disagree)."""
+    return page.evaluate(
+        """(selector) => {
+            const image = document.getElementById("viewer-image").getBoundingClientRect();
+            const boxes = [...document.querySelectorAll(selector)].map((element) => {
+                const box = element.getBoundingClientRect();
+                return { x: box.left - image.left, y: box.top - image.top, width: box.width, height: box.height };
+            });
+            return [{ width: image.width, height: image.height }, boxes];
+        }""",
+        selector,
+    )
 
 
-def _expected_box(image_box: dict, region: dict, size: dict) -> dict:
-    """Where ``region`` (original-image pixels) lands on the image as displayed (CSS pixels)."""
+def _expected_box(shown: dict, region: dict, size: dict) -> dict:
+    """Where ``region`` (original-image pixels) lands on the image ``shown`` at its displayed size (CSS pixels,
+    from the image's top-left corner)."""
     x0, y0, x1, y1 = region["box"]
-    sx, sy = image_box["width"] / size["width"], image_box["height"] / size["height"]
-    return {"x": image_box["x"] + x0 * sx, "y": image_box["y"] + y0 * sy, "width": (x1 - x0) * sx,
-            "height": (y1 - y0) * sy}
+    sx, sy = shown["width"] / size["width"], shown["height"] / size["height"]
+    return {"x": x0 * sx, "y": y0 * sy, "width": (x1 - x0) * sx, "height": (y1 - y0) * sy}
 
 
 def _assert_close(drawn: dict, expected: dict, tolerance_px: float = 2.0) -> None:
@@ -352,10 +364,9 @@ def test_face_box_and_wording_for_a_photo_with_a_face(browser, web_url, face_pho
         assert len(faces) == 1, result["regions"]
 
         # (a) the face box sits over the face: the response's box, scaled to the displayed image.
-        image_box = page.locator("#viewer-image").bounding_box()
-        drawn = _drawn_boxes(page, "#viewer-regions .region--face")
+        shown, drawn = _drawn_boxes(page, "#viewer-regions .region--face")
         assert len(drawn) == 1
-        _assert_close(drawn[0], _expected_box(image_box, faces[0], result["image"]))
+        _assert_close(drawn[0], _expected_box(shown, faces[0], result["image"]))
         label = page.inner_text("#viewer-regions .region--face .region__label")
         assert re.fullmatch(r"face \d{1,2}\.\d% fake probability", label.replace("\n", " ").strip()), label
         # Never a box for each of the tiles: only the suspicious ones, at most three.
@@ -402,8 +413,8 @@ def test_raw_output_panel_fits_a_phone_screen(browser, web_url, face_photo):
         assert page.is_visible("#scores-body tr td:nth-child(6)")
         # The face box follows the smaller image.
         face = next(region for region in result["regions"] if region["kind"] == "face")
-        _assert_close(_drawn_boxes(page, "#viewer-regions .region--face")[0],
-                      _expected_box(page.locator("#viewer-image").bounding_box(), face, result["image"]))
+        shown, drawn = _drawn_boxes(page, "#viewer-regions .region--face")
+        _assert_close(drawn[0], _expected_box(shown, face, result["image"]))
         _assert_verdict_on_one_line(page)
         page.wait_for_timeout(600)
         _screenshot(page, "regions-face-phone")
@@ -488,11 +499,10 @@ def test_fake_verdict_marks_the_suspicious_regions_and_never_reads_100_percent(b
         suspects = page.locator("#viewer-regions .region.is-suspicious")
         assert suspects.count() == 2
         assert page.locator("#viewer-regions .region--global").count() == 0
-        image_box = page.locator("#viewer-image").bounding_box()
-        expected = sorted((_expected_box(image_box, answer["regions"][i], answer["image"]) for i in (5, 7)),
+        shown, drawn = _drawn_boxes(page, "#viewer-regions .region.is-suspicious")
+        expected = sorted((_expected_box(shown, answer["regions"][i], answer["image"]) for i in (5, 7)),
                           key=lambda box: (box["x"], box["y"]))
-        drawn = sorted(_drawn_boxes(page, "#viewer-regions .region.is-suspicious"), key=lambda box: (box["x"], box["y"]))
-        for box, want in zip(drawn, expected):
+        for box, want in zip(sorted(drawn, key=lambda box: (box["x"], box["y"])), expected):
             _assert_close(box, want)
         assert "region 99.9%" in page.inner_text("#viewer-regions")
         page.wait_for_timeout(1900)

@@ -30,6 +30,7 @@ from deepfake_edge.model_card import ModelCard
 from deepfake_edge.models import build_model, count_parameters, freeze_early_layers, train_mode
 from deepfake_edge.preprocessing import Preprocessor, normalize
 from deepfake_edge.training.blend_localisation import BlendMaskHead
+from deepfake_edge.training.config import TrainConfig
 from deepfake_edge.training.datasets import blend_mask_paths, pos_weight
 from deepfake_edge.training.init_weights import LITE0, LITE0_MEAN_STD, load_initial_weights
 from deepfake_edge.training.metrics import calibrate_threshold, compute_metrics
@@ -45,37 +46,6 @@ HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
 SUMMARY_FILE = "summary.json"
 _TIE = 1e-4
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run (stored in the state file, so ``--resume`` continues the same run)."""
-
-    arch: str = "efficientnet_b0"
-    input_size: int = 128
-    resize_size: int | None = None  # default: input_size / 0.875, the usual centre-crop ratio
-    interpolation: str = "bilinear"
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    min_lr_ratio: float = 0.01
-    clip_grad: float = 1.0
-    drop_rate: float = 0.2
-    drop_path_rate: float = 0.0
-    freeze_blocks: int = 0
-    patience: int = 5
-    init_weights: str | None = None
-    seed: int = 0
-    workers: int = 1
-    checkpoint_dtype: str = "float32"
-    device: str = "auto"
-    pair_batches: bool = True
-    mask_loss: float = 0.0  # weight of the auxiliary blend-localisation loss (blend_localisation.py); 0 = off
-
-    def resolved_resize_size(self) -> int:
-        return self.resize_size or round(self.input_size / 0.875)
 
 
 @dataclass

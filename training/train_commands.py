@@ -27,49 +27,60 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _register_train(subparsers: argparse._SubParsersAction) -> None:
+    from deepfake_edge.training.commands import _HelpFormatter
+    from deepfake_edge.training.config import TrainConfig
+
+    defaults = TrainConfig()
     p = subparsers.add_parser(
         "train", help="train a real/fake detector (EfficientNet-B0 by default)",
         description="Train a one-logit detector; writes best.safetensors (weights + model card), "
                     "last_state.pt (for --resume), history.json and curves.png into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     _add_data_options(p)
-    p.add_argument("--arch", default="efficientnet_b0", help="efficientnet_b0, small_cnn or any timm model name")
-    p.add_argument("--input-size", type=int, default=128, help="square side the network sees (pixels)")
-    p.add_argument("--resize-size", type=int, default=None,
-                   help="shorter side before the centre crop (default input/0.875)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate")
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--clip-grad", type=float, default=1.0, help="gradient-norm clipping")
-    p.add_argument("--drop-path", dest="drop_path_rate", type=float, default=0.0,
+    p.add_argument("--arch", default=defaults.arch, help="efficientnet_b0, small_cnn or any timm model name")
+    p.add_argument("--input-size", type=int, default=defaults.input_size, help="square side the network sees, px")
+    p.add_argument("--resize-size", type=int, default=defaults.resize_size,
+                   help="shorter side before the centre crop, px (default: input size / 0.875)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs, help="passes over the training split")
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size, help="images per optimiser step")
+    p.add_argument("--lr", type=float, default=defaults.lr, help="peak AdamW learning rate")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
+                   help="AdamW weight decay (none on norms and biases)")
+    p.add_argument("--warmup-epochs", type=float, default=defaults.warmup_epochs,
+                   help="linear warm-up before the cosine decay, in epochs (fractions allowed)")
+    p.add_argument("--clip-grad", type=float, default=defaults.clip_grad, help="gradient-norm clipping")
+    p.add_argument("--drop-path", dest="drop_path_rate", type=float, default=defaults.drop_path_rate,
                    help="stochastic depth rate for timm models; the demo B0 uses 0.4, which lifted its test "
                         "ROC-AUC from 0.83 to 0.88; 0 turns it off")
-    p.add_argument("--mask-loss", type=float, default=0.0,
-                   help="weight of an auxiliary loss that teaches the last feature map where the blend is (needs "
-                        "the masks/ folder 'data synth' writes; the head is training-only, checkpoints are "
-                        "unchanged); the demo B0 uses 1, which raised its validation ROC-AUC by 0.007 on two "
-                        "seeds; 0 turns it off")
-    p.add_argument("--freeze-blocks", type=int, default=0,
+    p.add_argument("--mask-loss", type=float, default=defaults.mask_loss,
+                   help="weight of an auxiliary loss that teaches the last feature map where the edit is (needs "
+                        "the masks/ folder 'data synth' and 'data edits' write; the head is training-only, "
+                        "checkpoints are unchanged); the demo B0 uses 1, which raised its validation ROC-AUC by "
+                        "0.007 on two seeds; 0 turns it off")
+    p.add_argument("--freeze-blocks", type=int, default=defaults.freeze_blocks,
                    help="keep the stem and the first N stages at their initial weights (EfficientNet-style models)")
-    p.add_argument("--patience", type=int, default=5, help="early stopping: epochs without a better validation AUC")
-    p.add_argument("--init-weights", default=None,
-                   help="initial weights: a .safetensors/.pt state dict, "
-                        "or 'lite0' (packaged EfficientNet-Lite0 ImageNet)")
+    p.add_argument("--patience", type=int, default=defaults.patience,
+                   help="early stopping: epochs without a better validation AUC")
+    p.add_argument("--init-weights", default=defaults.init_weights,
+                   help="initial weights: a .safetensors/.pt state dict, or 'lite0' (packaged EfficientNet-Lite0 "
+                        "ImageNet) (default: random)")
     p.add_argument("--no-pair-batches", dest="pair_batches", action="store_false",
-                   help="do not batch each fake with its same-named real twin under one augmentation draw")
-    p.add_argument("--folds", type=int, default=0, help="stratified k-fold cross-validation over train+validation")
+                   help="do not batch each fake with its same-named real twin under one augmentation draw "
+                        "(pairs are batched by default)")
+    p.add_argument("--folds", type=int, default=0,
+                   help="stratified k-fold cross-validation over train+validation; 0 trains once")
     p.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory")
     p.add_argument("--resume", type=Path, default=None,
                    help="continue the run of this last_state.pt (its stored settings win over the options above)")
-    p.add_argument("--stop-after", type=int, default=None, help="stop this invocation after N epochs (resume later)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop this invocation after N epochs (resume later; default: run to the end)")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of initialisation, order and augmentation")
+    p.add_argument("--workers", type=int, default=defaults.workers, help="DataLoader worker processes")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--checkpoint-dtype", choices=("float32", "float16"), default="float32")
-    p.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1...")
+    p.add_argument("--checkpoint-dtype", choices=("float32", "float16"), default=defaults.checkpoint_dtype,
+                   help="dtype of the saved weights")
+    p.add_argument("--device", default=defaults.device, help="auto (CUDA if available), cpu, cuda, cuda:1...")
     p.set_defaults(func=run_train)
 
 
@@ -142,7 +153,8 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
 
     from deepfake_edge.training.cross_validation import cross_validate
-    from deepfake_edge.training.train import TrainConfig, config_from_state, fit
+    from deepfake_edge.training.config import TrainConfig
+    from deepfake_edge.training.train import config_from_state, fit
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.threads:
