@@ -15,11 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="benchmark engine, served Triton, naive Flask servers and perf_analyzer in one run",
         description="Measure, in one run on this machine: the in-process onnxruntime engine (batch 1-32), our "
         "Triton service through the project's client (gRPC/HTTP, FP32/INT8, concurrency 1-32), the naive "
-        "Flask + PyTorch server (and Flask + onnxruntime without batching) under the same load, and Triton's "
+        "Flask + PyTorch server (and Flask + onnxruntime without batching) under the same load, Triton's "
         "perf_analyzer against our server, and whole-image analysis of full-size photos (DeepfakeClient "
         "mode whole vs fast, concurrency 1-16, with the batch sizes Triton executed). Writes bench.json, "
-        "bench.md (every comparison as a same-run ratio) and PNG plots to --out, and prints the ratios that have targets. All servers run on free 127.0.0.1 "
-        "ports and are stopped at the end.",
+        "bench.md (every comparison as a same-run ratio) and PNG plots to --out, and prints the ratios that "
+        "have targets. All servers run on free 127.0.0.1 ports and are stopped at the end.",
     )
     parser.add_argument("--quick", action="store_true", help="CI preset: fewer, shorter points (under 2 minutes)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="output directory (default runs/bench)")

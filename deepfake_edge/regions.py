@@ -58,17 +58,18 @@ class RegionPlan:
     notes: tuple[str, ...] = ()
 
     @property
-    def scale(self) -> float:
-        """Analysed pixels per original pixel (1.0 unless the image was shrunk)."""
-        return self.analysed_size[0] / self.image_size[0]
+    def scale(self) -> tuple[float, float]:
+        """Analysed pixels per original pixel along x and y (1.0 unless the image was shrunk)."""
+        return self.analysed_size[0] / self.image_size[0], self.analysed_size[1] / self.image_size[1]
 
 
 def tile_starts(length: int, tile: int, min_overlap: int = TILE_MIN_OVERLAP) -> list[int]:
     """Offsets of tiles of side ``tile`` covering ``[0, length)`` end to end, evenly spaced, neighbours
-    overlapping by at least ``min_overlap``; empty when ``length < tile``."""
+    overlapping by at least ``min_overlap`` (at most half a tile); empty when ``length < tile``."""
     if length < tile:
         return []
-    count = 1 if length == tile else math.ceil((length - tile) / (tile - min_overlap)) + 1
+    stride = tile - min(min_overlap, tile // 2)
+    count = 1 if length == tile else math.ceil((length - tile) / stride) + 1
     if count == 1:
         return [0]
     return [round(i * (length - tile) / (count - 1)) for i in range(count)]
@@ -103,9 +104,11 @@ def plan_regions(image_size: tuple[int, int], preprocessor: Preprocessor, faces:
     xs, ys = tile_starts(analysed[0], size), tile_starts(analysed[1], size)
     if not xs or not ys:
         notes.append(f"image smaller than a {size}-px tile: scored from its faces and the global view")
+    sx, sy = analysed[0] / width, analysed[1] / height
     for top in ys:
         for left in xs:
-            regions.append(Region("tile", tuple(round(v / scale) for v in (left, top, left + size, top + size))))
+            regions.append(Region("tile", (round(left / sx), round(top / sy), round((left + size) / sx),
+                                           round((top + size) / sy))))
     left, top, right, bottom = preprocessor.crop_box(image_size)
     regions.append(Region("global", (round(left), round(top), round(right), round(bottom))))
     return RegionPlan(image_size, analysed, tuple(regions), tuple(notes))
@@ -125,11 +128,13 @@ def cut_regions(image: Image.Image, plan: RegionPlan, preprocessor: Preprocessor
     size = preprocessor.input_size
     resample = INTERPOLATIONS[preprocessor.interpolation]
     # Tiles are cut from one copy at the analysed size, so each is exact native (or capped) pixels.
-    analysed = image if plan.scale == 1.0 else image.resize(plan.analysed_size, resample, reducing_gap=3.0)
+    sx, sy = plan.scale
+    analysed = image if plan.analysed_size == image.size else image.resize(plan.analysed_size, resample,
+                                                                            reducing_gap=3.0)
     crops = []
     for region in plan.regions:
         if region.kind == "tile":
-            left, top = (round(v * plan.scale) for v in region.box[:2])
+            left, top = round(region.box[0] * sx), round(region.box[1] * sy)
             crop = analysed.crop((left, top, left + size, top + size))
         elif region.kind == "face":
             crop = image.crop(region.box).resize((size, size), resample)
