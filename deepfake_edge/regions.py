@@ -107,8 +107,8 @@ def plan_regions(image_size: tuple[int, int], preprocessor: Preprocessor, faces:
     sx, sy = analysed[0] / width, analysed[1] / height
     for top in ys:
         for left in xs:
-            regions.append(Region("tile", (round(left / sx), round(top / sy), round((left + size) / sx),
-                                           round((top + size) / sy))))
+            regions.append(Region("tile", (round(left / sx), round(top / sy), min(width, round((left + size) / sx)),
+                                           min(height, round((top + size) / sy)))))
     left, top, right, bottom = preprocessor.crop_box(image_size)
     regions.append(Region("global", (round(left), round(top), round(right), round(bottom))))
     return RegionPlan(image_size, analysed, tuple(regions), tuple(notes))

@@ -254,9 +254,7 @@ def _assert_valid_regions(result: dict) -> None:
 @pytest.mark.parametrize("size", [
     (320, 240),
     (1600, 1200),  # shrunk to 1280 x 960 before tiling: boxes still in the original's pixels
-    pytest.param((1288, 885), marks=pytest.mark.xfail(
-        strict=True, reason="tiles of a shrunk image can end 1 px past its bottom edge (886 > 885): "
-                            "plan_regions rounds tile / scale without clamping to the image")),
+    (1288, 885),  # shrunk by a scale that rounds differently along x and y
 ], ids=["small", "shrunk", "shrunk-odd-size"])
 def test_detect_whole_mode_returns_regions_in_image_pixels(live_web_url, size):
     status, result = post_file(f"{live_web_url}/api/detect", "photo.jpg", jpeg_bytes(size), fields={"heatmap": "0"})
