@@ -84,7 +84,8 @@ def _identity_squeeze_excite(model: nn.Module) -> int:
 
 
 def load_initial_weights(model: nn.Module, source: str) -> dict[str, int]:
-    """Copy matching tensors from ``source`` (a path, or ``lite0``) into ``model``; returns counts.
+    """Copy matching tensors from ``source`` (a path, or ``lite0``) into ``model``; returns counts, with
+    ``head_loaded`` 1 when the classifier came from ``source`` too (a detector checkpoint being fine-tuned).
 
     Raises ``ValueError`` if fewer than half of the source tensors fit (weights of another architecture).
     """
@@ -98,7 +99,11 @@ def load_initial_weights(model: nn.Module, source: str) -> dict[str, int]:
         raise ValueError(f"only {len(matched)} of the {len(state)} tensors in {source} fit this model "
                          f"(different architecture?)")
     model.load_state_dict(matched, strict=False)
-    counts = {"loaded": len(matched), "model_tensors": len(own), "source_tensors": len(state)}
+    classifier = model.get_classifier()
+    head = {f"{prefix}.{name}" for prefix, module in model.named_modules() if module is classifier
+            for name in classifier.state_dict()}
+    counts = {"loaded": len(matched), "model_tensors": len(own), "source_tensors": len(state),
+              "head_loaded": int(bool(head) and head <= set(matched))}
     if source == LITE0:
         counts["identity_se_blocks"] = _identity_squeeze_excite(model)
     log.info("initial weights from %s: %s", source, counts)

@@ -205,10 +205,11 @@ def fit(
     model = build_model(config.arch, drop_rate=config.drop_rate, drop_path_rate=config.drop_path_rate)
     init_counts = load_initial_weights(model, config.init_weights) if config.init_weights else None
     frozen = freeze_early_layers(model, config.freeze_blocks) if config.freeze_blocks else 0
-    # timm's B0 head init gave logits with std ~7 on real batches (measured; loss 1.3 at step 0, ~2.8 over the
-    # first epoch from scratch). A zero head starts every run at p = 0.5, loss ln 2.
-    nn.init.zeros_(model.get_classifier().weight)
-    nn.init.zeros_(model.get_classifier().bias)
+    if not (init_counts and init_counts["head_loaded"]):
+        # timm's B0 head init gave logits with std ~7 on real batches (measured; loss 1.3 at step 0, ~2.8 over
+        # the first epoch from scratch). A zero head starts every run at p = 0.5, loss ln 2.
+        nn.init.zeros_(model.get_classifier().weight)
+        nn.init.zeros_(model.get_classifier().bias)
     model.to(device, memory_format=torch.channels_last)
     mask_head = BlendMaskHead(model.num_features).to(device) if config.mask_loss else None
     mean, std = _mean_std(config)
