@@ -8,6 +8,7 @@ most the model's ``max_batch_size``; :func:`to_detections` turns the answered ro
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -20,6 +21,8 @@ from deepfake_edge.preprocessing import BadImageError, ImageSource, load_image
 from deepfake_edge.regions import MODES, RegionPlan, analyse, stitch_heatmap, strongest
 
 DEFAULT_IMAGES_PER_REQUEST = 8  # fast mode: with several requests in flight the server batches across them
+MIN_ROWS_TO_SPLIT = 8
+MAX_PARALLEL_PARTS = 4
 
 
 @dataclass(frozen=True)
@@ -90,10 +93,14 @@ def stacked_rows(prepared: list[Prepared]) -> np.ndarray:
     return prepared[0].rows if len(prepared) == 1 else np.concatenate([p.rows for p in prepared])
 
 
-def request_slices(rows: int, max_batch_size: int) -> list[slice]:
-    """Rows per request: all of them when they fit the model's batch limit, else consecutive parts that
-    Triton's dynamic batcher can run together."""
-    return [slice(start, min(start + max_batch_size, rows)) for start in range(0, rows, max_batch_size)]
+def request_slices(rows: int, info: ModelInfo) -> list[slice]:
+    """How ``rows`` rows go out: one request when they fit the model's batch limit and the server runs one
+    instance; split evenly over its instances (at most the batch limit each) from :data:`MIN_ROWS_TO_SPLIT`
+    rows on, so that one image's regions run on all of them at once instead of one core (the embedded
+    server runs two single-threaded instances on two cores)."""
+    parts = min(info.instances, MAX_PARALLEL_PARTS) if rows >= MIN_ROWS_TO_SPLIT else 1
+    size = min(info.max_batch_size, math.ceil(rows / parts))
+    return [slice(start, min(start + size, rows)) for start in range(0, rows, size)]
 
 
 def to_detections(prepared: list[Prepared], outputs: Outputs, info: ModelInfo) -> list[Detection]:

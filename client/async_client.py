@@ -52,6 +52,7 @@ from deepfake_edge.client.triton_io import (
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, ImageSource
 from deepfake_edge.regions import DEFAULT_MODE
 from deepfake_edge.server.admin_key import admin_headers
+from deepfake_edge.serving_contract import DEFAULT_MODEL
 
 T = TypeVar("T")
 
@@ -66,7 +67,7 @@ class AsyncDeepfakeClient:
         self,
         url: Optional[str] = None,
         protocol: str = "grpc",
-        model: str = "deepfake_b0",
+        model: str = DEFAULT_MODEL,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retries: int = 2,
         max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -229,9 +230,9 @@ class AsyncDeepfakeClient:
 
     async def _infer(self, info: ModelInfo, prepared: list[Prepared], heatmap: bool) -> list[Detection]:
         rows = stacked_rows(prepared)
-        parts = [await self._infer_rows(info, rows[part], heatmap)
-                 for part in request_slices(len(rows), info.max_batch_size)]
-        return to_detections(prepared, Outputs.concat(parts), info)
+        parts = await asyncio.gather(*(self._infer_rows(info, rows[part], heatmap)
+                                       for part in request_slices(len(rows), info)))
+        return to_detections(prepared, Outputs.concat(list(parts)), info)
 
     async def _infer_rows(self, info: ModelInfo, batch: np.ndarray, heatmap: bool) -> Outputs:
         result = await self._client().infer(

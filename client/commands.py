@@ -10,6 +10,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
+from deepfake_edge.serving_contract import DEFAULT_MODEL, PROTOCOLS, default_url
+
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2  # argparse's own code for a bad command line
@@ -52,9 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    parser.add_argument("--url", help="Triton host:port (default 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http)")
-    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="default grpc")
-    parser.add_argument("--model", default="deepfake_b0", help="served model name (default deepfake_b0)")
+    parser.add_argument("--url", help=f"Triton host:port (default {default_url('grpc')} for grpc, "
+                                      f"{default_url('http')} for http)")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc", help="default grpc")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"served model name (default {DEFAULT_MODEL})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
     parser.add_argument("--heatmaps", type=Path, metavar="DIR",
                         help="write heatmap overlays as PNG files to DIR (created if missing)")

@@ -12,6 +12,7 @@ import errno
 import socket
 
 from deepfake_edge.preprocessing import BadImageError
+from deepfake_edge.serving_contract import GRPC_PORT, HTTP_PORT
 
 __all__ = [
     "BadImageError",
@@ -84,10 +85,10 @@ def translate(error: BaseException, url: str, timeout_s: float) -> BaseException
         return RequestTimeoutError(url, timeout_s)
     if type(error).__name__ == "HTTPParseError":  # geventhttpclient: the answer was not HTTP/1.x
         return ServerUnreachableError(url, "this port does not speak HTTP/1.1 (is it Triton's gRPC port? "
-                                           "use --protocol grpc, or Triton's HTTP port, 8000 by default)")
+                                           f"use --protocol grpc, or Triton's HTTP port, {HTTP_PORT} by default)")
     if type(error).__module__ == "rapidjson" or type(error).__name__ == "JSONDecodeError":
         return ServerUnreachableError(url, "something answers there, but not Triton's HTTP API (is it the "
-                                           "metrics port? Triton's HTTP port is 8000 by default)")
+                                           f"metrics port? Triton's HTTP port is {HTTP_PORT} by default)")
     if isinstance(error, (ConnectionError, socket.gaierror)) or _is_aiohttp_connection_error(error):
         return ServerUnreachableError(url, _describe(error))
     if isinstance(error, OSError) and error.errno in _NETWORK_ERRNOS:
@@ -112,7 +113,8 @@ def _translate_server_exception(error, url: str, timeout_s: float) -> DeepfakeCl
     if status in ("StatusCode.UNAVAILABLE", "503") and not any(h in lowered for h in _NOT_READY_HINTS):
         if status == "StatusCode.UNAVAILABLE" and "socket closed" in lowered:
             # What gRPC reports when the port answers HTTP/1.1 (Triton's HTTP or metrics port).
-            message += " (if this is Triton's HTTP or metrics port: gRPC is 8001 by default, or use --protocol http)"
+            message += (f" (if this is Triton's HTTP or metrics port: gRPC is {GRPC_PORT} by default, "
+                        f"or use --protocol http)")
         if status == "503" or any(h in lowered for h in _UNREACHABLE_HINTS):
             return ServerUnreachableError(url, message)
     if status == "StatusCode.NOT_FOUND" or any(h in lowered for h in _NOT_READY_HINTS):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -27,11 +28,13 @@ import numpy as np
 from deepfake_edge.client.errors import (
     DeepfakeClientError,
     ModelNotReadyError,
+    RequestTimeoutError,
     ServerUnreachableError,
     is_transient,
     translate,
 )
 from deepfake_edge.client.analysis import (
+    MAX_PARALLEL_PARTS,
     Prepared,
     check_mode,
     images_per_request,
@@ -58,6 +61,7 @@ from deepfake_edge.client.workers import LanePool, Worker
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, ImageSource
 from deepfake_edge.regions import DEFAULT_MODE
 from deepfake_edge.server.admin_key import admin_headers, find_admin_key
+from deepfake_edge.serving_contract import DEFAULT_MODEL
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -103,7 +107,7 @@ class DeepfakeClient:
         self,
         url: Optional[str] = None,
         protocol: str = "grpc",
-        model: str = "deepfake_b0",
+        model: str = DEFAULT_MODEL,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         retries: int = 2,
         shared_memory: bool = False,
@@ -270,7 +274,8 @@ class DeepfakeClient:
             return _Lane(self._module.InferenceServerClient(self.url))
         return _Lane(
             self._module.InferenceServerClient(
-                self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
+                self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s,
+                concurrency=MAX_PARALLEL_PARTS,  # the parts of one image's regions go out at once
             )
         )
 
@@ -297,9 +302,37 @@ class DeepfakeClient:
         info = self._info
         assert info is not None
         rows = stacked_rows(prepared)
-        parts = [self._infer_rows(lane, info, rows[part], heatmap)
-                 for part in request_slices(len(rows), info.max_batch_size)]
+        slices = request_slices(len(rows), info)
+        if len(slices) == 1 or self.shared_memory:  # one shared-memory region per connection: one at a time
+            parts = [self._infer_rows(lane, info, rows[part], heatmap) for part in slices]
+        else:
+            parts = self._infer_concurrently(lane, info, [rows[part] for part in slices], heatmap)
         return to_detections(prepared, Outputs.concat(parts), info)
+
+    def _infer_concurrently(self, lane: _Lane, info: ModelInfo, batches: list[np.ndarray],
+                            heatmap: bool) -> list[Outputs]:
+        """Send ``batches`` at once on ``lane``'s connection (tritonclient's async_infer) and wait for all."""
+        outputs = make_outputs(self._module, heatmap)
+        if self.protocol == "grpc":
+            answers: queue.Queue = queue.Queue()
+            for index, batch in enumerate(batches):
+                lane.triton.async_infer(self.model, make_inputs(self._module, batch),
+                                        partial(lambda i, result, error: answers.put((i, result, error)), index),
+                                        outputs=outputs, client_timeout=self.timeout_s)
+            results: list[Any] = [None] * len(batches)
+            for _ in batches:
+                try:
+                    index, result, error = answers.get(timeout=self.timeout_s + 1.0)
+                except queue.Empty:
+                    raise RequestTimeoutError(self.url, self.timeout_s) from None
+                if error is not None:
+                    raise error
+                results[index] = result
+        else:
+            requests = [lane.triton.async_infer(self.model, make_inputs(self._module, batch), outputs=outputs)
+                        for batch in batches]
+            results = [request.get_result(timeout=self.timeout_s) for request in requests]
+        return [read_outputs(result, len(batch), info, heatmap) for result, batch in zip(results, batches)]
 
     def _infer_rows(self, lane: _Lane, info: ModelInfo, batch: np.ndarray, heatmap: bool) -> Outputs:
         region = self._region(lane, info) if self.shared_memory else None

@@ -1,33 +1,43 @@
 """The Triton side of the contract, shared by the sync and asyncio clients.
 
-Reads a served model's configuration into :class:`ModelInfo` (the model card travels in the config's
-``model_card`` parameter, so input size, crop rule, labels and threshold are never re-typed here),
-builds the request tensors and reads a response's outputs.
+A served model's configuration is read into :class:`ModelInfo` by the serving contract
+(:mod:`deepfake_edge.serving_contract`; the model card travels in the config's ``model_card`` parameter, so
+input size, crop rule, labels and threshold are never re-typed here); this module turns a broken one into
+a :class:`ServerError`, builds the request tensors and reads a response's outputs.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from functools import cached_property
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from deepfake_edge.client.errors import ServerError
-from deepfake_edge.model_card import INPUT_NAME, OUTPUT_NAMES, ModelCard
-from deepfake_edge.preprocessing import Preprocessor
+from deepfake_edge.serving_contract import (
+    DEFAULT_HOST,
+    DEFAULT_PORTS,
+    HEATMAP_OUTPUT,
+    INPUT_NAME,
+    LOGIT_OUTPUT,
+    PROBABILITY_OUTPUT,
+    SCORE_OUTPUTS,
+    ModelConfigError,
+    ModelInfo,
+    config_as_dict,
+)
+from deepfake_edge.serving_contract import parse_model_config as _parse_model_config
 
-SCORE_OUTPUTS, HEATMAP_OUTPUT = OUTPUT_NAMES[:2], OUTPUT_NAMES[2]
-DEFAULT_PORTS = {"http": 8000, "grpc": 8001}
+__all__ = ["ModelInfo", "Outputs", "config_as_dict", "make_inputs", "make_outputs", "normalize_url",
+           "not_ready_message", "parse_model_config", "read_outputs", "response_version"]
 
 
 def normalize_url(url: str | None, protocol: str) -> str:
     """``host:port`` as tritonclient wants it: scheme stripped, default port of the protocol added."""
     if protocol not in DEFAULT_PORTS:
         raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
-    url = (url or "127.0.0.1").strip()
+    url = (url or DEFAULT_HOST).strip()
     for scheme in ("http://", "https://", "grpc://"):
         if url.startswith(scheme):
             url = url[len(scheme) :]
@@ -37,40 +47,13 @@ def normalize_url(url: str | None, protocol: str) -> str:
     return url
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the client needs to know about a served model, all of it read from the server."""
-
-    name: str
-    card: ModelCard
-    max_batch_size: int
-    input_shape: tuple[int, int, int]
-
-    @cached_property
-    def preprocessor(self) -> Preprocessor:
-        return Preprocessor.from_card(self.card)
-
-    @property
-    def request_bytes_per_image(self) -> int:
-        return int(np.prod(self.input_shape))
-
-
-def parse_model_config(name: str, config: dict[str, Any]) -> ModelInfo:
-    """``config`` is ``get_model_config(..., as_json=True)`` of either protocol (gRPC wraps it in ``config``)."""
-    config = config.get("config", config)
+def parse_model_config(name: str, config: Mapping[str, Any]) -> ModelInfo:
+    """The contract's :func:`~deepfake_edge.serving_contract.parse_model_config`; a config that breaks the
+    contract is a :class:`ServerError` (the server answered, with a model that is not ours)."""
     try:
-        card_json = config["parameters"]["model_card"]["string_value"]
-    except KeyError:
-        raise ServerError(f"model {name!r} has no 'model_card' config parameter: not a deepfake-edge model") from None
-    card = ModelCard.from_json(card_json)
-    max_batch_size = int(config.get("max_batch_size", 0))
-    inputs = {spec["name"]: spec for spec in config.get("input", [])}
-    if INPUT_NAME not in inputs or max_batch_size < 1:
-        raise ServerError(f"model {name!r} does not follow the contract (batched UINT8 input {INPUT_NAME!r})")
-    shape = tuple(int(d) for d in inputs[INPUT_NAME].get("dims", []))
-    if shape != (3, card.input_size, card.input_size):
-        raise ServerError(f"model {name!r}: input dims {list(shape)} disagree with card input_size {card.input_size}")
-    return ModelInfo(name=name, card=card, max_batch_size=max_batch_size, input_shape=shape)
+        return _parse_model_config(name, config)
+    except ModelConfigError as error:
+        raise ServerError(str(error)) from None
 
 
 def make_inputs(module: ModuleType, batch: np.ndarray, shm_region: str | None = None) -> list:
@@ -118,8 +101,8 @@ class Outputs:
 
 def read_outputs(result: Any, rows: int, info: ModelInfo, heatmap: bool) -> Outputs:
     """The outputs of a response to ``rows`` rows; missing outputs or a wrong row count are a ServerError."""
-    probabilities = result.as_numpy("fake_probability")
-    logits = result.as_numpy("logit")
+    probabilities = result.as_numpy(PROBABILITY_OUTPUT)
+    logits = result.as_numpy(LOGIT_OUTPUT)
     heatmaps = result.as_numpy(HEATMAP_OUTPUT) if heatmap else None
     if probabilities is None or logits is None or (heatmap and heatmaps is None):
         raise ServerError(f"model {info.name!r} answered without the expected outputs")
@@ -139,7 +122,3 @@ def not_ready_message(model: str, url: str, index: Any) -> str:
     states = ", ".join(f"{m.get('name')} ({m.get('state') or 'UNAVAILABLE'})" for m in entries) or "none"
     return f"model {model!r} is not ready on the Triton server at {url}; its models: {states}"
 
-
-def config_as_dict(config: Any) -> dict[str, Any]:
-    """HTTP returns a dict; gRPC ``as_json=True`` returns a dict too, older versions a JSON string."""
-    return json.loads(config) if isinstance(config, (str, bytes)) else config
