@@ -1,9 +1,9 @@
 """The engine limit: the exported model run in-process, no server, no client, at fixed batch sizes.
 
-This is the ceiling a served model can approach. onnxruntime sessions are opened with the same
-session options as the server's Python-backend model (see :func:`session_for`), so "served /
-in-process" compares like with like. PyTorch eager is measured the same way as the reference for the
-naive Flask server.
+This is the ceiling a served model can approach. onnxruntime sessions are opened with the server's
+Python-backend model's own session options and ``auto`` providers (the serving contract hands them over
+from export/triton_model.py, see :func:`session_for`), so "served / in-process" compares like with like.
+PyTorch eager is measured the same way as the reference for the naive Flask server.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 
 from deepfake_edge.benchmarks.cputime import own_cpu_s
 from deepfake_edge.benchmarks.workload import Workload
+from deepfake_edge.serving_contract import auto_providers, session_options
 
 BatchRunner = Callable[[np.ndarray], object]
 
@@ -75,30 +76,15 @@ def time_batches(runs: Sequence[BatchRunner], workload: Workload, batch: int, ma
 
 def server_providers() -> list[str]:
     """The execution providers the server's model picks with ``execution_provider: auto``."""
-    import onnxruntime as ort
-
-    gpu = ["CUDAExecutionProvider"] if "CUDAExecutionProvider" in ort.get_available_providers() else []
-    return gpu + ["CPUExecutionProvider"]
+    return auto_providers()
 
 
 def session_for(onnx_path: str | Path, threads: int, providers: Sequence[str] | None = None):
-    """An onnxruntime session configured like the server's model (see ``_server_session_options``)."""
+    """An onnxruntime session with the server's model's session options (``threads`` intra-op)."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(onnx_path), sess_options=_server_session_options(threads),
+    return ort.InferenceSession(str(onnx_path), sess_options=session_options(threads),
                                 providers=list(providers or server_providers()))
-
-
-def _server_session_options(threads: int):
-    """Mirror of ``TritonPythonModel.initialize`` in export/triton_model.py (keep the two in step)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return options
 
 
 def onnxruntime_runner(session) -> BatchRunner:

@@ -18,12 +18,11 @@ import argparse
 import http.client
 import json
 import os
-import subprocess
 import sys
-import tempfile
-import threading
 import time
 from pathlib import Path
+
+from deepfake_edge.server.processes import ChildProcess
 
 _READY_TIMEOUT_S = 120.0
 
@@ -51,12 +50,13 @@ def create_app(checkpoint: str | Path, engine: str = "torch", onnx_path: str | P
             return float(run(batch)[0, 0])
     elif engine == "onnxruntime":
         from deepfake_edge.benchmarks.engine import session_for
+        from deepfake_edge.serving_contract import INPUT_NAME, LOGIT_OUTPUT
 
         threads = os.cpu_count() or 1
         session = session_for(onnx_path, threads)
 
         def logit_of(batch: np.ndarray) -> float:
-            return float(session.run(["logit"], {"image": batch})[0].reshape(-1)[0])
+            return float(session.run([LOGIT_OUTPUT], {INPUT_NAME: batch})[0].reshape(-1)[0])
     else:
         raise ValueError(f"unknown engine {engine!r} (torch or onnxruntime)")
 
@@ -80,18 +80,6 @@ def create_app(checkpoint: str | Path, engine: str = "torch", onnx_path: str | P
     return app
 
 
-def _exit_with_parent() -> None:
-    """Stop this server if the benchmark that started it dies without stopping it (no orphans)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True)
@@ -100,7 +88,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
-    _exit_with_parent()
     app = create_app(args.checkpoint, args.engine, args.onnx)
     app.run(host=args.host, port=args.port, threaded=True)  # Flask's own server, as the seed projects run it
 
@@ -113,7 +100,7 @@ class NaiveServer:
         self.checkpoint, self.port, self.engine, self.onnx_path = Path(checkpoint), port, engine, onnx_path
         self.ready_timeout_s = ready_timeout_s
         self.env = env
-        self.process: subprocess.Popen | None = None
+        self.process: ChildProcess | None = None
         self.log = ""
 
     @property
@@ -125,15 +112,15 @@ class NaiveServer:
                    "--engine", self.engine, "--port", str(self.port)]
         if self.onnx_path is not None:
             command += ["--onnx", str(self.onnx_path)]
-        # A file, not a pipe: Flask logs every request and a full pipe would stall the server.
-        self._log_file = tempfile.TemporaryFile()
-        # Own session: a Ctrl-C reaches only the benchmark, which then stops this server itself.
-        self.process = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **(self.env or {})}, start_new_session=True)
+        # Logs to a private file (Flask logs every request: a full pipe would stall the server), in a session of
+        # its own (a Ctrl-C reaches only the benchmark, which then stops this server), SIGTERMed by the kernel if
+        # the benchmark dies without stopping it.
+        self.process = ChildProcess(command, env={**os.environ, **(self.env or {})}, stop_timeout_s=10.0,
+                                    name=f"naive-{self.engine}").start()
         deadline = time.monotonic() + self.ready_timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                code = self.process.returncode
+                code = self.process.poll()
                 self.stop()
                 raise RuntimeError(f"naive {self.engine} server exited with {code}:\n{self.log[-4000:]}")
             try:
@@ -149,16 +136,8 @@ class NaiveServer:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._log_file.seek(0)
-        self.log = self._log_file.read().decode(errors="replace")
-        self._log_file.close()
+        self.process.stop()  # SIGTERM, SIGKILL after 10 s
+        self.log = self.process.log
         self.process = None
 
     def __enter__(self) -> "NaiveServer":

@@ -23,12 +23,13 @@ from deepfake_edge.benchmarks import plots, report, whole_image
 from deepfake_edge.benchmarks.machine import describe_machine, load_average
 from deepfake_edge.benchmarks.ratios import compute_ratios
 from deepfake_edge.benchmarks.served import ServedModel, read_served_model
-from deepfake_edge.benchmarks.settings import BenchSettings, precision_of
+from deepfake_edge.benchmarks.settings import BenchSettings
 from deepfake_edge.benchmarks.stages import engine_stage, naive_stage, perf_stage, served_stage
 from deepfake_edge.benchmarks.workload import build_workload
+from deepfake_edge.serving_contract import precision_of
 
 
-def _count_points(settings: BenchSettings) -> int:
+def count_points(settings: BenchSettings) -> int:
     models, stages = len(settings.models), settings.stages
     return ((models + int(settings.torch_engine) if "engine" in stages else 0)
             + (models * len(settings.protocols) * len(settings.concurrencies) if "served" in stages else 0)
@@ -84,7 +85,7 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
         "engine": [], "load": [], "perf_analyzer": [], "whole_image": {}, "failures": [],
     }
     interrupted = False
-    bar = tqdm(total=_count_points(settings), desc="bench", unit="point", dynamic_ncols=True)
+    bar = tqdm(total=count_points(settings), desc="bench", unit="point", dynamic_ncols=True)
 
     def progress(description: str) -> None:
         bar.set_postfix_str(description, refresh=False)

@@ -1,20 +1,27 @@
 """Our service under load: the project's client against the real Triton, plus what Triton itself reports.
 
-The repository helpers read what the server will run (latest version's ``model.onnx``, the model card
-and thread count from ``config.pbtxt``), so the engine benchmark opens exactly the same file with the
-same settings. :class:`BatchingStats` diffs Triton's own statistics around a load point to tell how
-large the batches the dynamic batcher formed were and where server time went.
+The repository helpers read what the server will run (latest version's ``model.onnx``; the model card,
+instances and thread count from ``config.pbtxt``, parsed by the serving contract into its ``ModelInfo``),
+so the engine benchmark opens exactly the same file with the same settings. :class:`BatchingStats` diffs
+Triton's own statistics around a load point to tell how large the batches the dynamic batcher formed were
+and where server time went.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from deepfake_edge.benchmarks.loadgen import Sender
 from deepfake_edge.model_card import ModelCard
+from deepfake_edge.serving_contract import (
+    base_name,
+    intra_op_threads,
+    latest_version_dir,
+    parse_model_config,
+    read_repository_config,
+)
 
 
 @dataclass(frozen=True)
@@ -33,29 +40,15 @@ class ServedModel:
 
 def read_served_model(repository: str | Path, name: str) -> ServedModel:
     """Parse ``<repository>/<name>/config.pbtxt`` and locate the latest version's ONNX file."""
-    from google.protobuf import json_format, text_format
-    from tritonclient.grpc import model_config_pb2
-
     model_dir = Path(repository) / name
-    config_path = model_dir / "config.pbtxt"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: build the repository with `deepfake-edge export`")
-    config = json_format.MessageToDict(text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig()),
-                                       preserving_proto_field_name=True)
-    versions = sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-    if not versions:
+    info = parse_model_config(name, read_repository_config(model_dir))
+    version_dir = latest_version_dir(model_dir)
+    if version_dir is None:
         raise FileNotFoundError(f"{model_dir} has no version folder")
-    parameters = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-    instances = max(1, sum(int(g.get("count", 1)) for g in config.get("instance_group", [])))
-    threads = int(parameters.get("intra_op_threads") or 0)
-    if threads <= 0:  # the rule of the server's model.py (export/triton_model.py): usable cores / instances
-        threads = max(1, len(os.sched_getaffinity(0)) // instances)
-    version_dir = model_dir / str(versions[-1])
     return ServedModel(
         name=name, onnx_path=version_dir / "model.onnx", checkpoint=_exported_from(version_dir, name),
-        card=ModelCard.from_json(parameters["model_card"]), intra_op_threads=threads, instances=instances,
-        max_batch_size=int(config.get("max_batch_size", 0)),
-        max_queue_delay_us=int(config.get("dynamic_batching", {}).get("max_queue_delay_microseconds", 0)),
+        card=info.card, intra_op_threads=intra_op_threads(info), instances=info.instances,
+        max_batch_size=info.max_batch_size, max_queue_delay_us=info.max_queue_delay_us,
     )
 
 
@@ -65,8 +58,7 @@ def _exported_from(version_dir: Path, name: str) -> Path | None:
     if not summary_path.is_file():
         return None
     models = json.loads(summary_path.read_text()).get("models", {})
-    base = name.removesuffix("_int8").removesuffix("_fp16")
-    checkpoint = models.get(base, {}).get("checkpoint")
+    checkpoint = models.get(base_name(name), {}).get("checkpoint")
     return Path(checkpoint) if checkpoint and Path(checkpoint).is_file() else None
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from deepfake_edge.serving_contract import DEFAULT_MODEL, INT8_MODEL
+
 DEFAULT_REPOSITORY = Path("model_repository/embedded")
-DEFAULT_MODELS = ("deepfake_b0", "deepfake_b0_int8")
+DEFAULT_MODELS = (DEFAULT_MODEL, INT8_MODEL)
 STAGES = ("engine", "served", "perf_analyzer", "whole-image", "naive")  # in the order a run measures them
 
 
@@ -72,10 +74,3 @@ class BenchSettings:
         """The model the whole-image stage measures."""
         return self.whole_image_model or self.models[0]
 
-
-def precision_of(model: str) -> str:
-    """``deepfake_b0_int8`` -> int8, ``..._fp16`` -> fp16, anything else fp32."""
-    for precision in ("int8", "fp16"):
-        if model.endswith(f"_{precision}"):
-            return precision
-    return "fp32"

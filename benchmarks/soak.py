@@ -22,7 +22,7 @@ import urllib.request
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +30,7 @@ import numpy as np
 
 from deepfake_edge.benchmarks.soak_payloads import Payloads, build_payloads, wrong_tensors
 from deepfake_edge.benchmarks.soak_service import ProcessWatcher, ServeProcess
+from deepfake_edge.serving_contract import DEFAULT_MODEL
 
 RSS_GROWTH_TARGET = 0.10
 
@@ -73,7 +74,7 @@ class SoakSettings:
     warmup_requests: int = 200
     max_seconds: float = 1800.0
     request_timeout_s: float = 60.0
-    model: str = "deepfake_b0"
+    model: str = DEFAULT_MODEL
     max_upload_bytes: int = 10 * 1024 * 1024  # the web app's default limit (serve does not change it)
     seed: int = 0
     progress: bool = True
@@ -291,7 +292,7 @@ def run_soak(settings: SoakSettings) -> dict:
     results["leftovers"] = leftovers
     results["web_app_tracebacks"] = service.log_path.read_text(errors="replace").count("Traceback")
     results.update(summarize(outcomes, len(kinds)))
-    results["rss"] = _rss_table(results)
+    results["rss"] = rss_table(results)
     results["targets"] = _targets(results)
     results["passed"] = all(results["targets"].values())
     return results
@@ -334,7 +335,7 @@ def _percentiles(seconds: list[float]) -> dict:
             "max": round(float(values.max()), 1)}
 
 
-def _rss_table(results: dict) -> dict:
+def rss_table(results: dict) -> dict:
     """Per process: point readings (ready, warm, last) and the growth from the first to the last tenth.
 
     RSS of the web app and of tritonserver swings by tens of MB with what is in flight (decoded images,

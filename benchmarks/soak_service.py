@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -22,7 +20,8 @@ from pathlib import Path
 import psutil
 
 from deepfake_edge.server.admin_key import KEY_ENVIRONMENT_VARIABLE, generate_admin_key
-from deepfake_edge.server.triton import SHM_DIR, SHM_STEM, die_with_parent, free_port
+from deepfake_edge.server.processes import ChildProcess
+from deepfake_edge.server.triton import SHM_DIR, SHM_STEM, free_port
 
 
 class ServiceError(RuntimeError):
@@ -65,7 +64,7 @@ class ServeProcess:
     stop_timeout_s: float = 30.0
     ports: dict[str, int] = field(default_factory=dict)
     admin_key: str = field(default_factory=generate_admin_key, repr=False)
-    _process: subprocess.Popen | None = None
+    _process: ChildProcess | None = None
 
     @property
     def grpc_url(self) -> str:
@@ -104,13 +103,12 @@ class ServeProcess:
             "--metrics-port", str(self.ports["metrics"]), "--web-port", str(self.ports["web"]),
             "--startup-timeout", str(self.startup_timeout_s), "--log-file", str(self.triton_log_path),
         ]
-        with open(self.log_path, "wb") as log:
-            self._process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", KEY_ENVIRONMENT_VARIABLE: self.admin_key},
-                # If the soak is killed hard, the kernel sends SIGTERM to serve, which stops Triton in turn.
-                start_new_session=True, preexec_fn=die_with_parent,
-            )
+        self.log_path.write_bytes(b"")
+        # If the soak is killed hard, the kernel sends SIGTERM to serve, which stops Triton in turn.
+        self._process = ChildProcess(
+            command, log_path=self.log_path, stop_timeout_s=self.stop_timeout_s, name="serve",
+            env={**os.environ, "PYTHONUNBUFFERED": "1", KEY_ENVIRONMENT_VARIABLE: self.admin_key},
+        ).start()
         try:
             self._wait_ready()
         except BaseException:
@@ -165,18 +163,13 @@ class ServeProcess:
             watched = [psutil.Process(process.pid)] + psutil.Process(process.pid).children(recursive=True)
         except psutil.NoSuchProcess:
             pass
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        pid = process.pid
+        process.stop()  # SIGTERM serve (it stops Triton, in a session of its own), SIGKILL after stop_timeout_s
         _, alive = psutil.wait_procs(watched, timeout=5.0)
         leftovers = [f"pid {p.pid} ({p.name()}) still running" for p in alive]
         for p in alive:
             p.kill()
-        regions = sorted(SHM_DIR.glob(f"{SHM_STEM}dfe{process.pid}_*"))
+        regions = sorted(SHM_DIR.glob(f"{SHM_STEM}dfe{pid}_*"))
         leftovers += [f"shared memory {region} left behind" for region in regions]
         for region in regions:
             region.unlink(missing_ok=True)

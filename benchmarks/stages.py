@@ -22,8 +22,9 @@ from deepfake_edge.benchmarks.engine import (
 )
 from deepfake_edge.benchmarks.loadgen import run_closed_loop
 from deepfake_edge.benchmarks.served import BatchingStats, ServedModel, client_sender
-from deepfake_edge.benchmarks.settings import BenchSettings, precision_of
+from deepfake_edge.benchmarks.settings import BenchSettings
 from deepfake_edge.benchmarks.workload import Workload
+from deepfake_edge.serving_contract import latest_version_dir, precision_of, variant_name
 
 Progress = Callable[[str], None]
 _ANY_STABILITY = 1000.0  # percent: perf_analyzer then accepts its first three windows as they are
@@ -37,9 +38,10 @@ def engine_stage(settings: BenchSettings, models: dict[str, ServedModel], worklo
     files = {name: (model.onnx_path, precision_of(name), model) for name, model in models.items()}
     if "CUDAExecutionProvider" in providers:  # FP16 is exported for GPUs only, into the ngc repository
         for name, model in models.items():
-            fp16 = _latest_onnx(settings.repository.parent / "ngc" / f"{name}_fp16")
+            fp16_name = variant_name(name, "fp16")
+            fp16 = latest_version_dir(settings.repository.parent / "ngc" / fp16_name)
             if precision_of(name) == "fp32" and fp16 is not None:
-                files[f"{name}_fp16"] = (fp16, "fp16", model)
+                files[fp16_name] = (fp16 / "model.onnx", "fp16", model)
     for name, (onnx_path, precision, model) in files.items():
         progress(f"engine onnxruntime {precision}")
         sessions = [session_for(onnx_path, model.intra_op_threads, providers) for _ in range(model.instances)]
@@ -59,11 +61,6 @@ def engine_stage(settings: BenchSettings, models: dict[str, ServedModel], worklo
                                torch.get_num_threads(), settings.engine_seconds, settings.engine_iterations)
         rows += [r.to_dict() | {"model": settings.checkpoint.name} for r in results]
     return rows
-
-
-def _latest_onnx(model_dir: Path) -> Path | None:
-    versions = sorted(int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit())
-    return model_dir / str(versions[-1]) / "model.onnx" if versions else None
 
 
 def served_stage(settings: BenchSettings, grpc_url: str, http_url: str, server_pid: int | None,

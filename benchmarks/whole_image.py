@@ -271,7 +271,7 @@ def whole_image_stage(settings, grpc_url: str, http_url: str, server_pid: int | 
     measured) and returns it."""
     from deepfake_edge.benchmarks.cputime import CpuMeter
     from deepfake_edge.benchmarks.loadgen import run_closed_loop
-    from deepfake_edge.benchmarks.settings import precision_of
+    from deepfake_edge.serving_contract import precision_of
 
     out = {} if out is None else out
     photos = build_photo_set()

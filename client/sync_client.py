@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
@@ -254,7 +255,26 @@ class DeepfakeClient:
             results = [result if result is not None else next(pending) for result in results]
         return results  # type: ignore[return-value]
 
-    def _with_retries(self, worker: Worker[_Lane], operation: Callable[[_Lane], T]) -> T:
+    def check_ready(self, timeout_s: Optional[float] = None) -> None:
+        """Ask the server, now and once, whether the model is ready (nothing cached, no retries), waiting at
+        most ``timeout_s`` (default the client's): returns if it is; raises ModelNotReadyError,
+        ServerUnreachableError, RequestTimeoutError or ServerError."""
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        options = {"client_timeout": timeout_s} if self.protocol == "grpc" else {}
+
+        def probe(lane: _Lane) -> None:
+            if not lane.triton.is_model_ready(self.model, **options):
+                raise ModelNotReadyError(not_ready_message(self.model, self.url, None))
+
+        future = self._pool.submit(partial(self._with_retries, operation=probe, retries=0))
+        try:
+            future.result(timeout=timeout_s + 1.0)
+        except FutureTimeout:
+            future.cancel()
+            raise RequestTimeoutError(self.url, timeout_s) from None
+
+    def _with_retries(self, worker: Worker[_Lane], operation: Callable[[_Lane], T], retries: Optional[int] = None) -> T:
+        retries = self.retries if retries is None else retries
         for attempt in itertools.count():
             try:
                 return operation(worker.lane())
@@ -264,7 +284,7 @@ class DeepfakeClient:
                     raise
                 if isinstance(error, ServerUnreachableError):
                     worker.reset_lane()
-                if not is_transient(error) or attempt >= self.retries:
+                if not is_transient(error) or attempt >= retries:
                     raise error from (None if error is raw else raw)
                 time.sleep(backoff_s(attempt))
         raise AssertionError("unreachable")

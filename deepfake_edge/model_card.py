@@ -16,10 +16,15 @@ from typing import Any
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LABELS = ("Real", "Fake")  # index 1 is the positive class: the model's single logit scores "Fake"
-# The exported graph's tensors, batch first: UINT8 (N, 3, H, W) in; fake probability (N, 1), logit (N, 1)
-# and heatmap (N, h, w) out. export/triton_model.py repeats them (it must not import this package).
-INPUT_NAME = "image"
-OUTPUT_NAMES = ("fake_probability", "logit", "heatmap")
+
+
+def __getattr__(name: str) -> Any:
+    """``INPUT_NAME``/``OUTPUT_NAMES`` moved to :mod:`deepfake_edge.serving_contract`; still importable from here."""
+    if name in ("INPUT_NAME", "OUTPUT_NAMES"):
+        from deepfake_edge import serving_contract
+
+        return getattr(serving_contract, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepfake_edge.model_card import INPUT_NAME, ModelCard
+from deepfake_edge.model_card import ModelCard
 from deepfake_edge.preprocessing import normalize
+from deepfake_edge.serving_contract import INPUT_NAME
 
 EVAL_BATCH = 32
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deepfake_edge.model_card import INPUT_NAME, OUTPUT_NAMES, ModelCard
+from deepfake_edge.model_card import ModelCard
+from deepfake_edge.serving_contract import INPUT_NAME, OUTPUT_NAMES
 
 # Floor for the per-image maximum: keeps an all-zero CAM at zero instead of 0/0 without rescaling real
 # maps (an additive epsilon would shrink maps of small-activation models, e.g. untrained ones).

@@ -1,7 +1,8 @@
 """Checkpoint -> checked ONNX variants -> Triton repositories, with a JSON summary of what was measured.
 
 For each checkpoint: export FP32, check parity against PyTorch (fails the export if broken), then
-optionally quantize to INT8 (sensitive units kept FP32, chosen on the validation split; the result is
+optionally quantize to INT8 (sensitive units kept FP32: those of the checkpoint's INT8 recipe file when
+its SHA-256 matches, else chosen on the validation split and written to that file; the result is
 checked against FP32 on the test split: decisions and ROC-AUC) and convert to FP16, measure CPU speed,
 and write everything into ``<out>/embedded`` and ``<out>/ngc``.
 """
@@ -9,6 +10,7 @@ and write everything into ``<out>/embedded`` and ``<out>/ngc``.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,14 +22,14 @@ import numpy as np
 import torch
 
 from deepfake_edge.checkpoint import load_checkpoint
-from deepfake_edge.export import evaluate, repository
+from deepfake_edge.export import evaluate, int8_recipe, repository
 from deepfake_edge.export.calibration import DEFAULT_DATA_ROOT, ImageSet, load_image_set, synthesize_small_dataset
 from deepfake_edge.export.graph import export_onnx, feature_map_size
 from deepfake_edge.export.fallback import quantize_with_fallback
-from deepfake_edge.export.quantize import QuantizationRecipe, convert_fp16
+from deepfake_edge.export.quantize import QuantizationRecipe, convert_fp16, quantize_int8
 from deepfake_edge.model_card import ModelCard
+from deepfake_edge.serving_contract import model_name_for_arch
 
-DEFAULT_NAMES = {"efficientnet_b0": "deepfake_b0", "small_cnn": "deepfake_cnn"}
 FP32_MAX_DELTA = 1e-4
 INT8_MAX_AUC_DROP = 0.005
 INT8_MIN_AGREEMENT = 0.99
@@ -49,7 +51,14 @@ class ExportOptions:
     calibration_data: Path | None = None  # dataset root or image folder for INT8 calibration (train split)
     calibration_images: int = 300
     eval_images: int = 400
+    # Of the evaluation images, how many (evenly spread) the FP32-vs-PyTorch parity and the FP16 comparison
+    # use (None: all). PyTorch is the slow half of parity; 32 images catch a broken export as surely.
+    parity_images: int | None = None
     check_int8: bool = True
+    # Per-checkpoint INT8 recipe files (export/int8_recipe.py): reuse a matching one's FP32 units instead
+    # of searching, and write the outcome of a search. ``search_fallback`` searches even when one matches.
+    int8_recipe_files: bool = True
+    search_fallback: bool = False
     speed: bool = True
     speed_batches: tuple[int, ...] = (1, 8, 32)
     cpu_instances: int = repository.DEFAULT_CPU_INSTANCES  # each gets cores / instances onnxruntime threads
@@ -58,7 +67,7 @@ class ExportOptions:
 
 
 def model_name_for(card: ModelCard) -> str:
-    return DEFAULT_NAMES.get(card.arch, f"deepfake_{card.arch}")
+    return model_name_for_arch(card.arch)
 
 
 def _file_entry(path: Path) -> dict:
@@ -79,7 +88,19 @@ def int8_problems(report: dict) -> list[str]:
 def _timed(seconds: dict, stage: str) -> Iterator[None]:
     started = time.perf_counter()
     yield
-    seconds[stage] = round(time.perf_counter() - started, 2)
+    seconds[stage] = round(seconds.get(stage, 0.0) + time.perf_counter() - started, 2)
+
+
+def _log(message: str) -> None:
+    """A progress line: stderr, which ``export`` sends to its log file."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def _spread(count: int, limit: int | None) -> np.ndarray:
+    """Indices of ``limit`` of ``count`` items, evenly spread (the image sets come sorted by label)."""
+    if limit is None or limit >= count:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, limit).round().astype(int))
 
 
 def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workdir: Path, data: Path,
@@ -96,11 +117,15 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
 
     with _timed(seconds, "load_evaluation_images"):
         evaluation: ImageSet = load_image_set(card, data, "test", options.eval_images)
+    parity_subset = _spread(len(evaluation.images), options.parity_images)
+    parity_labels = evaluation.labels[parity_subset] if evaluation.labels is not None else None
     with _timed(seconds, "parity_fp32"):
-        reference = evaluate.torch_probabilities(model, card, evaluation.images)
+        _log(f"{name}: FP32 ONNX vs PyTorch on {len(parity_subset)} images")
+        reference = evaluate.torch_probabilities(model, card, evaluation.images[parity_subset])
         fp32_outputs = evaluate.onnx_outputs(fp32_path, evaluation.images)
-    parity = evaluate.compare(reference, fp32_outputs["fake_probability"].reshape(-1), card.threshold,
-                              evaluation.labels, tolerance=FP32_MAX_DELTA)
+    fp32_probabilities = fp32_outputs["fake_probability"].reshape(-1)
+    parity = evaluate.compare(reference, fp32_probabilities[parity_subset], card.threshold,
+                              parity_labels, tolerance=FP32_MAX_DELTA)
     parity["source"] = evaluation.source
     summary["parity_fp32_vs_pytorch"] = parity
     if parity["max_abs_delta_probability"] > FP32_MAX_DELTA or parity["decisions_differing_beyond_tolerance"]:
@@ -114,29 +139,15 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
         with _timed(seconds, "load_calibration_images"):
             calibration = load_image_set(card, options.calibration_data or data, "train",
                                          options.calibration_images)
-        validation = None
-        if options.recipe.fp32_fallback:
-            with _timed(seconds, "load_validation_images"):
-                validation = load_image_set(card, data, "validation", options.eval_images)
-        with _timed(seconds, "quantize_int8"):
-            int8_path = workdir / f"{name}_int8.onnx"
-            fallback = quantize_with_fallback(
-                fp32_path, int8_path, calibration.images, validation.images if validation else None,
-                validation.labels if validation else None, card.threshold, options.recipe)
-        with _timed(seconds, "evaluate_int8"):
-            int8_probabilities = evaluate.onnx_outputs(int8_path, evaluation.images)["fake_probability"].reshape(-1)
-        report = evaluate.compare(fp32_outputs["fake_probability"].reshape(-1), int8_probabilities, card.threshold,
-                                  evaluation.labels)
-        report.update(calibration_images=int(len(calibration.images)), calibration_source=calibration.source,
-                      recipe=options.recipe.describe(), problems=int8_problems(report))
-        if validation is not None:
-            report["fp32_fallback"] = {**fallback.describe(), "validation_source": validation.source}
+        int8_path = workdir / f"{name}_int8.onnx"
+        report, fp32_units = _quantize_int8(checkpoint, name, options, fp32_path, int8_path, calibration, data,
+                                            card, evaluation, fp32_probabilities, seconds)
         summary["int8_vs_fp32"] = report
         summary["files"]["int8"] = _file_entry(int8_path)
         if options.check_int8 and report["problems"]:
             raise ExportCheckError(f"{name}_int8 is outside the accuracy bound: {'; '.join(report['problems'])}")
         int8_card = card.replace(extra={**card.extra, "precision": "int8",
-                                        "int8": {**options.recipe.describe(), "fp32_units": list(fallback.fp32_units)}})
+                                        "int8": {**options.recipe.describe(), "fp32_units": list(fp32_units)}})
         embedded.append(repository.ModelSpec(f"{name}_int8", int8_path, int8_card, heatmap_size, "int8"))
         ngc.append(embedded[-1])
     if options.fp16 and variants:
@@ -145,9 +156,10 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
         summary["files"]["fp16"] = _file_entry(fp16_path)
         with _timed(seconds, "evaluate_fp16"):
             # onnxruntime's CPU provider runs the FP16 graph too (slowly): enough to check its numbers.
-            fp16_probabilities = evaluate.onnx_outputs(fp16_path, evaluation.images)["fake_probability"].reshape(-1)
-        summary["fp16_vs_fp32"] = evaluate.compare(fp32_outputs["fake_probability"].reshape(-1), fp16_probabilities,
-                                                   card.threshold, evaluation.labels)
+            fp16_probabilities = evaluate.onnx_outputs(fp16_path, evaluation.images[parity_subset])
+        summary["fp16_vs_fp32"] = evaluate.compare(fp32_probabilities[parity_subset],
+                                                   fp16_probabilities["fake_probability"].reshape(-1),
+                                                   card.threshold, parity_labels)
         fp16_card = card.replace(extra={**card.extra, "precision": "fp16"})
         # FP16 is for GPUs: onnxruntime's CPU provider has few FP16 kernels, so it goes to ngc/ only.
         ngc.append(repository.ModelSpec(f"{name}_fp16", fp16_path, fp16_card, heatmap_size, "fp16"))
@@ -155,6 +167,72 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
         with _timed(seconds, "cpu_speed"):
             summary["cpu_speed"] = _speeds(summary["files"], card.input_size, options.speed_batches)
     return embedded, ngc, summary
+
+
+def _quantize_int8(checkpoint: Path, name: str, options: ExportOptions, fp32_path: Path, int8_path: Path,
+                   calibration: ImageSet, data: Path, card: ModelCard, evaluation: ImageSet,
+                   fp32_probabilities: np.ndarray, seconds: dict) -> tuple[dict, tuple[str, ...]]:
+    """Quantize, with the FP32 units of a matching recipe file or else searched; check INT8 vs FP32 on ``evaluation``.
+
+    Returns the ``int8_vs_fp32`` report and the units kept FP32. Stored units that miss the bound here
+    are searched again; a search whose result meets the bound is written to the checkpoint's recipe file.
+    """
+    recipe, description = options.recipe, options.recipe.describe()
+
+    def checked(stage: str) -> dict:
+        with _timed(seconds, "evaluate_int8"):
+            probabilities = evaluate.onnx_outputs(int8_path, evaluation.images)["fake_probability"].reshape(-1)
+        report = evaluate.compare(fp32_probabilities, probabilities, card.threshold, evaluation.labels)
+        report.update(source=evaluation.source, calibration_images=int(len(calibration.images)),
+                      calibration_source=calibration.source, recipe=description, problems=int8_problems(report))
+        _log(f"{name}_int8 ({stage}): decisions agree with FP32 on {report['decision_agreement']:.2%} of "
+             f"{report['images']} test images, ROC-AUC delta {report['roc_auc_delta']}"
+             + (f"; outside the bound: {'; '.join(report['problems'])}" if report["problems"] else ""))
+        return report
+
+    use_files = recipe.fp32_fallback and options.int8_recipe_files
+    stored, why = None, "FP32 fallback off" if not recipe.fp32_fallback else "recipe files off"
+    if use_files:
+        stored, why = (None, "searching as asked (--search-fallback)") if options.search_fallback \
+            else int8_recipe.load(checkpoint, description)
+    _log(f"{name}_int8: {why}")
+    if stored is not None:
+        try:
+            with _timed(seconds, "quantize_int8"):
+                quantize_int8(fp32_path, int8_path, calibration.images, recipe, stored.fp32_units)
+        except ValueError as error:  # units this graph does not have: the file is stale after all
+            _log(f"{name}_int8: {stored.path} does not fit this graph ({error}); searching")
+        else:
+            report = checked(f"FP32 units from {stored.path}")
+            report["fp32_fallback"] = {"fp32_units": list(stored.fp32_units), "recipe_file": str(stored.path)}
+            if not report["problems"]:
+                return report, stored.fp32_units
+            _log(f"{name}_int8: the FP32 units of {stored.path} miss the bound on these images; searching")
+    validation = None
+    if recipe.fp32_fallback:
+        with _timed(seconds, "load_validation_images"):
+            validation = load_image_set(card, data, "validation", options.eval_images)
+        _log(f"{name}_int8: searching the backbone units to keep FP32 (a few dozen quantizations)")
+    with _timed(seconds, "quantize_int8"):
+        fallback = quantize_with_fallback(
+            fp32_path, int8_path, calibration.images, validation.images if validation else None,
+            validation.labels if validation else None, card.threshold, recipe)
+    report = checked("searched" if validation is not None else "all units INT8")
+    if validation is not None:
+        report["fp32_fallback"] = {**fallback.describe(), "validation_source": validation.source}
+        if use_files and not report["problems"]:
+            chosen = [t for t in fallback.trials if t["fp32_units"] == len(fallback.fp32_units)]
+            try:
+                path = int8_recipe.write(checkpoint, description, fallback.fp32_units,
+                                         validation={**chosen[-1], "source": validation.source} if chosen else None,
+                                         test=report, calibration_images=int(len(calibration.images)),
+                                         calibration_source=calibration.source)
+            except OSError as error:
+                _log(f"{name}_int8: could not write the recipe file: {error}")
+            else:
+                report["fp32_fallback"]["recipe_file"] = str(path)
+                _log(f"{name}_int8: wrote {path} (commit it: the next export of this checkpoint skips the search)")
+    return report, fallback.fp32_units
 
 
 def _speeds(files: dict, input_size: int, batches: tuple[int, ...]) -> dict:

@@ -21,7 +21,17 @@ from pathlib import Path
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
-from deepfake_edge.model_card import INPUT_NAME, ModelCard
+from deepfake_edge.model_card import ModelCard
+from deepfake_edge.serving_contract import (
+    HEATMAP_OUTPUT,
+    INPUT_NAME,
+    LOGIT_OUTPUT,
+    PROBABILITY_OUTPUT,
+    latest_version_dir,
+    model_versions,
+)
+
+existing_versions = model_versions  # the serving contract's version lookup, under this module's older name
 
 EMBEDDED = "embedded"
 NGC = "ngc"
@@ -52,9 +62,9 @@ def _io(card: ModelCard, heatmap_size: tuple[int, int]) -> dict:
         "input": [{"name": INPUT_NAME, "data_type": "TYPE_UINT8", "dims": [3, side, side]}],
         "output": [
             # label_filename: the single element of fake_probability scores labels.txt's only class, "Fake".
-            {"name": "fake_probability", "data_type": "TYPE_FP32", "dims": [1], "label_filename": LABELS_FILE},
-            {"name": "logit", "data_type": "TYPE_FP32", "dims": [1]},
-            {"name": "heatmap", "data_type": "TYPE_FP32", "dims": list(heatmap_size)},
+            {"name": PROBABILITY_OUTPUT, "data_type": "TYPE_FP32", "dims": [1], "label_filename": LABELS_FILE},
+            {"name": LOGIT_OUTPUT, "data_type": "TYPE_FP32", "dims": [1]},
+            {"name": HEATMAP_OUTPUT, "data_type": "TYPE_FP32", "dims": list(heatmap_size)},
         ],
     }
 
@@ -136,16 +146,10 @@ def ngc_config(spec: ModelSpec, instances: int = 1) -> model_config_pb2.ModelCon
     return json_format.ParseDict(config, model_config_pb2.ModelConfig())
 
 
-def existing_versions(model_dir: Path) -> list[int]:
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(child.name) for child in model_dir.iterdir() if child.is_dir() and child.name.isdigit())
-
-
 def _is_compatible(model_dir: Path, new: model_config_pb2.ModelConfig) -> bool:
     """Whether the versions already in ``model_dir`` have the tensors of ``new`` (true when there are none)."""
     config_path = model_dir / "config.pbtxt"
-    if not existing_versions(model_dir) or not config_path.is_file():
+    if not model_versions(model_dir) or not config_path.is_file():
         return True
     old = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
     return list(old.input) == list(new.input) and list(old.output) == list(new.output)
@@ -166,7 +170,7 @@ def write_model(root: Path, spec: ModelSpec, config: model_config_pb2.ModelConfi
         print(f"{model_dir}: the new export's inputs/outputs differ from the existing versions; "
               f"replacing them", file=sys.stderr)
         shutil.rmtree(model_dir)
-    version = max(existing_versions(model_dir), default=0) + 1
+    version = max(model_versions(model_dir), default=0) + 1
     version_dir = model_dir / str(version)
     version_dir.mkdir(parents=True)
     shutil.copyfile(spec.onnx_path, version_dir / "model.onnx")
@@ -206,10 +210,9 @@ def is_complete(root: Path, model_names: tuple[str, ...], sources: tuple[Path, .
     retrained or pulled checkpoint is never shadowed by an old export."""
     newest_source = max((path.stat().st_mtime for path in sources if path.is_file()), default=0.0)
     for name in model_names:
-        versions = existing_versions(root / name)
-        if not versions or not (root / name / "config.pbtxt").is_file():
+        latest = latest_version_dir(root / name)
+        if latest is None or not (root / name / "config.pbtxt").is_file():
             return False
-        latest = root / name / str(versions[-1])
         if not (latest / "model.onnx").is_file() or not (latest / "model.py").is_file():
             return False
         if (latest / "model.onnx").stat().st_mtime < newest_source:

@@ -2,7 +2,10 @@
 
 ``deepfake-edge export`` copies this file verbatim into ``<repository>/<model>/<version>/model.py`` next
 to ``model.onnx``. It imports only numpy, onnxruntime and Triton's ``triton_python_backend_utils`` (the
-stub provides it), never ``deepfake_edge``, so a model repository is self-contained.
+stub provides it), never ``deepfake_edge``, so a model repository is self-contained. It also imports
+outside Triton (without ``triton_python_backend_utils``): its session settings (:func:`session_options`,
+:func:`intra_op_threads`, :func:`providers`) are the ones ``deepfake_edge.serving_contract`` hands to the
+engine benchmark, so the served and the in-process sessions share one definition.
 
 The Python-backend contract (one ``TritonPythonModel`` object per model instance, in its own stub process):
 
@@ -32,8 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import triton_python_backend_utils as pb_utils
 
+try:
+    import triton_python_backend_utils as pb_utils
+except ImportError:  # imported outside Triton: deepfake_edge.serving_contract uses the session settings below
+    pb_utils = None
+
+# The serving contract's tensor names (deepfake_edge/serving_contract.py), repeated: this file must not
+# import deepfake_edge. tests/test_serving_contract.py checks that they are equal.
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("fake_probability", "logit", "heatmap")
 
@@ -46,7 +55,36 @@ def _instance_count(config: dict) -> int:
     return max(1, sum(int(group.get("count", 1)) for group in config.get("instance_group", [])))
 
 
-def _providers(choice: str, device_id: int) -> list:
+# The session settings below are the one definition of how the served model runs onnxruntime; the
+# engine benchmark opens its sessions with them too (through deepfake_edge.serving_contract).
+
+
+def intra_op_threads(requested: int, instances: int) -> int:
+    """``requested`` (the ``intra_op_threads`` parameter) when positive, else usable cores / instances."""
+    if requested > 0:
+        return requested
+    # Instances run concurrently; more threads than cores only adds contention.
+    return max(1, len(os.sched_getaffinity(0)) // max(1, instances))
+
+
+def session_options(threads: int) -> ort.SessionOptions:
+    """The served model's onnxruntime session options, with ``threads`` intra-op threads."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads spinning for work burn the cores that Triton, the other instances and
+    # co-located clients need: measured under load, spinning cost 38 vs 22 CPU ms/image (benchmarks/).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _model_error(message: str) -> Exception:
+    return pb_utils.TritonModelException(message) if pb_utils is not None else RuntimeError(message)
+
+
+def providers(choice: str, device_id: int) -> list:
+    """The execution providers for the ``execution_provider`` parameter (auto, cpu, cuda, tensorrt)."""
     available = ort.get_available_providers()
     cuda = ("CUDAExecutionProvider", {"device_id": device_id})
     tensorrt = ("TensorrtExecutionProvider", {"device_id": device_id, "trt_fp16_enable": True})
@@ -55,10 +93,10 @@ def _providers(choice: str, device_id: int) -> list:
     if choice in ("cuda", "tensorrt"):
         wanted = "TensorrtExecutionProvider" if choice == "tensorrt" else "CUDAExecutionProvider"
         if wanted not in available:
-            raise pb_utils.TritonModelException(f"execution_provider={choice} but onnxruntime has only {available}")
+            raise _model_error(f"execution_provider={choice} but onnxruntime has only {available}")
         return ([tensorrt] if choice == "tensorrt" else []) + [cuda, "CPUExecutionProvider"]
     if choice != "auto":
-        raise pb_utils.TritonModelException(f"unknown execution_provider {choice!r} (auto, cpu, cuda, tensorrt)")
+        raise _model_error(f"unknown execution_provider {choice!r} (auto, cpu, cuda, tensorrt)")
     return ([cuda] if "CUDAExecutionProvider" in available else []) + ["CPUExecutionProvider"]
 
 
@@ -68,20 +106,11 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         config = json.loads(args["model_config"])
         model_path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
-        threads = int(_parameter(config, "intra_op_threads", "0"))
-        if threads <= 0:
-            # Instances run concurrently; more threads than cores only adds contention.
-            threads = max(1, len(os.sched_getaffinity(0)) // _instance_count(config))
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Idle intra-op threads spinning for work burn the cores that Triton, the other instances and
-        # co-located clients need: measured under load, spinning cost 38 vs 22 CPU ms/image (benchmarks/).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        threads = intra_op_threads(int(_parameter(config, "intra_op_threads", "0")), _instance_count(config))
         device_id = int(args.get("model_instance_device_id") or 0)
-        providers = _providers(_parameter(config, "execution_provider", "auto"), device_id)
-        self.session = ort.InferenceSession(str(model_path), sess_options=options, providers=providers)
+        self.session = ort.InferenceSession(
+            str(model_path), sess_options=session_options(threads),
+            providers=providers(_parameter(config, "execution_provider", "auto"), device_id))
         self.output_names = list(OUTPUT_NAMES)
 
     def execute(self, requests: list) -> list:

@@ -13,6 +13,15 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from deepfake_edge.server.http_gateway import DEFAULT_MAX_BODY_BYTES
+from deepfake_edge.serving_contract import (
+    DEFAULT_MODEL,
+    GRPC_PORT,
+    HTTP_PORT,
+    METRICS_PORT,
+    PROTOCOLS,
+    ModelConfigError,
+    default_url,
+)
 
 DEFAULT_REPOSITORY = Path("model_repository") / "embedded"
 
@@ -56,9 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "concurrency level. Targets --url, or a server it starts itself with --start-server."
         ),
     )
-    perf.add_argument("--model", default="deepfake_b0", help="served model (default deepfake_b0)")
-    perf.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="default grpc")
-    perf.add_argument("--url", help="host:port of a running server (default 127.0.0.1:8001 grpc / 8000 http)")
+    perf.add_argument("--model", default=DEFAULT_MODEL, help=f"served model (default {DEFAULT_MODEL})")
+    perf.add_argument("--protocol", choices=PROTOCOLS, default="grpc", help="default grpc")
+    perf.add_argument("--url", help=f"host:port of a running server (default {default_url('grpc')} grpc / "
+                                    f"{default_url('http')} http)")
     perf.add_argument("--start-server", action="store_true",
                       help="start Triton on --model-repository on free loopback ports for this run")
     perf.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY,
@@ -86,9 +96,10 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
                              "'deepfake-edge export' writes it)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address every endpoint binds (default 127.0.0.1: this machine only)")
-    parser.add_argument("--http-port", type=int, default=8000, help="Triton HTTP/REST port (default 8000)")
-    parser.add_argument("--grpc-port", type=int, default=8001, help="Triton gRPC port (default 8001)")
-    parser.add_argument("--metrics-port", type=int, default=8002, help="Prometheus metrics port (default 8002)")
+    parser.add_argument("--http-port", type=int, default=HTTP_PORT, help=f"Triton HTTP/REST port (default {HTTP_PORT})")
+    parser.add_argument("--grpc-port", type=int, default=GRPC_PORT, help=f"Triton gRPC port (default {GRPC_PORT})")
+    parser.add_argument("--metrics-port", type=int, default=METRICS_PORT,
+                        help=f"Prometheus metrics port (default {METRICS_PORT})")
     parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds to wait for ready (default 120)")
     parser.add_argument("--log-file", type=Path, help="keep Triton's log here (default: a temporary file)")
     parser.add_argument("--triton-arg", action="append", default=[], metavar="FLAG",
@@ -211,18 +222,18 @@ def _admin_key_for_serve(stack: ExitStack) -> tuple[str, str]:
 
 
 def fetch_model_card(url: str, protocol: str, model: str):
-    """The ``ModelCard`` a served model carries in its config (``model_card`` parameter)."""
-    from deepfake_edge.model_card import ModelCard
+    """The ``ModelCard`` a served model carries in its config, read by the serving contract's ``ModelInfo``."""
+    from deepfake_edge.serving_contract import config_as_dict, parse_model_config
 
     if protocol == "grpc":
         import tritonclient.grpc as triton_client
 
-        config = triton_client.InferenceServerClient(url).get_model_config(model, as_json=True)["config"]
+        config = triton_client.InferenceServerClient(url).get_model_config(model, as_json=True)
     else:
         import tritonclient.http as triton_client
 
         config = triton_client.InferenceServerClient(url).get_model_config(model)
-    return ModelCard.from_json(config["parameters"]["model_card"]["string_value"])
+    return parse_model_config(model, config_as_dict(config)).card
 
 
 def run_perf(args: argparse.Namespace) -> int:
@@ -236,7 +247,7 @@ def run_perf(args: argparse.Namespace) -> int:
     _stop_on_signals()
     try:
         with ExitStack() as stack:
-            url = args.url or f"127.0.0.1:{8001 if args.protocol == 'grpc' else 8000}"
+            url = args.url or default_url(args.protocol)
             admin_key = None
             if args.start_server:
                 server = stack.enter_context(TritonServer(
@@ -246,7 +257,7 @@ def run_perf(args: argparse.Namespace) -> int:
                 admin_key = server.admin_key
             try:
                 card = fetch_model_card(url, args.protocol, args.model)
-            except (InferenceServerException, OSError) as error:
+            except (InferenceServerException, OSError, ModelConfigError) as error:
                 print(f"error: cannot read model {args.model!r} from {args.protocol} server {url} ({error}); "
                       f"start one with 'deepfake-edge serve' or pass --start-server", file=sys.stderr)
                 return 2

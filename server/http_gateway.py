@@ -23,7 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from deepfake_edge.server.triton import TritonServerError, accepts_connections, die_with_parent, file_tail
+from deepfake_edge.server.processes import die_with_parent, file_tail
+from deepfake_edge.server.triton import TritonServerError, accepts_connections
 
 # Binary-data requests of a full batch (32 x 3 x 224 x 224 UINT8 = 4.8 MB) fit, and JSON ones of
 # ~25 such images; 16 concurrent maximal bodies cost tritonserver well under a gigabyte.

@@ -24,6 +24,7 @@ import numpy as np
 
 from deepfake_edge.server.admin_key import admin_headers, find_admin_key
 from deepfake_edge.server.triton import TritonInstallation
+from deepfake_edge.serving_contract import DEFAULT_MODEL
 
 # perf_analyzer's CSV (times in microseconds) -> our keys (milliseconds).
 _CSV_COLUMNS = {
@@ -95,7 +96,7 @@ def run_perf_analyzer(
     url: str,
     images: np.ndarray,
     *,
-    model: str = "deepfake_b0",
+    model: str = DEFAULT_MODEL,
     protocol: str = "grpc",
     concurrency_range: tuple[int, int, int] = (1, 8, 2),
     batch_size: int = 1,

@@ -13,6 +13,7 @@ from typing import Any
 
 from deepfake_edge.server.http_gateway import DEFAULT_MAX_BODY_BYTES, HttpGateway
 from deepfake_edge.server.triton import TritonServer, _reachable, check_port_free, free_port
+from deepfake_edge.serving_contract import HTTP_PORT
 
 
 class TritonService:
@@ -26,7 +27,7 @@ class TritonService:
 
     def __init__(self, repository: str | Path, *, http_gateway: bool = True,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **options: Any) -> None:
-        self.public_http_port = int(options.get("http_port", 8000))
+        self.public_http_port = int(options.get("http_port", HTTP_PORT))
         host = options.get("host", "127.0.0.1")
         if http_gateway:  # Triton's own HTTP endpoint moves to a private loopback port
             options = {**options, "http_port": free_port("127.0.0.1"), "http_host": "127.0.0.1"}

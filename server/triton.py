@@ -18,21 +18,16 @@ carry its admin key (see :mod:`deepfake_edge.server.admin_key`).
 from __future__ import annotations
 
 import atexit
-import collections
-import ctypes
 import glob
 import json
 import os
 import re
 import secrets
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -42,6 +37,8 @@ from pathlib import Path
 from typing import Sequence
 
 from deepfake_edge.server.admin_key import admin_headers, generate_admin_key, restricted_api_flags
+from deepfake_edge.server.processes import ChildProcess, file_tail
+from deepfake_edge.serving_contract import GRPC_PORT, HTTP_PORT, METRICS_PORT
 
 SHM_DIR = Path("/dev/shm")
 # The Python backend names its regions "<prefix><uuid>"; keeping Triton's default stem makes them recognisable.
@@ -193,14 +190,6 @@ def accepts_connections(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def file_tail(path: Path | None, lines: int) -> str:
-    """The last ``lines`` lines of a log file, or "(no log)"."""
-    if path is None or not path.exists():
-        return "(no log)"
-    with open(path, "rb") as log:
-        return b"".join(collections.deque(log, maxlen=lines)).decode("utf-8", "replace")
-
-
 def _reachable(host: str) -> str:
     """The address a client on this machine uses for a server bound to ``host``."""
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
@@ -209,17 +198,6 @@ def _reachable(host: str) -> str:
 def has_cuda_gpu() -> bool:
     """True when an NVIDIA device node exists (cheap; does not load CUDA)."""
     return any(Path("/dev").glob("nvidia[0-9]*"))
-
-
-_PR_SET_PDEATHSIG = 1
-# Resolved here, not in the forked child, where loading a library could deadlock on a lock another thread held.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-
-def die_with_parent() -> None:
-    # Runs in the child before exec: if the launching process dies hard, the kernel sends SIGTERM to the
-    # server, which then unloads its models and ends its stubs, so nothing is orphaned.
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 _RUNNING: "weakref.WeakSet[TritonServer]" = weakref.WeakSet()
@@ -248,9 +226,9 @@ class TritonServer:
         model_repository: str | os.PathLike[str],
         *,
         host: str = "127.0.0.1",
-        http_port: int = 8000,
-        grpc_port: int = 8001,
-        metrics_port: int = 8002,
+        http_port: int = HTTP_PORT,
+        grpc_port: int = GRPC_PORT,
+        metrics_port: int = METRICS_PORT,
         startup_timeout_s: float = 120.0,
         stop_timeout_s: float = 15.0,
         log_file: str | os.PathLike[str] | None = None,
@@ -269,7 +247,7 @@ class TritonServer:
         self.admin_key = admin_key or generate_admin_key()
         restricted_api_flags(self.admin_key)  # a malformed key fails here, not inside tritonserver
         self._python_envs: set[str] = set()
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process: ChildProcess | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self._shm_prefix = ""
         self.log_file: Path | None = None
@@ -337,13 +315,11 @@ class TritonServer:
         command = self._command(install, install.make_backend_directory(workdir))
         env = install.environment()
         python_envs_before = set(glob.glob(PYTHON_ENV_GLOB))
-        with open(self.log_file, "ab") as log:  # appended: a restarted server keeps its predecessor's log
-            self._process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                cwd=workdir, start_new_session=True,
-                # The kernel ties the signal to the launching *thread*: only the main thread lives as long as us.
-                preexec_fn=die_with_parent if threading.current_thread() is threading.main_thread() else None,
-            )
+        # Its own process group (the stubs join it) and, started from the main thread, SIGTERM from the kernel
+        # if this process dies hard: the server then unloads its models and ends its stubs, nothing is orphaned.
+        # The log is appended: a restarted server keeps its predecessor's log.
+        self._process = ChildProcess(command, log_path=self.log_file, env=env, cwd=workdir,
+                                     stop_timeout_s=self.stop_timeout_s, name="tritonserver").start()
         _RUNNING.add(self)
         try:
             self._wait_ready()
@@ -384,7 +360,7 @@ class TritonServer:
         deadline = time.monotonic() + self.startup_timeout_s
         while True:
             if self._process is not None and self._process.poll() is not None:
-                raise self._startup_error(f"tritonserver exited with code {self._process.returncode} before ready")
+                raise self._startup_error(f"tritonserver exited with code {self._process.poll()} before ready")
             if self._http_ok("/v2/health/ready") and accepts_connections(self._client_host, self.metrics_port):
                 break
             if time.monotonic() > deadline:
@@ -424,18 +400,7 @@ class TritonServer:
         process, self._process = self._process, None
         _RUNNING.discard(self)
         if process is not None:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=self.stop_timeout_s)
-                except subprocess.TimeoutExpired:
-                    pass
-            # The stubs share the server's process group; SIGKILL catches any left behind.
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            process.wait()
+            process.stop()  # SIGTERM, then SIGKILL of the group: the stubs share the server's process group
         if self._shm_prefix:
             for region in SHM_DIR.glob(f"{self._shm_prefix}*"):
                 region.unlink(missing_ok=True)

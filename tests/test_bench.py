@@ -273,7 +273,7 @@ def test_bench_only_selects_stages():
     import argparse
 
     from deepfake_edge.benchmarks import commands
-    from deepfake_edge.benchmarks.runner import _count_points
+    from deepfake_edge.benchmarks.runner import count_points
     from deepfake_edge.benchmarks.settings import STAGES, BenchSettings
 
     parser = argparse.ArgumentParser()
@@ -282,7 +282,7 @@ def test_bench_only_selects_stages():
     assert args.only == ["whole-image"]
     assert BenchSettings().stages == STAGES and "whole-image" in STAGES  # the default run includes it
     only = BenchSettings(stages=("whole-image",))
-    assert _count_points(only) == 1 + 2 * 5 and _count_points(BenchSettings()) > _count_points(only)
+    assert count_points(only) == 1 + 2 * 5 and count_points(BenchSettings()) > count_points(only)
     assert only.whole_image_target == "deepfake_b0"
 
 

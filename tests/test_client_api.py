@@ -7,6 +7,7 @@ import io
 import math
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -287,10 +288,16 @@ def test_server_killed_mid_run_fails_the_rest_and_invents_nothing(demo_repositor
 def test_threads_sharing_one_client_run_concurrently(triton_server):
     from concurrent.futures import ThreadPoolExecutor
 
+    def client_threads() -> set[threading.Thread]:  # the client's connection lanes are named deepfake-client-N
+        return {t for t in threading.enumerate() if t.name.startswith("deepfake-client-")}
+
     image = jpeg_bytes("rocket")
+    before = client_threads()  # other clients' lanes, if any are still open
     with DeepfakeClient(triton_server.grpc_url, model=MODEL) as client:
         expected = client.detect(image).fake_probability
         with ThreadPoolExecutor(4) as threads:
             scores = list(threads.map(lambda _: client.detect(image).fake_probability, range(12)))
-        assert len(client._pool._threads) >= 2, "concurrent callers were serialised on one connection"
+        lanes = client_threads() - before
+        assert len(lanes) >= 2, f"concurrent callers were serialised on one connection: {sorted(t.name for t in lanes)}"
+    assert not any(lane.is_alive() for lane in lanes), "close() ends the client's threads"
     assert scores == pytest.approx([expected] * 12, abs=SCORE_TOLERANCE)

@@ -16,6 +16,7 @@ from PIL import Image
 from client_samples import photo
 from deepfake_edge.client import DeepfakeClient
 from deepfake_edge.export.graph import read_onnx_card
+from deepfake_edge.serving_contract import latest_version_dir
 from deepfake_edge.training.datasets import Sample
 from deepfake_edge.training.transforms import DetectorDataset, eval_preprocessor
 
@@ -67,8 +68,7 @@ def test_client_tensor_equals_training_evaluation_tensor(triton_server, case_fil
     with DeepfakeClient(triton_server.grpc_url, model=model) as client:
         served_card = client.model_info().card
         client_tensors = [client.preprocess(path) for path in case_files]
-    versions = sorted(int(d.name) for d in (triton_server.model_repository / model).iterdir() if d.name.isdigit())
-    checkpoint_card = read_onnx_card(triton_server.model_repository / model / str(versions[-1]) / "model.onnx")
+    checkpoint_card = read_onnx_card(latest_version_dir(triton_server.model_repository / model) / "model.onnx")
     # The export may annotate the served card (e.g. extra["precision"]); what preprocessing and the verdict
     # depend on must be the checkpoint's.
     assert eval_preprocessor(served_card) == eval_preprocessor(checkpoint_card)

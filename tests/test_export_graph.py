@@ -11,10 +11,10 @@ import torch
 
 from deepfake_edge.export.evaluate import compare, onnx_outputs, torch_probabilities
 from deepfake_edge.export.graph import export_onnx, feature_map_size, read_onnx_card
-from deepfake_edge.model_card import INPUT_NAME, OUTPUT_NAMES
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.models import build_model
 from deepfake_edge.preprocessing import normalize
+from deepfake_edge.serving_contract import INPUT_NAME, OUTPUT_NAMES
 
 INPUT_SIZE = 96
 ARCHS = ("efficientnet_b0", "small_cnn")

@@ -12,6 +12,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -39,12 +40,19 @@ def _copy_model(demo_repository: Path, destination: Path) -> Path:
     return destination
 
 
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.05) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` if it still does not after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(interval_s)
+
+
 def _crash(server: TritonServer) -> None:
     """SIGKILL tritonserver and its stubs (one process group): a crash, not a shutdown."""
     os.killpg(server.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while server.is_running() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not server.is_running(), 10, "tritonserver to die after SIGKILL")
 
 
 def _write_photos(folder: Path, count: int) -> list[Path]:
@@ -122,7 +130,7 @@ def test_web_app_answers_503_while_triton_is_down_and_recovers_after_restart(dem
         with running_web_server(app) as web:
             detect = f"{web}/api/detect"
             assert post_file(detect, "a.jpg", image)[0] == 200
-            stop = threading.Event()
+            stop, seen = threading.Event(), []  # seen: every status answered so far, in order
 
             def upload_until_stopped() -> list[int]:
                 statuses = []
@@ -130,14 +138,21 @@ def test_web_app_answers_503_while_triton_is_down_and_recovers_after_restart(dem
                     status, body = post_file(detect, "a.jpg", image, timeout_s=120)
                     assert isinstance(body, dict) and ("verdict" in body or body["error"]), body
                     statuses.append(status)
+                    seen.append(status)
                 return statuses
 
             with ThreadPoolExecutor(max_workers=4) as pool:
                 uploads = [pool.submit(upload_until_stopped) for _ in range(4)]
-                time.sleep(1.0)
-                _crash(server)  # uploads are in flight
-                time.sleep(1.0)
-                stop.set()
+                try:
+                    # Uploads are flowing (answered with 200) before the crash, so some are in flight at it.
+                    wait_until(lambda: seen.count(200) >= 4 or any(u.done() for u in uploads), 120,
+                               "four uploads answered 200 before the crash")
+                    _crash(server)
+                    answered_before = len(seen)
+                    wait_until(lambda: 503 in seen[answered_before:] or any(u.done() for u in uploads), 60,
+                               "an upload answered 503 after the crash")
+                finally:
+                    stop.set()
                 statuses = [status for future in uploads for status in future.result()]
             server.stop()
             assert set(statuses) <= {200, 503} and 503 in statuses, sorted(set(statuses))
@@ -175,11 +190,13 @@ def _add_version(repository: Path, card: ModelCard, seed: int, workdir: Path) ->
     return write_model(repository, spec, embedded_config(spec), python_backend=True)
 
 
-def _onnx_probability(version_dir: Path, tensor: np.ndarray) -> float:
+def _onnx_probability(version_dir: Path, rows: np.ndarray) -> float:
+    """The fake probability of the single (fast mode) row the client sends, computed by the ONNX file itself."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    return float(session.run(["fake_probability"], {"image": tensor[None]})[0].reshape(-1)[0])
+    [probability] = session.run(["fake_probability"], {"image": rows})[0].reshape(-1)
+    return float(probability)
 
 
 def test_loading_new_versions_under_load_loses_no_request(demo_repository, tmp_path):
@@ -193,8 +210,10 @@ def test_loading_new_versions_under_load_loses_no_request(demo_repository, tmp_p
     control = ["--model-control-mode=explicit", f"--load-model={MODEL}"]
     with TritonServer(repository, extra_args=control, **_ports()) as server:
         image = photo("chelsea")
+        # Fast mode: one row per image, so each answer is one version's output for exactly that row.
         with DeepfakeClient(server.grpc_url, model=MODEL) as probe:
-            tensor = probe.preprocess(image)
+            tensor = probe.preprocess(image, mode="fast")
+        assert tensor.shape[0] == 1, tensor.shape
         expected = {"1": _onnx_probability(repository / MODEL / "1", tensor)}
         stop, answers, errors = threading.Event(), [], []
 
@@ -202,16 +221,15 @@ def test_loading_new_versions_under_load_loses_no_request(demo_repository, tmp_p
             with DeepfakeClient(server.grpc_url, model=MODEL, timeout_s=120, retries=0) as client:
                 while not stop.is_set():
                     try:
-                        detection = client.detect(image)
+                        detection = client.detect(image, mode="fast")
                         answers.append((detection.model_version, detection.fake_probability))
                     except Exception as error:  # any lost request fails the test below
                         errors.append(repr(error))
 
         def wait_for_answers(count: int) -> None:
-            deadline = time.monotonic() + 60
             start = len(answers)
-            while len(answers) < start + count and time.monotonic() < deadline:
-                time.sleep(0.05)
+            wait_until(lambda: len(answers) >= start + count or bool(errors), 60,
+                       f"{count} more answers (had {start}; errors: {errors[:3]})")
 
         admin = httpclient.InferenceServerClient(server.http_url)
         key = admin_headers(server.admin_key)  # loading models is an admin API

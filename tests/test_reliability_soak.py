@@ -9,7 +9,7 @@ import json
 import psutil
 import pytest
 
-from deepfake_edge.benchmarks.soak import MALFORMED_KINDS, VALID_KINDS, SoakSettings, _rss_table, plan, run_soak
+from deepfake_edge.benchmarks.soak import MALFORMED_KINDS, VALID_KINDS, SoakSettings, rss_table, plan, run_soak
 from deepfake_edge.benchmarks.soak_report import write_report
 
 pytestmark = pytest.mark.server
@@ -25,7 +25,7 @@ def test_rss_growth_follows_a_leak_not_the_swing_with_load():
     swinging = [500.0, 650.0] * 50  # in-flight uploads come and go; the last reading happens to be high
     leaking = [500.0 + t for t in range(100)]  # one MB per second, steadily
     dying = [100.0] * 99 + [None]
-    table = _rss_table(results({"web": swinging, "leak": leaking, "stub": dying}))
+    table = rss_table(results({"web": swinging, "leak": leaking, "stub": dying}))
     assert abs(table["web"]["growth"]) < 0.01 and table["web"]["last_mb"] == 650.0 and table["web"]["max_mb"] == 650.0
     assert table["leak"]["growth"] > 0.15
     assert table["stub"]["growth"] is None, "a process gone at the end has no growth figure (a crash)"

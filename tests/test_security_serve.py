@@ -35,8 +35,8 @@ def serve(demo_repository: Path, tmp_path_factory):
 
 
 def triton_process(service: ServeProcess) -> psutil.Process:
-    (triton,) = [p for p in psutil.Process(service._process.pid).children() if p.name() == "tritonserver"]
-    return triton
+    (triton,) = [info for info in service.processes() if info.label == "tritonserver"]  # serve's child
+    return psutil.Process(triton.pid)
 
 
 def send_body(address: str, declared_bytes: int | None, sent_bytes: int) -> int:
@@ -162,7 +162,7 @@ def test_heatmaps_are_never_written_through_links(serve: ServeProcess, tmp_path:
     victim.write_text("precious")
     elsewhere.mkdir()
     out.mkdir()
-    (out / f"{names[0]}.png").symlink_to(victim)
+    (out / f"{Path(names[0]).stem}.heatmap.png").symlink_to(victim)  # where detect writes names[0]'s heatmap
     (photos / "sub").mkdir()
     (photos / names[1]).rename(photos / "sub" / names[1])
     (out / "sub").symlink_to(elsewhere)

@@ -27,6 +27,7 @@ from deepfake_edge.preprocessing import Preprocessor
 from deepfake_edge.server.admin_key import admin_headers
 from deepfake_edge.server.perf import run_perf_analyzer
 from deepfake_edge.server.triton import TritonServer, has_cuda_gpu
+from deepfake_edge.serving_contract import latest_version_dir
 
 pytestmark = pytest.mark.server
 
@@ -60,8 +61,7 @@ def photo_batch(card: ModelCard, count: int = 4) -> np.ndarray:
 
 
 def latest_onnx(server: TritonServer, model: str) -> Path:
-    versions = [int(d.name) for d in (server.model_repository / model).iterdir() if d.name.isdigit()]
-    return server.model_repository / model / str(max(versions)) / "model.onnx"
+    return latest_version_dir(server.model_repository / model) / "model.onnx"
 
 
 def in_process(server: TritonServer, model: str, images: np.ndarray) -> dict[str, np.ndarray]:

@@ -111,17 +111,17 @@ def test_the_demo_rebuilds_its_set_when_the_installed_photos_change(tmp_path: Pa
     installed = [photos_module.Photo(name, "scenes", name, Image.new("RGB", (8, 8))) for name in ("a", "b", "c")]
     monkeypatch.setattr(demo, "packaged_photo_records", lambda: installed)
     manifest = tmp_path / "synth.json"
-    assert not demo._is_current_demo_set(manifest, demo.SYNTH_COUNT, 224)
+    assert not demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 224)
     made = {"count": demo.SYNTH_COUNT, "image_size": 224,
             "photos": {"train": ["a", "b"], "validation": ["c"], "test": []}}
     manifest.write_text(json.dumps(made))
-    assert demo._is_current_demo_set(manifest, demo.SYNTH_COUNT, 224)
-    assert not demo._is_current_demo_set(manifest, demo.SYNTH_COUNT, 160)  # the CPU recipe's set is made at another size
+    assert demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 224)
+    assert not demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 160)  # the CPU recipe's set is made at another size
     manifest.write_text(json.dumps({**made, "count": demo.SYNTH_COUNT // 2}))
-    assert not demo._is_current_demo_set(manifest, demo.SYNTH_COUNT, 224)
+    assert not demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 224)
     installed.append(photos_module.Photo("d", "scenes", "d", Image.new("RGB", (8, 8))))  # a package was installed
     manifest.write_text(json.dumps(made))
-    assert not demo._is_current_demo_set(manifest, demo.SYNTH_COUNT, 224)
+    assert not demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 224)
 
 
 def test_each_demo_recipe_trains_at_the_size_its_set_is_made() -> None:

@@ -8,6 +8,7 @@ against a real closed port.
 from __future__ import annotations
 
 import base64
+import copy
 import http.client
 import io
 import json
@@ -18,8 +19,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from openapi_core import OpenAPI
+from openapi_core.exceptions import OpenAPIError
+from openapi_core.testing import MockRequest, MockResponse
+from openapi_core.validation.response.exceptions import InvalidData
+from openapi_spec_validator import validate as validate_openapi_spec
 from PIL import Image
-from web_support import VERDICT_PATTERN, get_json, jpeg_bytes, png_bomb, post_file, running_web_server
+from web_support import (VERDICT_PATTERN, get_json, jpeg_bytes, png_bomb, post_file, post_file_raw,
+                         running_web_server)
 
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.regions import MODES, REGION_KINDS
@@ -43,8 +50,53 @@ def _upload(client, data: bytes, filename: str = "photo.jpg", **fields):
                        content_type="multipart/form-data")
 
 
-def _assert_json_error(response, status: int, *words: str) -> str:
+def strict_spec(spec: dict) -> dict:
+    """``spec`` with ``additionalProperties: false`` on every object schema that lists its properties and
+    says nothing about others: a response field the description does not document fails validation."""
+    spec = copy.deepcopy(spec)
+
+    def visit(node) -> None:
+        if isinstance(node, dict):
+            if "properties" in node and "additionalProperties" not in node:
+                node["additionalProperties"] = False
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(spec.get("components", {}))
+    for operation in (op for path in spec["paths"].values() for op in path.values()):
+        visit(operation.get("responses", {}))
+    return spec
+
+
+class SpecChecker:
+    """Validates answers of the API against its own served OpenAPI description (made strict)."""
+
+    def __init__(self, spec: dict) -> None:
+        validate_openapi_spec(spec)
+        self.api = OpenAPI.from_dict(strict_spec(spec))
+
+    def check(self, status: int, content_type: str, body: bytes, method: str = "post",
+              path: str = "/api/detect") -> None:
+        request = MockRequest("http://localhost", method, path)
+        mimetype = content_type.split(";")[0].strip()
+        self.api.validate_response(request, MockResponse(body, status_code=status, content_type=mimetype))
+
+    def check_flask(self, response, method: str = "post", path: str = "/api/detect") -> None:
+        self.check(response.status_code, response.mimetype, response.get_data(), method, path)
+
+
+@pytest.fixture(scope="module")
+def spec_checker(offline_client) -> SpecChecker:
+    return SpecChecker(offline_client.get("/api/openapi.json").get_json())
+
+
+def _assert_json_error(response, status: int, *words: str, spec: SpecChecker | None = None) -> str:
     assert response.status_code == status, response.get_data(as_text=True)
+    if spec is not None:
+        spec.check_flask(response)
     assert response.mimetype == "application/json"
     message = response.get_json()["error"]
     assert isinstance(message, str) and message
@@ -65,18 +117,19 @@ def _assert_json_error(response, status: int, *words: str) -> str:
     ],
     ids=["empty", "text", "pdf", "truncated-jpeg", "png-bomb-pillow-guard", "png-bomb-max-pixels"],
 )
-def test_bad_images_are_a_400_with_a_human_message(offline_client, data, filename, words):
-    _assert_json_error(_upload(offline_client, data, filename), 400, *words)
+def test_bad_images_are_a_400_with_a_human_message(offline_client, spec_checker, data, filename, words):
+    _assert_json_error(_upload(offline_client, data, filename), 400, *words, spec=spec_checker)
 
 
-def test_missing_file_field_is_a_400(offline_client):
+def test_missing_file_field_is_a_400(offline_client, spec_checker):
     response = offline_client.post("/api/detect", data={"image": "nothing"}, content_type="multipart/form-data")
-    _assert_json_error(response, 400, "field 'file'")
-    _assert_json_error(offline_client.post("/api/detect"), 400, "no image")
+    _assert_json_error(response, 400, "field 'file'", spec=spec_checker)
+    _assert_json_error(offline_client.post("/api/detect"), 400, "no image", spec=spec_checker)
 
 
-def test_upload_over_the_default_limit_is_a_413(offline_client):
-    message = _assert_json_error(_upload(offline_client, b"\xff" * (DEFAULT_MAX_UPLOAD_BYTES + 1)), 413, "10 MB")
+def test_upload_over_the_default_limit_is_a_413(offline_client, spec_checker):
+    message = _assert_json_error(_upload(offline_client, b"\xff" * (DEFAULT_MAX_UPLOAD_BYTES + 1)), 413, "10 MB",
+                                 spec=spec_checker)
     assert "too large" in message
 
 
@@ -88,8 +141,9 @@ def test_upload_limit_is_configurable():
     _assert_json_error(_upload(client, b"\xff" * 50_000), 400, "not an image")
 
 
-def test_invalid_heatmap_alpha_is_a_400(offline_client):
-    _assert_json_error(_upload(offline_client, jpeg_bytes(), heatmap_alpha="lots"), 400, "heatmap_alpha")
+def test_invalid_heatmap_alpha_is_a_400(offline_client, spec_checker):
+    _assert_json_error(_upload(offline_client, jpeg_bytes(), heatmap_alpha="lots"), 400, "heatmap_alpha",
+                       spec=spec_checker)
     _assert_json_error(_upload(offline_client, jpeg_bytes(), heatmap_alpha="1.5"), 400, "between 0 and 1")
 
 
@@ -156,14 +210,31 @@ def test_stalled_connections_are_dropped():
             assert time.monotonic() - started < 5
 
 
-def test_triton_down_is_a_503_naming_the_server():
+def test_triton_down_is_a_503_naming_the_server(spec_checker):
     url = _closed_port_url()
     client = create_app(url, timeout_s=5.0).test_client()
-    message = _assert_json_error(_upload(client, jpeg_bytes()), 503, "cannot be reached", url)
+    message = _assert_json_error(_upload(client, jpeg_bytes()), 503, "cannot be reached", url, spec=spec_checker)
     assert "deepfake-edge serve" in message
     health = client.get("/api/health")
     assert health.status_code == 503
     assert health.get_json()["status"] == "unavailable"
+
+
+def test_openapi_spec_is_valid_openapi(offline_client):
+    validate_openapi_spec(offline_client.get("/api/openapi.json").get_json())  # raises on an invalid description
+    validate_openapi_spec(strict_spec(offline_client.get("/api/openapi.json").get_json()))
+
+
+def test_spec_check_fails_on_undocumented_or_mistyped_fields(spec_checker):
+    """The response check itself can fail: an extra field, a wrong type or a missing required field."""
+    spec_checker.check(400, "application/json", b'{"error": "not an image"}')
+    for body in (b'{"error": "x", "traceback": "..."}', b'{"error": 3}', b'{}', b'{"label": "Real"}'):
+        with pytest.raises(InvalidData):
+            spec_checker.check(400, "application/json", body)
+    with pytest.raises(OpenAPIError):  # a status the description does not list
+        spec_checker.check(418, "application/json", b'{"error": "teapot"}')
+    with pytest.raises(OpenAPIError):  # an answer that is not the JSON the description promises
+        spec_checker.check(400, "text/html", b"<h1>Bad Request</h1>")
 
 
 def test_openapi_describes_the_api(offline_client):
@@ -201,6 +272,22 @@ def live_web_url(triton_server):
         yield base_url
 
 
+@pytest.fixture(scope="module")
+def live_spec(live_web_url) -> SpecChecker:
+    """The live server's own description (strict), against which its answers are validated."""
+    status, spec = get_json(f"{live_web_url}/api/openapi.json")
+    assert status == 200
+    return SpecChecker(spec)
+
+
+def _post_checked(spec: SpecChecker, url: str, filename: str, data: bytes,
+                  fields: dict[str, str] | None = None) -> tuple[int, dict]:
+    """POST an upload to the live server; its answer must match the served description. Returns (status, JSON)."""
+    status, content_type, body = post_file_raw(url, filename, data, fields)
+    spec.check(status, content_type, body)
+    return status, json.loads(body)
+
+
 def _decode_data_url(data_url: str, image_format: str) -> Image.Image:
     prefix = f"data:image/{image_format.lower()};base64,"
     assert data_url.startswith(prefix)
@@ -210,8 +297,8 @@ def _decode_data_url(data_url: str, image_format: str) -> Image.Image:
 
 
 @pytest.mark.server
-def test_detect_returns_both_models_and_a_heatmap(live_web_url):
-    status, result = post_file(f"{live_web_url}/api/detect", "gradient.jpg", jpeg_bytes((320, 240)))
+def test_detect_returns_both_models_and_a_heatmap(live_web_url, live_spec):
+    status, result = _post_checked(live_spec, f"{live_web_url}/api/detect", "gradient.jpg", jpeg_bytes((320, 240)))
     assert status == 200, result
     assert result["label"] in ("Real", "Fake")
     assert re.match(VERDICT_PATTERN, result["verdict"])
@@ -256,8 +343,9 @@ def _assert_valid_regions(result: dict) -> None:
     (1600, 1200),  # shrunk to 1280 x 960 before tiling: boxes still in the original's pixels
     (1288, 885),  # shrunk by a scale that rounds differently along x and y
 ], ids=["small", "shrunk", "shrunk-odd-size"])
-def test_detect_whole_mode_returns_regions_in_image_pixels(live_web_url, size):
-    status, result = post_file(f"{live_web_url}/api/detect", "photo.jpg", jpeg_bytes(size), fields={"heatmap": "0"})
+def test_detect_whole_mode_returns_regions_in_image_pixels(live_web_url, live_spec, size):
+    status, result = _post_checked(live_spec, f"{live_web_url}/api/detect", "photo.jpg", jpeg_bytes(size),
+                                   fields={"heatmap": "0"})
     assert status == 200, result
     assert result["mode"] == "whole"
     assert (result["image"]["width"], result["image"]["height"]) == size
@@ -271,18 +359,21 @@ def test_detect_whole_mode_returns_regions_in_image_pixels(live_web_url, size):
 
 
 @pytest.mark.server
-def test_fast_mode_has_no_regions(live_web_url):
-    status, result = post_file(f"{live_web_url}/api/detect", "g.jpg", jpeg_bytes(), fields={"mode": "fast", "heatmap": "0"})
+def test_fast_mode_has_no_regions(live_web_url, live_spec):
+    detect = f"{live_web_url}/api/detect"
+    status, result = _post_checked(live_spec, detect, "g.jpg", jpeg_bytes(), fields={"mode": "fast", "heatmap": "0"})
     assert status == 200, result
     assert result["mode"] == "fast" and result["regions"] == []
     assert re.match(VERDICT_PATTERN, result["verdict"])
-    status, whole = post_file(f"{live_web_url}/api/detect", "g.jpg", jpeg_bytes(), fields={"mode": "whole", "heatmap": "0"})
+    status, result = _post_checked(live_spec, detect, "g.jpg", jpeg_bytes(), fields={"mode": "fast"})
+    assert status == 200 and result["heatmap"]["image"].startswith("data:image/jpeg;base64,"), result
+    status, whole = _post_checked(live_spec, detect, "g.jpg", jpeg_bytes(), fields={"mode": "whole", "heatmap": "0"})
     assert status == 200 and whole["mode"] == "whole" and whole["regions"]
 
 
 @pytest.mark.server
-def test_detect_without_heatmap_and_health(live_web_url):
-    status, result = post_file(f"{live_web_url}/api/detect", "g.jpg", jpeg_bytes(), fields={"heatmap": "0"})
+def test_detect_without_heatmap_and_health(live_web_url, live_spec):
+    status, result = _post_checked(live_spec, f"{live_web_url}/api/detect", "g.jpg", jpeg_bytes(), fields={"heatmap": "0"})
     assert status == 200 and result["heatmap"] is None
     status, health = get_json(f"{live_web_url}/api/health")
     assert status == 200 and health["status"] == "ok"
@@ -314,21 +405,31 @@ def test_concurrent_uploads_and_bad_ones_mixed(live_web_url):
 
 @pytest.mark.attack("E9", "an upload of 10 MB + 1 byte over a real socket")
 @pytest.mark.server
-def test_oversized_upload_over_a_real_socket_is_a_413(live_web_url):
-    status, body = post_file(f"{live_web_url}/api/detect", "huge.jpg", b"\xff" * (DEFAULT_MAX_UPLOAD_BYTES + 200_000))
+def test_oversized_upload_over_a_real_socket_is_a_413(live_web_url, live_spec):
+    status, body = _post_checked(live_spec, f"{live_web_url}/api/detect", "huge.jpg",
+                                 b"\xff" * (DEFAULT_MAX_UPLOAD_BYTES + 200_000))
     assert status == 413 and "too large" in body["error"]
 
 
 @pytest.mark.server
-def test_missing_models_answer_503_or_an_error_entry(triton_server):
+def test_missing_models_answer_503_or_an_error_entry(triton_server, spec_checker):
     missing_primary = create_app(triton_server.grpc_url, models=("deepfake_missing", "deepfake_cnn")).test_client()
-    _assert_json_error(_upload(missing_primary, jpeg_bytes()), 503, "not available", "deepfake_missing")
+    _assert_json_error(_upload(missing_primary, jpeg_bytes()), 503, "not available", "deepfake_missing",
+                       spec=spec_checker)
     missing_baseline = create_app(triton_server.grpc_url, models=("deepfake_b0", "deepfake_missing")).test_client()
     response = _upload(missing_baseline, jpeg_bytes(), heatmap="0")
     assert response.status_code == 200
     baseline = response.get_json()["models"][1]
     assert baseline["name"] == "deepfake_missing" and "not ready" in baseline["error"]
     assert set(response.get_json()["raw_scores"]) == {"deepfake_b0"}
+
+
+@pytest.mark.server
+def test_an_answer_with_a_failed_baseline_matches_the_description(triton_server, spec_checker):
+    missing_baseline = create_app(triton_server.grpc_url, models=("deepfake_b0", "deepfake_missing")).test_client()
+    response = _upload(missing_baseline, jpeg_bytes(), heatmap="0")
+    assert response.status_code == 200
+    spec_checker.check_flask(response)
 
 
 @pytest.mark.server

@@ -50,9 +50,9 @@ def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
         process.wait()
 
 
-def post_file(url: str, filename: str, data: bytes, fields: dict[str, str] | None = None,
-              timeout_s: float = 60.0) -> tuple[int, dict]:
-    """POST ``data`` as multipart field ``file`` (plus ``fields``); returns (status, JSON body)."""
+def post_file_raw(url: str, filename: str, data: bytes, fields: dict[str, str] | None = None,
+                  timeout_s: float = 60.0) -> tuple[int, str, bytes]:
+    """POST ``data`` as multipart field ``file`` (plus ``fields``); returns (status, Content-Type, body bytes)."""
     boundary = uuid.uuid4().hex
     parts = []
     for name, value in (fields or {}).items():
@@ -65,19 +65,28 @@ def post_file(url: str, filename: str, data: bytes, fields: dict[str, str] | Non
     request = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
     )
-    return _send(request, timeout_s)
+    return send_raw(request, timeout_s)
+
+
+def post_file(url: str, filename: str, data: bytes, fields: dict[str, str] | None = None,
+              timeout_s: float = 60.0) -> tuple[int, dict]:
+    """POST ``data`` as multipart field ``file`` (plus ``fields``); returns (status, JSON body)."""
+    status, _, body = post_file_raw(url, filename, data, fields, timeout_s)
+    return status, json.loads(body)
 
 
 def get_json(url: str, timeout_s: float = 30.0) -> tuple[int, dict]:
-    return _send(urllib.request.Request(url), timeout_s)
+    status, _, body = send_raw(urllib.request.Request(url), timeout_s)
+    return status, json.loads(body)
 
 
-def _send(request: urllib.request.Request, timeout_s: float) -> tuple[int, dict]:
+def send_raw(request: urllib.request.Request, timeout_s: float) -> tuple[int, str, bytes]:
+    """Send ``request``; returns (status, Content-Type header, body bytes), also for 4xx/5xx answers."""
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return response.status, json.loads(response.read())
+            return response.status, response.headers.get("Content-Type", ""), response.read()
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        return error.code, error.headers.get("Content-Type", ""), error.read()
 
 
 def png_bomb(width: int = 30_000, height: int = 30_000) -> bytes:

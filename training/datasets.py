@@ -29,9 +29,9 @@ from tqdm import tqdm
 
 from deepfake_edge.model_card import LABELS
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, BadImageError, load_image
+from deepfake_edge.serving_contract import IMAGE_EXTENSIONS
 
 SPLITS = ("train", "validation", "test")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
 
 SYNTH_MANIFEST = "synth.json"  # written by deepfake_edge.training.synth; describe() quotes it
 # <split>/{Real,Fake}/eNNNNNN_K.jpg: region crops of data edits' full-size pairs, beside the self-blends
@@ -225,7 +225,7 @@ def _read_class_folders(folder: Path, skipped: list[tuple[Path, str]], verify: b
 
 
 def _unreadable_reason(path: Path, verify: bool, max_pixels: int) -> str | None:
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
         return f"not an image file extension ({path.suffix or 'none'})"
     if not verify:
         return None

@@ -125,7 +125,7 @@ def build(arch: str, recipe: Recipe) -> int:
 
 def _make_set(data: Path, count: int, image_size: int, edit_pairs: int = 0) -> int:
     """``data synth`` (and ``data edits``) into ``data`` unless a current set of that recipe is there."""
-    if _is_current_demo_set(data / "synth.json", count, image_size) and (
+    if is_current_demo_set(data / "synth.json", count, image_size) and (
             not edit_pairs or (data / "full.json").is_file()):
         return 0
     workers = str(os.cpu_count() or 1)
@@ -136,7 +136,7 @@ def _make_set(data: Path, count: int, image_size: int, edit_pairs: int = 0) -> i
         if edit_pairs else 0
 
 
-def _is_current_demo_set(manifest: Path, count: int, image_size: int) -> bool:
+def is_current_demo_set(manifest: Path, count: int, image_size: int) -> bool:
     """Whether ``manifest`` describes a set of the demo's size made from exactly the photos installed now."""
     if not manifest.is_file():
         return False

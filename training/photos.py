@@ -19,7 +19,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from deepfake_edge.preprocessing import BadImageError, load_image
-from deepfake_edge.training.datasets import IMAGE_SUFFIXES, verify_image
+from deepfake_edge.serving_contract import IMAGE_EXTENSIONS
+from deepfake_edge.training.datasets import verify_image
 from deepfake_edge.training.debian_photos import DEBIAN_PHOTOS, photo_name
 from deepfake_edge.training.qt_resources import QtResourceError, ResourceMember
 
@@ -122,7 +123,7 @@ def folder_photos(folder: Path) -> list[Photo]:
     if not Path(folder).is_dir():
         raise ValueError(f"source folder not found: {folder}")
     photos = []
-    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     for path in tqdm(paths, desc=f"check {folder}", unit="img", leave=False, disable=len(paths) < 2000):
         try:
             verify_image(path)

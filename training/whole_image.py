@@ -24,9 +24,10 @@ from tqdm import tqdm
 from deepfake_edge.checkpoint import load_checkpoint, save_checkpoint
 from deepfake_edge.export.evaluate import make_session
 from deepfake_edge.export.graph import export_onnx
-from deepfake_edge.model_card import INPUT_NAME, LABELS, OUTPUT_NAMES, ModelCard
+from deepfake_edge.model_card import LABELS, ModelCard
 from deepfake_edge.preprocessing import Preprocessor, load_image
 from deepfake_edge.regions import DEFAULT_MAX_FALSE_ALARM, analyse, stitch_heatmap
+from deepfake_edge.serving_contract import INPUT_NAME, OUTPUT_NAMES
 from deepfake_edge.training.datasets import MASK_FOLDER
 from deepfake_edge.training.edit_synth import EDITS_FILE, FULL_FOLDER
 

@@ -32,6 +32,7 @@ from deepfake_edge.client import (
 )
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, load_image, open_image
 from deepfake_edge.regions import DEFAULT_MODE, MODES
+from deepfake_edge.serving_contract import CNN_MODEL, DEFAULT_MODEL
 from deepfake_edge.webapp.decode_budget import (
     DEFAULT_MAX_DECODE_BYTES,
     BudgetBusyError,
@@ -46,7 +47,7 @@ from deepfake_edge.webapp.wsgi_server import WebServer
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODELS = ("deepfake_b0", "deepfake_cnn")
+DEFAULT_MODELS = (DEFAULT_MODEL, CNN_MODEL)
 DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # Room for the multipart envelope (boundaries, part headers, small form fields) around the file.
 _MULTIPART_SLACK_BYTES = 64 * 1024

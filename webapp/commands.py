@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 
-_DEFAULT_TRITON_PORTS = {"grpc": 8001, "http": 8000}
+from deepfake_edge.serving_contract import PROTOCOLS, default_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,9 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--triton-url",
-        help="Triton address host:port (default 127.0.0.1:8001 for grpc, 127.0.0.1:8000 for http)",
+        help=f"Triton address host:port (default {default_url('grpc')} for grpc, {default_url('http')} for http)",
     )
-    parser.add_argument("--protocol", choices=("grpc", "http"), default="grpc", help="how to talk to Triton")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc", help="how to talk to Triton")
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: only this machine)"
     )
@@ -49,7 +49,7 @@ def run_web(args: argparse.Namespace) -> int:
     if min(args.max_upload_mb, max_pixels, args.timeout, args.max_decode_mb) <= 0:
         print("error: --max-upload-mb, --max-pixels, --timeout and --max-decode-mb must be positive", file=sys.stderr)
         return 2
-    triton_url = args.triton_url or f"127.0.0.1:{_DEFAULT_TRITON_PORTS[args.protocol]}"
+    triton_url = args.triton_url or default_url(args.protocol)
     app = create_app(triton_url, protocol=args.protocol, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                      max_pixels=max_pixels, timeout_s=args.timeout,
                      max_decode_bytes=int(args.max_decode_mb * 1024 * 1024))

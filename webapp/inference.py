@@ -1,16 +1,18 @@
 """Forward one decoded image to every configured Triton model through the project's client.
 
-The web app holds no model. :class:`DetectionService` lends each request a
-:class:`~deepfake_edge.client.DeepfakeClient` per Triton model from a small pool, asks the primary model
-for its verdict and heatmap and every other model for its score (on scoring threads, so that a request
-stops waiting at its deadline), and renders the heatmap with :func:`deepfake_edge.heatmap.overlay_heatmap`.
+The web app holds no model. :class:`DetectionService` keeps one :class:`~deepfake_edge.client.DeepfakeClient`
+per Triton model, shared by every request (the client is thread-safe: concurrent ``detect`` calls run
+concurrently, one connection per concurrent caller), asks the primary model for its verdict and heatmap
+and every other model for its score (on scoring threads, so that a request stops waiting at its
+deadline), and renders the heatmap with :func:`deepfake_edge.heatmap.overlay_heatmap`.
 """
 
 from __future__ import annotations
 
 import base64
 import io
-import queue
+import logging
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,7 +23,15 @@ from typing import Any
 
 from PIL import Image
 
-from deepfake_edge.client import DeepfakeClient, DeepfakeClientError, Detection, RequestTimeoutError
+from deepfake_edge.client import (
+    DeepfakeClient,
+    DeepfakeClientError,
+    Detection,
+    ModelNotReadyError,
+    RequestTimeoutError,
+    ServerError,
+    ServerUnreachableError,
+)
 from deepfake_edge.client.results import format_verdict, region_record
 from deepfake_edge.heatmap import overlay_heatmap
 from deepfake_edge.model_card import ModelCard
@@ -30,11 +40,23 @@ from deepfake_edge.regions import DEFAULT_MODE
 # Longest side of the images the page shows: enough for a sharp view, small enough to send as PNG.
 DISPLAY_MAX_SIDE = 512
 _ARCH_TITLES = {"efficientnet_b0": "EfficientNet-B0", "small_cnn": "CNN baseline"}
-_IDLE_CLIENTS_PER_MODEL = 8
-# Scoring runs on these threads so that a request can stop waiting at its deadline: a fresh client makes
-# several calls to Triton, each with its own timeout (a SIGSTOPped Triton held one web request 20 s
-# against a 10 s timeout). Threads left waiting on a stalled server end with their own timeouts.
+log = logging.getLogger(__name__)
+# Scoring runs on these threads so that a request can stop waiting at its deadline. DeepfakeClient.detect
+# takes no deadline: each attempt is bounded by the client's timeout_s, but a call can make several
+# attempts (retries with back-off; the model config is fetched with three more calls the first time), and
+# the request's deadline started before its upload was decoded (a SIGSTOPped Triton held one web request
+# 20 s against a 10 s timeout). Threads left waiting on a stalled server end with their own timeouts.
+# 16: the web server's 8 threads times the page's 2 models.
 _SCORING_THREADS = 16
+# Errors after which the shared client is replaced by a fresh one (new connections, model config read
+# again): the server restarted, the model was unloaded or reloaded, or Triton rejected a request built
+# from a config that may be stale. Not after a timeout (a busy server is not helped by new connections)
+# nor a bad image.
+_REPLACE_AFTER = (ModelNotReadyError, ServerError, ServerUnreachableError)
+# A client younger than this is not replaced again: while the server is down every request fails, and
+# one fresh client per second is enough to pick up the restarted server.
+_MIN_CLIENT_AGE_S = 1.0
+_HEALTH_TIMEOUT_S = 5.0
 
 
 def data_url(image: Image.Image, image_format: str = "PNG") -> str:
@@ -64,34 +86,67 @@ class ModelScore:
     error: str | None = None
 
 
-class _ClientPool:
-    """Idle :class:`DeepfakeClient` instances for one model, lent to one request thread at a time.
+class _Generation:
+    """One client of a :class:`_SharedClient`, with the requests using it right now."""
 
-    One client runs its calls on one connection, one at a time; lending a client per request lets
-    concurrent uploads reach Triton concurrently, where its dynamic batcher can combine them.
+    def __init__(self, client: DeepfakeClient):
+        self.client = client
+        self.created = time.monotonic()
+        self.users = 0
+        self.retired = False
+
+
+class _SharedClient:
+    """The one :class:`DeepfakeClient` for one model, shared by every request thread.
+
+    Created on first use (a model that is not ready yet does not stop the app from starting; the client
+    reads the model config on its first successful call). After an error in ``_REPLACE_AFTER`` the
+    client is retired under a lock and the next request gets a fresh one: the client resets a broken
+    connection itself, but it keeps the model config it read once, which a restarted or reloaded model
+    may have changed. A retired client is closed once its last in-flight call has returned.
     """
 
     def __init__(self, url: str, protocol: str, model: str, timeout_s: float):
         self._args = dict(url=url, protocol=protocol, model=model, timeout_s=timeout_s)
-        self._idle: queue.Queue[DeepfakeClient] = queue.Queue(maxsize=_IDLE_CLIENTS_PER_MODEL)
+        self._lock = threading.Lock()
+        self._current: _Generation | None = None
 
     @contextmanager
-    def borrow(self) -> Iterator[DeepfakeClient]:
+    def use(self) -> Iterator[DeepfakeClient]:
+        with self._lock:
+            if self._current is None:
+                self._current = _Generation(DeepfakeClient(**self._args))
+            generation = self._current
+            generation.users += 1
         try:
-            client = self._idle.get_nowait()
-        except queue.Empty:
-            client = DeepfakeClient(**self._args)
-        try:
-            yield client
-        except BaseException:
-            # After a failure (server restarted, model reloaded) a fresh client, with a new
-            # connection and the model config read again, is the safe one to lend next.
-            client.close()
+            yield generation.client
+        except _REPLACE_AFTER as error:
+            if not isinstance(error, RequestTimeoutError):
+                self._retire(generation, error)
             raise
-        try:
-            self._idle.put_nowait(client)
-        except queue.Full:
-            client.close()
+        finally:
+            with self._lock:
+                generation.users -= 1
+                closing = generation.retired and generation.users == 0
+            if closing:
+                # Off this thread: closing joins the client's connection threads, the request need not wait.
+                threading.Thread(target=generation.client.close, name="webapp-client-close", daemon=True).start()
+
+    def _retire(self, generation: _Generation, error: Exception) -> None:
+        with self._lock:
+            if self._current is not generation or time.monotonic() - generation.created < _MIN_CLIENT_AGE_S:
+                return  # already replaced by another request, or too recently
+            generation.retired = True
+            self._current = None
+        log.info("replacing the client for %s after: %s", self._args["model"], error)
+
+    def ready(self) -> None:
+        """Ask the server whether the model is ready now, on one of the shared client's connections.
+
+        Returns when it is; raises ModelNotReadyError, ServerUnreachableError or RequestTimeoutError.
+        """
+        with self.use() as client:
+            client.check_ready(timeout_s=_HEALTH_TIMEOUT_S)
 
 
 class DetectionService:
@@ -104,7 +159,7 @@ class DetectionService:
         self.protocol = protocol
         self.models = tuple(models)
         self.timeout_s = timeout_s
-        self._pools = {name: _ClientPool(triton_url, protocol, name, timeout_s) for name in self.models}
+        self._clients = {name: _SharedClient(triton_url, protocol, name, timeout_s) for name in self.models}
         self._executor = ThreadPoolExecutor(max_workers=_SCORING_THREADS, thread_name_prefix="webapp-scoring")
 
     def detect(self, image: Image.Image, heatmap_alpha: float | None = 0.5,
@@ -149,18 +204,14 @@ class DetectionService:
         return result
 
     def health(self) -> dict[str, Any]:
-        """Readiness of each model as the client sees it right now (never raises)."""
+        """Readiness of each model, asked of the server at each call (never raises, nothing cached)."""
         states: dict[str, str] = {}
         for name in self.models:
-            # A fresh client without retries: pooled clients cache what they learnt from the server.
-            client = DeepfakeClient(self.triton_url, protocol=self.protocol, model=name, timeout_s=5.0, retries=0)
             try:
-                client.model_info()
+                self._clients[name].ready()
                 states[name] = "ready"
             except DeepfakeClientError as error:
                 states[name] = f"unavailable: {error}"
-            finally:
-                client.close()
         return {"triton_url": self.triton_url, "protocol": self.protocol, "models": states}
 
     def _result_by(self, future: Future, deadline: float) -> Any:
@@ -179,14 +230,14 @@ class DetectionService:
     def _score_primary(self, image: Image.Image, want_heatmap: bool,
                        mode: str) -> tuple[ModelScore, Detection, ModelCard]:
         name = self.models[0]
-        with self._pools[name].borrow() as client:
+        with self._clients[name].use() as client:
             detection = client.detect(image, heatmap=want_heatmap, mode=mode)
             card = client.model_info().card.for_mode(mode)
         return _score(name, "primary", detection, card), detection, card
 
     def _score_other(self, name: str, image: Image.Image, mode: str) -> ModelScore:
         try:
-            with self._pools[name].borrow() as client:
+            with self._clients[name].use() as client:
                 detection = client.detect(image, heatmap=False, mode=mode)
                 return _score(name, "baseline", detection, client.model_info().card.for_mode(mode))
         except DeepfakeClientError as error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deepfake_edge import __version__
+from deepfake_edge.serving_contract import DEFAULT_MODEL
 
 _NUMBER = {"type": "number"}
 _NULLABLE_NUMBER = {"type": "number", "nullable": True}
@@ -18,7 +19,7 @@ _MODEL_SCORE = {
         "title": {"type": "string", "example": "EfficientNet-B0"},
         "role": {"type": "string", "enum": ["primary", "baseline"]},
         "version": _NULLABLE_STRING,
-        "label": {"type": "string", "enum": ["Real", "Fake"], "nullable": True},
+        "label": {"type": "string", "enum": ["Real", "Fake", None], "nullable": True},
         "confidence": _NULLABLE_NUMBER,
         "fake_probability": _NULLABLE_NUMBER,
         "logit": _NULLABLE_NUMBER,
@@ -71,7 +72,7 @@ _DETECTION = {
         "logit": _NUMBER,
         "verdict": {"type": "string", "example": "Fake – 97.3%"},
         "threshold": {"type": "number", "description": "fake_probability >= threshold means Fake"},
-        "model": {"type": "string", "example": "deepfake_b0"},
+        "model": {"type": "string", "example": DEFAULT_MODEL},
         "model_title": {"type": "string", "example": "EfficientNet-B0"},
         "model_version": {"type": "string"},
         "models": {"type": "array", "items": {"$ref": "#/components/schemas/ModelScore"}},
