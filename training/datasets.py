@@ -34,6 +34,7 @@ from deepfake_edge.serving_contract import IMAGE_EXTENSIONS
 SPLITS = ("train", "validation", "test")
 
 SYNTH_MANIFEST = "synth.json"  # written by deepfake_edge.training.synth; describe() quotes it
+FULL_MANIFEST = "full.json"  # written by deepfake_edge.training.edit_synth (data edits); describe() quotes it too
 # <split>/{Real,Fake}/eNNNNNN_K.jpg: region crops of data edits' full-size pairs, beside the self-blends
 EDIT_CROP_PREFIX = "e"
 MASK_FOLDER = "masks"  # <split>/masks/<stem>.png: the blend mask of <split>/Fake/<stem>.jpg, written by data synth
@@ -79,9 +80,10 @@ class DatasetSplits:
             f"{name} {c[LABELS[0]]} {LABELS[0]} / {c[LABELS[1]]} {LABELS[1]}" for name, c in counts.items()
         )
         text = f"Images from {self.root} ({_LAYOUT_WORDS.get(self.layout, self.layout)}): {per_split}."
-        manifest = _read_manifest(self.root)
-        if manifest is not None:
-            text = f"{manifest['description']} {text}"
+        for name in (FULL_MANIFEST, SYNTH_MANIFEST):  # data edits' crops sit beside data synth's
+            manifest = _read_manifest(self.root / name)
+            if manifest is not None:
+                text = f"{manifest['description']} {text}"
         if self.skipped:
             text += f" {len(self.skipped)} unreadable file(s) skipped."
         return text
@@ -252,8 +254,7 @@ def _stratified_take(samples: list[Sample], fraction: float,
     return taken, kept
 
 
-def _read_manifest(root: Path) -> dict | None:
-    path = root / SYNTH_MANIFEST
+def _read_manifest(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:

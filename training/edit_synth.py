@@ -33,13 +33,12 @@ from tqdm import tqdm
 
 from deepfake_edge.faces import detect_faces
 from deepfake_edge.model_card import LABELS
-from deepfake_edge.training.datasets import MASK_FOLDER, SPLITS
+from deepfake_edge.training.datasets import FULL_MANIFEST, MASK_FOLDER, SPLITS
 from deepfake_edge.training.edits import EDIT_FAMILIES, make_edit
 from deepfake_edge.training.photos import Photo, packaged_photo_records
 from deepfake_edge.training.synth import assign_splits
 
 FULL_FOLDER = "full"
-FULL_MANIFEST = "full.json"
 EDITS_FILE = "edits.json"
 DEFAULT_PAIRS = 600
 DEFAULT_SIZES = (512, 2048)
