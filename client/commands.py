@@ -104,10 +104,15 @@ def _detect(args: argparse.Namespace) -> int:
 
     from deepfake_edge.client import DeepfakeClient, DeepfakeClientError, Detection, ServerUnreachableError
     from deepfake_edge.client.heatmap_files import HeatmapDirectory, HeatmapWriteError
-    from deepfake_edge.client.sources import iter_image_paths
+    from deepfake_edge.client.sources import iter_image_paths, subfolders_skipped
     from deepfake_edge.server.admin_key import AdminKeyError
 
     paths = list(iter_image_paths(args.paths, recursive=args.recursive))
+    skipped = [] if args.recursive else subfolders_skipped(args.paths)
+    if paths and skipped:
+        names = ", ".join(str(folder) for folder in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
+        print(f"note: {len(skipped)} subfolder(s) not searched ({names}); use --recursive to include them",
+              file=sys.stderr)
     if not paths:
         print(f"error: no image files found in {', '.join(args.paths)}"
               + ("" if args.recursive else " (use --recursive for subfolders)"), file=sys.stderr)

@@ -33,3 +33,9 @@ def iter_image_paths(arguments: Iterable[str | os.PathLike], recursive: bool = F
                 path = Path(folder, name)
                 if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
                     yield ImagePath(path, path.relative_to(root))
+
+
+def subfolders_skipped(arguments: Iterable[str | os.PathLike]) -> list[Path]:
+    """The visible subfolders of the folder ``arguments``: what a run without ``recursive`` leaves out."""
+    return sorted(entry for argument in arguments if Path(argument).is_dir()
+                  for entry in Path(argument).iterdir() if entry.is_dir() and not entry.name.startswith("."))

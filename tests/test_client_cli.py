@@ -25,8 +25,8 @@ SERVED_B0_CARD = read_card(Path(__file__).resolve().parents[1] / DEMO_CHECKPOINT
 pytestmark = pytest.mark.server
 
 VERDICT = re.compile(r"^(?P<path>.+)  (?P<label>Real|Fake) – (?P<percent>\d{1,3}\.\d)%$")
-JSON_KEYS = {"path", "label", "confidence", "fake_probability", "logit", "model", "model_version", "heatmap",
-             "error", "error_type"}
+JSON_KEYS = {"path", "label", "confidence", "fake_probability", "logit", "model", "model_version", "mode", "regions",
+             "notes", "heatmap", "error", "error_type"}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,7 @@ def test_every_good_image_is_classified_and_every_bad_one_named(triton_server, m
             assert 50.0 <= float(match["percent"]) <= 100.0
     assert code == EXIT_BAD_INPUT
     assert f"5 of {len(expected_files)} classified" in err and "4 bad input" in err
+    assert "1 subfolder(s) not searched" in err and "--recursive" in err, "skipped subfolders are named"
     assert "Traceback" not in out + err
     # Decoding the 900 M pixel bomb alone would take ~1 GB; the CLI itself needs far less than this.
     assert peak_mb < 400, f"the CLI peaked at {peak_mb:.0f} MB"
@@ -109,7 +110,11 @@ def test_json_lines_schema(triton_server, mixed_folder, capsys):
             assert record["error"] is None and record["error_type"] is None
             assert record["label"] in ("Real", "Fake") and record["model"] == "deepfake_b0" and record["model_version"]
             assert 0.0 <= record["fake_probability"] <= 1.0 and 0.5 <= record["confidence"] <= 1.0
-            assert record["confidence"] == pytest.approx(SERVED_B0_CARD.confidence_for(record["fake_probability"]))
+            whole_card = SERVED_B0_CARD.for_mode("whole")
+            assert record["confidence"] == pytest.approx(whole_card.confidence_for(record["fake_probability"]))
+            assert record["mode"] == "whole" and isinstance(record["notes"], list)
+            assert {region["kind"] for region in record["regions"]} <= {"face", "tile", "global"}
+            assert record["fake_probability"] == max(region["fake_probability"] for region in record["regions"])
 
 
 def test_all_good_exits_zero_and_writes_heatmap_overlays(triton_server, good_folder, tmp_path, capsys):
@@ -119,7 +124,7 @@ def test_all_good_exits_zero_and_writes_heatmap_overlays(triton_server, good_fol
     assert code == EXIT_OK and len(records) == 5
     for record in records:
         written = Path(record["heatmap"])
-        assert written.parent == heatmaps and written.name == Path(record["path"]).name + ".png"
+        assert written.parent == heatmaps and written.name == Path(record["path"]).stem + ".heatmap.png"
         with Image.open(written) as overlay:
             assert overlay.format == "PNG"
             original = load_image(record["path"])
