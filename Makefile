@@ -12,7 +12,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 help:
 	@echo "make serve   - set up .venv, build model_repository/ from the demo checkpoint, run Triton + web page"
 	@echo "make test    - set up .venv and Chromium, run the test suite"
-	@echo "make demo-model - retrain the demo checkpoints (B0: ~10 min on a CUDA GPU; without one its CPU recipe, ~100 min in all)"
+	@echo "make demo-model - retrain the demo checkpoints: B0 self-blends (~10 min on a CUDA GPU, ~1 h on CPU), then the edits (~1 h on CPU), the CNN, calibration and reports"
 	@echo "make bench   - full benchmark run (~8 min on 2 idle cores)"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
