@@ -1,9 +1,11 @@
-"""What both clients (sync and asyncio) do around a Triton call, independent of the protocol.
+"""What both clients (sync and asyncio) do around a Triton call, independent of the protocol and of how
+they wait: the clients are transports over these functions.
 
 :func:`prepare` turns one source into the rows of one request (one row in fast mode; every region of
-the image in whole mode, deepfake_edge/regions.py); the transport sends the rows, in requests of at
-most the model's ``max_batch_size``; :func:`to_detections` turns the answered rows back into one
-:class:`Detection` per source.
+the image in whole mode, deepfake_edge/regions.py); :func:`request_slices` says how the rows go out;
+:func:`to_detections` turns the answered rows back into one :class:`Detection` per source;
+:func:`retry_delay` decides whether a failed call is retried; :func:`merge_chunk` gives every source of
+a chunk its Detection or Failure.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from deepfake_edge.client.results import Detection, Failure, RegionScore
+from deepfake_edge.client.errors import DeepfakeClientError, ServerUnreachableError, is_transient, translate
+from deepfake_edge.client.results import Detection, Failure, RegionScore, Result
 from deepfake_edge.client.triton_io import ModelInfo, Outputs
 from deepfake_edge.preprocessing import BadImageError, ImageSource, load_image
 from deepfake_edge.regions import MODES, RegionPlan, analyse, stitch_heatmap, strongest
 
+DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_IMAGES_PER_REQUEST = 8  # fast mode: with several requests in flight the server batches across them
 MIN_ROWS_TO_SPLIT = 8
 MAX_PARALLEL_PARTS = 4
@@ -139,3 +143,33 @@ def images_per_request(mode: str, batch_size: Optional[int], info: ModelInfo) ->
     batch of its regions); never more than the model's ``max_batch_size``."""
     default = DEFAULT_IMAGES_PER_REQUEST if mode == "fast" else 1
     return min(batch_size or default, info.max_batch_size)
+
+
+def backoff_s(attempt: int) -> float:
+    """0.25 s, 0.5 s, 1 s, ... capped at 4 s."""
+    return min(4.0, 0.25 * 2**attempt)
+
+
+def retry_delay(raw: BaseException, url: str, timeout_s: float, attempt: int,
+                retries: int) -> tuple[DeepfakeClientError, Optional[float]]:
+    """A failed call's error as the client reports it, and the seconds to wait before trying again (None:
+    give up and raise it). Only transient errors (connection failures) are retried, at most ``retries``
+    times. An exception that is not a client error (a bug) is raised as it is."""
+    error = translate(raw, url, timeout_s)
+    if error is raw and not isinstance(raw, DeepfakeClientError):
+        raise raw
+    return error, backoff_s(attempt) if is_transient(error) and attempt < retries else None
+
+
+def merge_chunk(prepared: list[Prepared], failures: list[Optional[Failure]],
+                outcome: "list[Result] | DeepfakeClientError",
+                unreachable: list[ServerUnreachableError]) -> list[Result]:
+    """One result per source of a chunk, in order: its Failure from :func:`prepare_chunk`, else its answer
+    from ``outcome`` (the answers of the prepared sources, or the error they all failed with). The first
+    unreachable-server error is remembered in ``unreachable``, so later chunks fail without being sent."""
+    if isinstance(outcome, DeepfakeClientError):
+        if isinstance(outcome, ServerUnreachableError) and not unreachable:
+            unreachable.append(outcome)
+        outcome = [Failure(item.source, outcome) for item in prepared]
+    answers = iter(outcome)
+    return [failure if failure is not None else next(answers) for failure in failures]

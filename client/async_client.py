@@ -23,11 +23,12 @@ from deepfake_edge.client.errors import (
     ModelNotReadyError,
     RequestTimeoutError,
     ServerUnreachableError,
-    is_transient,
-    translate,
 )
 from deepfake_edge.client.analysis import (
+    DEFAULT_TIMEOUT_S,
     Prepared,
+    merge_chunk,
+    retry_delay,
     check_mode,
     images_per_request,
     prepare,
@@ -37,7 +38,6 @@ from deepfake_edge.client.analysis import (
     to_detections,
 )
 from deepfake_edge.client.results import Detection, Failure, Result
-from deepfake_edge.client.sync_client import DEFAULT_TIMEOUT_S, backoff_s
 from deepfake_edge.client.triton_io import (
     ModelInfo,
     Outputs,
@@ -171,19 +171,17 @@ class AsyncDeepfakeClient:
         self, info: ModelInfo, chunk: list[ImageSource], heatmap: bool, mode: str,
         unreachable: list[ServerUnreachableError],
     ) -> list[Result]:
-        prepared, results = await asyncio.to_thread(prepare_chunk, info, chunk, mode, self.max_pixels)
-        if prepared:
-            try:
-                if unreachable:
-                    raise unreachable[0]
-                answered: list[Result] = await self._with_retries(lambda: self._infer(info, prepared, heatmap))
-            except DeepfakeClientError as error:
-                if isinstance(error, ServerUnreachableError) and not unreachable:
-                    unreachable.append(error)
-                answered = [Failure(item.source, error) for item in prepared]
-            pending = iter(answered)
-            results = [result if result is not None else next(pending) for result in results]
-        return results  # type: ignore[return-value]
+        prepared, failures = await asyncio.to_thread(prepare_chunk, info, chunk, mode, self.max_pixels)
+        if not prepared:
+            return failures  # type: ignore[return-value]
+        try:
+            if unreachable:
+                raise unreachable[0]
+            outcome: "list[Result] | DeepfakeClientError" = await self._with_retries(
+                lambda: self._infer(info, prepared, heatmap))
+        except DeepfakeClientError as error:
+            outcome = error
+        return merge_chunk(prepared, failures, outcome, unreachable)
 
     async def _with_retries(self, operation: Callable[[], Awaitable[T]]) -> T:
         for attempt in itertools.count():
@@ -191,15 +189,13 @@ class AsyncDeepfakeClient:
                 # The outer bound also covers connection setup, which the per-call timeouts do not.
                 return await asyncio.wait_for(operation(), self.timeout_s + 1.0)
             except asyncio.TimeoutError:
-                error: BaseException = RequestTimeoutError(self.url, self.timeout_s)
-                raw: BaseException = error
+                raw: BaseException = RequestTimeoutError(self.url, self.timeout_s)
             except Exception as caught:
-                raw, error = caught, translate(caught, self.url, self.timeout_s)
-                if error is raw and not isinstance(raw, DeepfakeClientError):
-                    raise
-            if not is_transient(error) or attempt >= self.retries:
+                raw = caught
+            error, delay = retry_delay(raw, self.url, self.timeout_s, attempt, self.retries)
+            if delay is None:
                 raise error from (None if error is raw else raw)
-            await asyncio.sleep(backoff_s(attempt))
+            await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
     def _client(self) -> Any:

@@ -31,12 +31,13 @@ from deepfake_edge.client.errors import (
     ModelNotReadyError,
     RequestTimeoutError,
     ServerUnreachableError,
-    is_transient,
-    translate,
 )
 from deepfake_edge.client.analysis import (
+    DEFAULT_TIMEOUT_S,
     MAX_PARALLEL_PARTS,
     Prepared,
+    merge_chunk,
+    retry_delay,
     check_mode,
     images_per_request,
     prepare,
@@ -66,12 +67,6 @@ from deepfake_edge.serving_contract import DEFAULT_MODEL
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-DEFAULT_TIMEOUT_S = 30.0
-
-
-def backoff_s(attempt: int) -> float:
-    """0.25 s, 0.5 s, 1 s, ... capped at 4 s."""
-    return min(4.0, 0.25 * 2**attempt)
 
 
 @dataclass
@@ -240,20 +235,17 @@ class DeepfakeClient:
         mode: str,
         unreachable: list[ServerUnreachableError],
     ) -> list[Result]:
-        prepared, results = prepare_chunk(info, chunk, mode, self.max_pixels)
-        if prepared:
-            try:
-                if unreachable:
-                    raise unreachable[0]
-                infer = partial(self._infer, prepared=prepared, heatmap=heatmap)
-                answered: list[Result] = self._with_retries(worker, infer)
-            except DeepfakeClientError as error:
-                if isinstance(error, ServerUnreachableError) and not unreachable:
-                    unreachable.append(error)
-                answered = [Failure(item.source, error) for item in prepared]
-            pending = iter(answered)
-            results = [result if result is not None else next(pending) for result in results]
-        return results  # type: ignore[return-value]
+        prepared, failures = prepare_chunk(info, chunk, mode, self.max_pixels)
+        if not prepared:
+            return failures  # type: ignore[return-value]
+        try:
+            if unreachable:
+                raise unreachable[0]
+            outcome: "list[Result] | DeepfakeClientError" = self._with_retries(
+                worker, partial(self._infer, prepared=prepared, heatmap=heatmap))
+        except DeepfakeClientError as error:
+            outcome = error
+        return merge_chunk(prepared, failures, outcome, unreachable)
 
     def check_ready(self, timeout_s: Optional[float] = None) -> None:
         """Ask the server, now and once, whether the model is ready (nothing cached, no retries), waiting at
@@ -279,14 +271,12 @@ class DeepfakeClient:
             try:
                 return operation(worker.lane())
             except Exception as raw:
-                error = translate(raw, self.url, self.timeout_s)
-                if error is raw and not isinstance(raw, DeepfakeClientError):
-                    raise
+                error, delay = retry_delay(raw, self.url, self.timeout_s, attempt, retries)
                 if isinstance(error, ServerUnreachableError):
                     worker.reset_lane()
-                if not is_transient(error) or attempt >= retries:
+                if delay is None:
                     raise error from (None if error is raw else raw)
-                time.sleep(backoff_s(attempt))
+                time.sleep(delay)
         raise AssertionError("unreachable")
 
     def _make_lane(self) -> _Lane:
