@@ -176,7 +176,7 @@ def _failure_class(error: Exception, unreachable: type) -> str:
 
 
 def _line(result: Any, heatmap_file: Optional[Path]) -> str:
-    from deepfake_edge.client.results import format_verdict
+    from deepfake_edge.client.results import format_confidence, format_verdict
 
     if not result.ok:
         return f"{result.source}  error: {result.reason}"
@@ -185,7 +185,7 @@ def _line(result: Any, heatmap_file: Optional[Path]) -> str:
         decider = max(result.regions, key=lambda region: region.fake_probability)
         faces = sum(region.kind == "face" for region in result.regions)
         line += (f"  [{len(result.regions)} regions, {faces} face(s); highest: {decider.kind} "
-                 f"{','.join(map(str, decider.box))} at {decider.fake_probability:.1%}]")
+                 f"{','.join(map(str, decider.box))} at {format_confidence(decider.fake_probability)}]")
     line += "".join(f"  ({note})" for note in result.notes)
     return f"{line}  (heatmap: {heatmap_file})" if heatmap_file else line
 

@@ -24,7 +24,9 @@ SERVED_B0_CARD = read_card(Path(__file__).resolve().parents[1] / DEMO_CHECKPOINT
 
 pytestmark = pytest.mark.server
 
-VERDICT = re.compile(r"^(?P<path>.+)  (?P<label>Real|Fake) – (?P<percent>\d{1,3}\.\d)%$")
+VERDICT = re.compile(r"^(?P<path>.+?)  (?P<label>Real|Fake) – (?P<percent>\d{1,2}\.\d)%"
+                     r"  \[(?P<regions>\d+) regions, (?P<faces>\d+) face\(s\); highest: (?P<kind>face|tile|global) "
+                     r"\d+,\d+,\d+,\d+ at \d{1,3}\.\d%\]")
 JSON_KEYS = {"path", "label", "confidence", "fake_probability", "logit", "model", "model_version", "mode", "regions",
              "notes", "heatmap", "error", "error_type"}
 
@@ -85,7 +87,8 @@ def test_every_good_image_is_classified_and_every_bad_one_named(triton_server, m
         else:
             match = VERDICT.match(line)
             assert match, f"not a verdict line: {line!r}"
-            assert 50.0 <= float(match["percent"]) <= 100.0
+            assert 50.0 <= float(match["percent"]) <= 99.9, "a confidence never reads 100.0 %"
+            assert int(match["regions"]) >= 1
     assert code == EXIT_BAD_INPUT
     assert f"5 of {len(expected_files)} classified" in err and "4 bad input" in err
     assert "1 subfolder(s) not searched" in err and "--recursive" in err, "skipped subfolders are named"
