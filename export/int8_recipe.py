@@ -42,6 +42,11 @@ class StoredRecipe:
     fp32_units: tuple[str, ...]
     data: dict
 
+    @property
+    def missed_bound_when_written(self) -> bool:
+        """Whether the search's own best already missed the accuracy bound on the test split."""
+        return bool(self.data.get("test_problems"))
+
 
 def load(checkpoint: Path, recipe_description: dict) -> tuple[StoredRecipe | None, str]:
     """The stored outcome for ``checkpoint`` under the recipe ``recipe_description`` (``recipe.describe()``).
@@ -86,6 +91,9 @@ def write(checkpoint: Path, recipe_description: dict, fp32_units: tuple[str, ...
         "calibration": {"images": calibration_images, "source": _source(calibration_source)},
         "search_validation": validation and {**validation, "source": _source(validation.get("source"))},
         "test_int8_vs_fp32": {key: test.get(key) for key in keys} | {"source": _source(test.get("source"))},
+        # The accuracy bound the search's best missed on the test split, if any: searching again gives the
+        # same units, so a later export reuses them (and warns) instead of searching every time.
+        "test_problems": list(test.get("problems", [])),
     }
     path = recipe_path(checkpoint)
     staging = path.with_name(path.name + ".tmp")

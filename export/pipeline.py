@@ -174,8 +174,9 @@ def _quantize_int8(checkpoint: Path, name: str, options: ExportOptions, fp32_pat
                    fp32_probabilities: np.ndarray, seconds: dict) -> tuple[dict, tuple[str, ...]]:
     """Quantize, with the FP32 units of a matching recipe file or else searched; check INT8 vs FP32 on ``evaluation``.
 
-    Returns the ``int8_vs_fp32`` report and the units kept FP32. Stored units that miss the bound here
-    are searched again; a search whose result meets the bound is written to the checkpoint's recipe file.
+    Returns the ``int8_vs_fp32`` report and the units kept FP32. Stored units that miss the bound here,
+    having met it when they were chosen, are searched again; every search's result is written to the
+    checkpoint's recipe file, with the bound it missed if it did.
     """
     recipe, description = options.recipe, options.recipe.describe()
 
@@ -205,7 +206,7 @@ def _quantize_int8(checkpoint: Path, name: str, options: ExportOptions, fp32_pat
         else:
             report = checked(f"FP32 units from {stored.path}")
             report["fp32_fallback"] = {"fp32_units": list(stored.fp32_units), "recipe_file": str(stored.path)}
-            if not report["problems"]:
+            if not report["problems"] or stored.missed_bound_when_written:
                 return report, stored.fp32_units
             _log(f"{name}_int8: the FP32 units of {stored.path} miss the bound on these images; searching")
     validation = None
@@ -220,7 +221,7 @@ def _quantize_int8(checkpoint: Path, name: str, options: ExportOptions, fp32_pat
     report = checked("searched" if validation is not None else "all units INT8")
     if validation is not None:
         report["fp32_fallback"] = {**fallback.describe(), "validation_source": validation.source}
-        if use_files and not report["problems"]:
+        if use_files:  # outside the bound too: a new search would choose the same units (the file says so)
             chosen = [t for t in fallback.trials if t["fp32_units"] == len(fallback.fp32_units)]
             try:
                 path = int8_recipe.write(checkpoint, description, fallback.fp32_units,
