@@ -19,9 +19,10 @@ from PIL import Image
 
 from deepfake_edge.client.errors import DeepfakeClientError, ServerUnreachableError, is_transient, translate
 from deepfake_edge.client.results import Detection, Failure, RegionScore, Result
-from deepfake_edge.client.triton_io import ModelInfo, Outputs
+from deepfake_edge.client.triton_io import ModelInfo, Outputs, normalize_url
 from deepfake_edge.preprocessing import BadImageError, ImageSource, load_image
 from deepfake_edge.regions import MODES, RegionPlan, analyse, stitch_heatmap, strongest
+from deepfake_edge.server.admin_key import admin_headers
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_IMAGES_PER_REQUEST = 8  # fast mode: with several requests in flight the server batches across them
@@ -143,6 +144,34 @@ def images_per_request(mode: str, batch_size: Optional[int], info: ModelInfo) ->
     batch of its regions); never more than the model's ``max_batch_size``."""
     default = DEFAULT_IMAGES_PER_REQUEST if mode == "fast" else 1
     return min(batch_size or default, info.max_batch_size)
+
+
+class ClientSettings:
+    """What both clients are configured with, and the tritonclient call options that follow from it.
+
+    ``url`` is ``host:port`` (default 127.0.0.1 and the protocol's default port); every call is bounded by
+    ``timeout_s``; connection failures are retried ``retries`` times with back-off; ``admin_key`` (optional)
+    is sent where an admin API needs it.
+    """
+
+    def __init__(self, url: Optional[str], protocol: str, model: str, timeout_s: float, retries: int,
+                 max_pixels: int, admin_key: Optional[str]):
+        self.protocol = protocol
+        self.url = normalize_url(url, protocol)
+        self.model = model
+        self.timeout_s = float(timeout_s)
+        self.retries = int(retries)
+        self.max_pixels = max_pixels
+        if protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+        self._module = module
+        self._admin_headers = admin_headers(admin_key, protocol) if admin_key else None
+        # gRPC takes a timeout per call and returns protobufs unless asked for JSON; HTTP has neither option.
+        self._call_options = {"client_timeout": self.timeout_s} if protocol == "grpc" else {}
+        self._json_options = {"as_json": True, **self._call_options} if protocol == "grpc" else {}
+        self._info: Optional[ModelInfo] = None
 
 
 def backoff_s(attempt: int) -> float:

@@ -26,6 +26,7 @@ from deepfake_edge.client.errors import (
 )
 from deepfake_edge.client.analysis import (
     DEFAULT_TIMEOUT_S,
+    ClientSettings,
     Prepared,
     merge_chunk,
     retry_delay,
@@ -44,20 +45,18 @@ from deepfake_edge.client.triton_io import (
     config_as_dict,
     make_inputs,
     make_outputs,
-    normalize_url,
     not_ready_message,
     parse_model_config,
     read_outputs,
 )
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, ImageSource
 from deepfake_edge.regions import DEFAULT_MODE
-from deepfake_edge.server.admin_key import admin_headers
 from deepfake_edge.serving_contract import DEFAULT_MODEL
 
 T = TypeVar("T")
 
 
-class AsyncDeepfakeClient:
+class AsyncDeepfakeClient(ClientSettings):
     """Asyncio client for one model on one Triton server; use it from one event loop.
 
     ``admin_key`` (optional) lets a not-ready error list the server's models (an admin API).
@@ -73,24 +72,13 @@ class AsyncDeepfakeClient:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         admin_key: Optional[str] = None,
     ):
-        self.protocol = protocol
-        self.url = normalize_url(url, protocol)
-        self.model = model
-        self.timeout_s = float(timeout_s)
-        self.retries = int(retries)
-        self.max_pixels = max_pixels
+        super().__init__(url, protocol, model, timeout_s, retries, max_pixels, admin_key)
         if protocol == "grpc":
-            import tritonclient.grpc as module
             import tritonclient.grpc.aio as aio_module
         else:
-            import tritonclient.http as module
             import tritonclient.http.aio as aio_module
-        self._module, self._aio_module = module, aio_module
-        self._admin_headers = admin_headers(admin_key, protocol) if admin_key else None
-        self._call_options = {"client_timeout": self.timeout_s} if protocol == "grpc" else {}
-        self._json_options = {"as_json": True, **self._call_options} if protocol == "grpc" else {}
+        self._aio_module = aio_module
         self._triton: Any = None  # created inside the running loop (grpc.aio and aiohttp bind to it)
-        self._info: Optional[ModelInfo] = None
 
     async def __aenter__(self) -> "AsyncDeepfakeClient":
         return self

@@ -34,6 +34,7 @@ from deepfake_edge.client.errors import (
 )
 from deepfake_edge.client.analysis import (
     DEFAULT_TIMEOUT_S,
+    ClientSettings,
     MAX_PARALLEL_PARTS,
     Prepared,
     merge_chunk,
@@ -54,7 +55,6 @@ from deepfake_edge.client.triton_io import (
     config_as_dict,
     make_inputs,
     make_outputs,
-    normalize_url,
     not_ready_message,
     parse_model_config,
     read_outputs,
@@ -62,7 +62,7 @@ from deepfake_edge.client.triton_io import (
 from deepfake_edge.client.workers import LanePool, Worker
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, ImageSource
 from deepfake_edge.regions import DEFAULT_MODE
-from deepfake_edge.server.admin_key import admin_headers, find_admin_key
+from deepfake_edge.server.admin_key import find_admin_key
 from deepfake_edge.serving_contract import DEFAULT_MODEL
 
 T = TypeVar("T")
@@ -89,7 +89,7 @@ class _Lane:
             self.triton.close()
 
 
-class DeepfakeClient:
+class DeepfakeClient(ClientSettings):
     """A thread-safe client for one model on one Triton server (concurrent calls run concurrently).
 
     ``url`` is ``host:port`` (default 127.0.0.1 and the protocol's default port). Every call is bounded
@@ -110,26 +110,11 @@ class DeepfakeClient:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         admin_key: Optional[str] = None,
     ):
-        self.protocol = protocol
-        self.url = normalize_url(url, protocol)
-        self.model = model
-        self.timeout_s = float(timeout_s)
-        self.retries = int(retries)
-        self.shared_memory = shared_memory
-        self.max_pixels = max_pixels
-        if protocol == "grpc":
-            import tritonclient.grpc as module
-        else:
-            import tritonclient.http as module
-        self._module = module
         if shared_memory and admin_key is None:
             admin_key = find_admin_key(required_for="shared-memory mode (it registers regions with Triton)")
-        self._admin_headers = admin_headers(admin_key, protocol) if admin_key else None
-        # gRPC takes a timeout per call and returns protobufs unless asked for JSON; HTTP has neither option.
-        self._call_options = {"client_timeout": self.timeout_s} if protocol == "grpc" else {}
-        self._json_options = {"as_json": True, **self._call_options} if protocol == "grpc" else {}
+        super().__init__(url, protocol, model, timeout_s, retries, max_pixels, admin_key)
+        self.shared_memory = shared_memory
         self._pool: LanePool[_Lane] = LanePool(self._make_lane)
-        self._info: Optional[ModelInfo] = None
         self._lock = threading.Lock()
         self._callers = 0
 
