@@ -36,7 +36,7 @@ from deepfake_edge.model_card import LABELS
 from deepfake_edge.training.datasets import FULL_MANIFEST, MASK_FOLDER, SPLITS
 from deepfake_edge.training.edits import EDIT_FAMILIES, make_edit
 from deepfake_edge.training.photos import Photo, packaged_photo_records
-from deepfake_edge.training.synth import assign_splits
+from deepfake_edge.training.synth import assign_splits, worker_context
 
 FULL_FOLDER = "full"
 EDITS_FILE = "edits.json"
@@ -92,7 +92,7 @@ def synthesize_edits(
     staging.mkdir(parents=True)
     families: dict[str, dict[str, int]] = {}
     used: dict[str, dict[str, list[str]]] = {}
-    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+    with ProcessPoolExecutor(workers, mp_context=worker_context()) if workers > 1 else nullcontext() as pool:
         for split_index, split in enumerate(SPLITS):
             families[split], used[split] = _write_split(
                 staging / split / FULL_FOLDER, assigned[split], counts[split], (low_size, high_size),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import shutil
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
@@ -117,7 +118,7 @@ def synthesize(
     staging.mkdir(parents=True)
     pairs = _pairs_per_split(count, val_fraction, test_fraction)
     face_photos = []
-    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+    with ProcessPoolExecutor(workers, mp_context=worker_context()) if workers > 1 else nullcontext() as pool:
         for split_index, split in enumerate(SPLITS):
             face_photos += _write_split(staging / split, assigned[split], pairs[split], image_size,
                                         (low_q, high_q), [seed, split_index], progress, pool)
@@ -137,6 +138,12 @@ def synthesize(
     if progress:
         print(summary(out_dir, manifest, time.perf_counter() - started))
     return manifest
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """Worker processes start fresh ("spawn"): forked ones inherit a parent's OpenMP thread pool (the face
+    detector's or torch's, once loaded) in a state they cannot use, and hang in it."""
+    return multiprocessing.get_context("spawn")
 
 
 def summary(out_dir: Path, manifest: dict, seconds: float) -> str:
