@@ -108,10 +108,11 @@ FP16_MODEL = variant_name(DEFAULT_MODEL, "fp16")  # deepfake_b0_fp16, GPU (ngc r
 # Every extension Pillow registers for a format preprocessing opens (SUPPORTED_FORMATS), so a folder scan
 # picks up exactly the files load_image can read: .jpg/.jpeg/.jpe/.jfif, .png/.apng, .gif, .bmp,
 # .tif/.tiff, .webp, .ppm/.pgm/.pbm/.pnm/.pfm, .ico, .tga/.icb/.vda/.vst (with Pillow 10-13).
-IMAGE_EXTENSIONS = frozenset(
-    extension for extension, image_format in Image.registered_extensions().items()
+IMAGE_FORMAT_BY_EXTENSION = {
+    extension: image_format for extension, image_format in Image.registered_extensions().items()
     if image_format in SUPPORTED_FORMATS
-)
+}
+IMAGE_EXTENSIONS = frozenset(IMAGE_FORMAT_BY_EXTENSION)
 
 
 def is_image_file(path: str | Path) -> bool:

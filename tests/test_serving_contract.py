@@ -119,7 +119,7 @@ def test_every_listed_extension_opens_with_preprocessing(tmp_path, extension):
     if extension in _MODE_FOR:
         image = image.convert(_MODE_FOR[extension])
     path = tmp_path / f"tiny{extension}"
-    image.save(path, format=Image.registered_extensions()[extension])
+    image.save(path, format=contract.IMAGE_FORMAT_BY_EXTENSION[extension])
     loaded = load_image(path)
     assert loaded.mode == "RGB" and loaded.size == (16, 12)
 
