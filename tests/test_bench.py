@@ -309,7 +309,8 @@ def test_whole_image_stage_runs_against_triton(triton_server):
         if point["mode"] == "whole":
             # The embedded model runs two instances: each image's regions go out as two requests sent at once,
             # each run whole (a batch of half the regions), so both cores work on one image.
-            assert point["triton_requests"] == 2 * point["requests"], point
+            # (+ at most one image in flight from the point before, which the statistics window can catch)
+            assert 2 * point["requests"] <= point["triton_requests"] <= 2 * (point["requests"] + 1), point
             assert point["regions_per_image"] >= 24 and min(map(int, point["batch_sizes"])) >= 12
         else:
             assert point["triton_requests"] == point["requests"]

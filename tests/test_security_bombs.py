@@ -267,7 +267,8 @@ class _RssSampler:
 @pytest.mark.attack("5", "PNG of 68 bytes declaring 1 x 40,000,000 pixels (400 after 2.8 s, web app 155 -> 1,106 MB; "
                          "8 at once for 40 s: 6.6 GB, p99 of good requests 28 s), and bombs in every format")
 def test_a_flood_of_bombs_keeps_the_web_app_within_its_memory_budget(triton_server, record_property):
-    """16 clients send every bomb and legal image in turn: bombs 4xx, legal ones 200 or 503, bounded RSS."""
+    """16 clients send every bomb and legal image in turn: bombs 4xx, legal ones 200 or a "busy" 503/504,
+    bounded RSS."""
     bomb_kinds, legal_kinds = bomb_uploads(), legal_uploads()
     with _web_process(triton_server.grpc_url) as (url, web):
         assert post_file(f"{url}/api/detect", "warm.jpg", jpeg_bytes())[0] == 200  # lazy imports, connections
@@ -312,7 +313,8 @@ def test_a_flood_of_bombs_keeps_the_web_app_within_its_memory_budget(triton_serv
         assert "error" in body or status == 200, (kind, status, body)
         if kind in bomb_kinds:
             assert status in (400, 413), (kind, status, body)
-        elif status == 503:
+        elif status in (503, 504):  # no decode budget before the deadline, or no answer from Triton by then:
+            # 16 clients of 6000x6000 images, each analysed whole (~50 regions), outrun two cores
             assert "busy" in body["error"], (kind, body)
         else:
             assert status == (400 if kind.startswith("png_truncated") else 200), (kind, status, body)
