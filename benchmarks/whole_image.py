@@ -18,6 +18,7 @@ detection, region planning and cutting, the Triton round trip of the rows) to sh
 from __future__ import annotations
 
 import io
+import queue
 import statistics
 import time
 from collections.abc import Callable
@@ -209,7 +210,7 @@ def time_split(grpc_url: str, model: str, photos: PhotoSet, repeats: int, timeou
     import tritonclient.grpc
 
     from deepfake_edge.client import DeepfakeClient
-    from deepfake_edge.client.analysis import read_image
+    from deepfake_edge.client.analysis import read_image, request_slices
     from deepfake_edge.client.triton_io import make_inputs, make_outputs, read_outputs
     from deepfake_edge.faces import detect_faces
     from deepfake_edge.regions import cut_regions, plan_regions
@@ -221,9 +222,18 @@ def time_split(grpc_url: str, model: str, photos: PhotoSet, repeats: int, timeou
         triton = tritonclient.grpc.InferenceServerClient(grpc_url)
         try:
             def round_trip(rows: np.ndarray) -> None:
-                result = triton.infer(model, make_inputs(tritonclient.grpc, rows),
-                                      outputs=make_outputs(tritonclient.grpc, False), client_timeout=timeout_s)
-                read_outputs(result, len(rows), info, False)
+                """The rows sent as the client sends them: split over the model's instances, all at once."""
+                answers: queue.Queue = queue.Queue()
+                parts = [rows[part] for part in request_slices(len(rows), info)]
+                for batch in parts:
+                    triton.async_infer(model, make_inputs(tritonclient.grpc, batch),
+                                       lambda result, error: answers.put((result, error)),
+                                       outputs=make_outputs(tritonclient.grpc, False), client_timeout=timeout_s)
+                for _ in parts:
+                    result, error = answers.get(timeout=timeout_s)
+                    if error is not None:
+                        raise error
+                    read_outputs(result, len(result.as_numpy("logit")), info, False)
 
             round_trip(np.zeros((1, *info.input_shape), np.uint8))  # untimed: the connection
             for name, data in zip(photos.names, photos.encoded):  # untimed: yuface, the client's lanes
