@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from deepfake_edge.faces import FaceBox, detect_faces
+from deepfake_edge.faces import DETECT_MAX_SIDE, FaceBox, detect_faces
 from deepfake_edge.preprocessing import INTERPOLATIONS, Preprocessor
 
 MODES = ("whole", "fast")
@@ -118,7 +118,13 @@ def analyse(image: Image.Image, preprocessor: Preprocessor, max_side: int = MAX_
             max_faces: int = MAX_FACES) -> tuple[RegionPlan, np.ndarray]:
     """Plan the regions of an upright RGB ``image`` (faces detected here) and cut them: returns the plan
     and the UINT8 (N, 3, S, S) batch, one row per region in plan order."""
-    faces = detect_faces(np.asarray(image))
+    # Faces are searched on a copy no larger than the detector's own working size, made by Pillow before any
+    # array exists: an array of the full image is 3 bytes a pixel (108 MB for 6000x6000) per request.
+    scale = min(1.0, DETECT_MAX_SIDE / max(image.size))
+    small = image if scale == 1.0 else image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR,
+        reducing_gap=2.0)
+    faces = [tuple(round(v / scale) for v in box) for box in detect_faces(np.asarray(small))]
     plan = plan_regions(image.size, preprocessor, faces, max_side=max_side, max_faces=max_faces)
     return plan, cut_regions(image, plan, preprocessor)
 
