@@ -149,7 +149,7 @@ def create_app(
         deadline = time.monotonic() + timeout_s
         try:
             image = open_image(data, max_pixels=max_pixels)  # the header alone: no pixel decoded yet
-            needed = scoring_bytes(image, len(service.models))
+            needed = scoring_bytes(image, len(service.models), mode)  # counts every model as in ``mode``
             with decode_budget.reserve(needed, wait_s=deadline - time.monotonic()):
                 try:
                     image = load_image(image, max_pixels=max_pixels)

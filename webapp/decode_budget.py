@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from PIL import Image
 
 from deepfake_edge.preprocessing import decoded_bytes_estimate
+from deepfake_edge.regions import DEFAULT_MODE, MAX_ANALYSED_SIDE
 
 # 16 clients sending bombs of every kind and 6000 x 6000 images took the web app from 104 to 293 MB
 # (tests/test_security_bombs.py; target +300 MB). RGB images of up to 40 M pixels fit, up to 10:1.
@@ -35,14 +36,19 @@ class BudgetBusyError(Exception):
     """The reservation could not be granted within the time allowed."""
 
 
-def scoring_bytes(image: Image.Image, models: int) -> int:
-    """Peak memory of decoding ``image`` (opened, not yet decoded) and scoring it with ``models`` models.
+def scoring_bytes(image: Image.Image, models: int, mode: str = DEFAULT_MODE) -> int:
+    """Peak memory of decoding ``image`` (opened, not yet decoded) and scoring it with ``models`` models in
+    analysis ``mode``.
 
     Decoding's peak (:func:`~deepfake_edge.preprocessing.decoded_bytes_estimate`) plus the models' resize
     passes, which run while the decoded RGB image is held; the decode's temporaries are freed by then, so
-    this counts a little more than the true peak.
+    this counts a little more than the true peak. Whole-image analysis also resizes the image to the tiles'
+    analysed size (up to ``MAX_ANALYSED_SIDE``), once per model, whose first pass is as wide as that.
     """
-    return decoded_bytes_estimate(image) + models * _RESIZE_BYTES_PER_LONG_SIDE_PIXEL * max(image.size)
+    per_long_side_pixel = _RESIZE_BYTES_PER_LONG_SIDE_PIXEL
+    if mode == "whole":
+        per_long_side_pixel += 4 * min(MAX_ANALYSED_SIDE, max(image.size))
+    return decoded_bytes_estimate(image) + models * per_long_side_pixel * max(image.size)
 
 
 class DecodeBudget:

@@ -165,7 +165,8 @@ class DetectionService:
     def detect(self, image: Image.Image, heatmap_alpha: float | None = 0.5,
                deadline: float | None = None, mode: str = DEFAULT_MODE) -> dict[str, Any]:
         """The JSON-ready result for one RGB image analysed in ``mode`` ("whole" or "fast", see
-        deepfake_edge/regions.py); ``heatmap_alpha=None`` skips the heatmap.
+        deepfake_edge/regions.py) by the primary model (comparison models: fast); ``heatmap_alpha=None``
+        skips the heatmap.
 
         ``deadline`` (``time.monotonic()`` seconds; default ``timeout_s`` from now) bounds the whole call:
         past it the primary model's answer is a :class:`RequestTimeoutError`, a comparison model's an
@@ -174,7 +175,9 @@ class DetectionService:
         """
         started = time.perf_counter()
         deadline = time.monotonic() + self.timeout_s if deadline is None else deadline
-        others = [self._executor.submit(self._score_other, name, image, mode) for name in self.models[1:]]
+        # Comparison models score the single view: the small CNN's whole-image analysis is ~170 tiles of
+        # 112 px per photo, as much memory and CPU as the verdict's own, for a score shown beside it.
+        others = [self._executor.submit(self._score_other, name, image, "fast") for name in self.models[1:]]
         primary_future = self._executor.submit(self._score_primary, image, heatmap_alpha is not None, mode)
         primary, detection, card = self._result_by(primary_future, deadline)
         scores = [primary] + [self._other_by(future, name, deadline) for future, name in zip(others, self.models[1:])]
