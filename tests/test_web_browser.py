@@ -153,9 +153,11 @@ def test_synthetic_image_gets_the_right_verdict_and_heatmap(page, samples, label
     shown = page.inner_text("#verdict").split(" ")[0]
     wording = {"Real": "No edit found by this model", "Fake": "This model found signs of an edit"}
     assert wording[shown] in page.inner_text("#verdict-explain")
-    page.click("#details summary")  # the details panel opens from its summary
     rows = page.locator("#scores-body tr")
     assert rows.count() == 2
+    assert rows.nth(1).is_visible()  # every model's score shows without opening anything
+    assert not page.is_visible("#raw-scores")
+    page.click("#details summary")  # the raw JSON opens from its summary
     assert rows.nth(0).inner_text().startswith("EfficientNet-B0")
     assert rows.nth(1).inner_text().startswith("CNN baseline")
     assert re.search(r"(Real|Fake) – \d{1,3}\.\d%", rows.nth(1).inner_text())
@@ -407,7 +409,7 @@ def test_raw_output_panel_fits_a_phone_screen(browser, web_url, face_photo):
     try:
         result = _upload_and_read_answer(page, face_photo)
         page.click("#details summary")
-        assert page.is_visible("#scores-body tr")
+        assert page.is_visible("#raw-scores")
         assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
         # Every column stays reachable: the table scrolls inside its box instead.
         assert page.is_visible("#scores-body tr td:nth-child(6)")
