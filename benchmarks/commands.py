@@ -7,19 +7,20 @@ from dataclasses import replace
 from pathlib import Path
 
 from deepfake_edge.benchmarks.settings import DEFAULT_MODELS, DEFAULT_REPOSITORY, STAGES, BenchSettings
+from deepfake_edge.cli import CommandError, add_verb, log_to_terminal
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "bench",
-        help="benchmark engine, served Triton, naive Flask servers and perf_analyzer in one run",
-        description="Measure, in one run on this machine: the in-process onnxruntime engine (batch 1-32), our "
+    parser = add_verb(
+        subparsers, "bench", "benchmark engine, served Triton, naive Flask servers and perf_analyzer in one run",
+        "Measure, in one run on this machine: the in-process onnxruntime engine (batch 1-32), our "
         "Triton service through the project's client (gRPC/HTTP, FP32/INT8, concurrency 1-32), the naive "
         "Flask + PyTorch server (and Flask + onnxruntime without batching) under the same load, Triton's "
         "perf_analyzer against our server, and whole-image analysis of full-size photos (DeepfakeClient "
         "mode whole vs fast, concurrency 1-16, with the batch sizes Triton executed). Writes bench.json, "
         "bench.md (every comparison as a same-run ratio) and PNG plots to --out, and prints the ratios that "
         "have targets. All servers run on free 127.0.0.1 ports and are stopped at the end.",
+        func=run,
     )
     parser.add_argument("--quick", action="store_true", help="CI preset: fewer, shorter points (under 2 minutes)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="output directory (default runs/bench)")
@@ -43,12 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--whole-image-max-images", type=int, default=None,
                         help="images per whole-mode point at most (default 32, quick 8; each point is also "
                         "capped at 10 s, quick 4 s)")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from deepfake_edge.benchmarks.runner import output_files, run_benchmark, summary_lines
 
+    log_to_terminal()
     settings = BenchSettings(out=args.out, checkpoint=args.checkpoint, repository=args.repository,
                              models=tuple(args.models))
     if args.quick:
@@ -79,8 +80,10 @@ def _ensure_repository(settings: BenchSettings) -> None:
     if (settings.repository / settings.models[0] / "config.pbtxt").is_file():
         return
     if settings.repository != DEFAULT_REPOSITORY:
-        raise SystemExit(f"{settings.repository} has no model {settings.models[0]}: export into it first")
+        raise CommandError(f"{settings.repository} has no model {settings.models[0]}: export into it first",
+                           exit_code=1)
     from deepfake_edge.cli import main
 
     if main(["export", "--if-missing"]) != 0:
-        raise SystemExit("could not build model_repository/ (deepfake-edge export --if-missing failed)")
+        raise CommandError("could not build model_repository/ (deepfake-edge export --if-missing failed)",
+                           exit_code=1)

@@ -10,10 +10,10 @@ stopped when its stage ends, when a stage fails and on Ctrl-C. A stage that fail
 from __future__ import annotations
 
 import hashlib
+import logging
 import shlex
 import sys
 import time
-import traceback
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -27,6 +27,8 @@ from deepfake_edge.benchmarks.settings import BenchSettings
 from deepfake_edge.benchmarks.stages import engine_stage, naive_stage, perf_stage, served_stage
 from deepfake_edge.benchmarks.workload import build_workload
 from deepfake_edge.serving_contract import precision_of
+
+log = logging.getLogger(__name__)
 
 
 def count_points(settings: BenchSettings) -> int:
@@ -96,7 +98,7 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
             return measure()
         except Exception as error:  # noqa: BLE001 - one failed stage must not lose the others' figures
             results["failures"].append(f"{stage}: {type(error).__name__}: {error}")
-            traceback.print_exc(file=sys.stderr)
+            log.error("%s failed; the other stages go on", stage, exc_info=True)
             return []
 
     try:

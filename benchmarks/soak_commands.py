@@ -7,16 +7,18 @@ import shlex
 import sys
 from pathlib import Path
 
+from deepfake_edge.cli import CommandError, add_verb
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "soak",
-        help="soak the real service (Triton + web app) with valid and malformed requests mixed",
-        description="Start 'deepfake-edge serve' on free 127.0.0.1 ports, send REQUESTS requests from CONCURRENCY "
+    parser = add_verb(
+        subparsers, "soak", "soak the real service (Triton + web app) with valid and malformed requests mixed",
+        "Start 'deepfake-edge serve' on free 127.0.0.1 ports, send REQUESTS requests from CONCURRENCY "
         "threads (90% real photographs over gRPC, HTTP and the web API; 10% malformed: truncated, empty, non-image, "
         "decompression bomb and oversized uploads, wrong dtype/shape/batch straight to Triton), sample the RSS of "
         "every process, then stop everything. Writes soak.json, soak.md, soak.png to --out. Exit code 0 when every "
         "target is met (no crash, no 5xx, no unexpected outcome, RSS growth < 10%, nothing left behind), 1 if not.",
+        func=run,
     )
     parser.add_argument("--requests", type=_positive, default=10_000, help="requests to send (default 10000)")
     parser.add_argument("--concurrency", type=_positive, default=16, help="requests in flight (default 16)")
@@ -28,7 +30,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="stop sending after this long even if requests remain (default 1800)")
     parser.add_argument("--malformed-fraction", type=float, default=0.10, help="share of malformed requests (0.10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the request order (default 0)")
-    parser.set_defaults(func=run)
 
 
 def _positive(text: str) -> int:
@@ -44,19 +45,16 @@ def run(args: argparse.Namespace) -> int:
     from deepfake_edge.benchmarks.soak_service import ServiceError
 
     if not 0.0 <= args.malformed_fraction < 1.0:
-        print("error: --malformed-fraction must be in [0, 1)", file=sys.stderr)
-        return 2
+        raise CommandError("--malformed-fraction must be in [0, 1)")
     settings = SoakSettings(repository=args.repository, out=args.out, requests=args.requests,
                             concurrency=args.concurrency, malformed_fraction=args.malformed_fraction,
                             warmup_requests=args.warmup, max_seconds=args.max_seconds, seed=args.seed)
     try:
         results = run_soak(settings)
     except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise CommandError(str(error)) from error
     except ServiceError as error:
-        print(f"error: the service did not start: {error}", file=sys.stderr)
-        return 1
+        raise CommandError(f"the service did not start: {error}", exit_code=1) from error
     except KeyboardInterrupt:
         print("interrupted; the service was stopped and nothing was written", file=sys.stderr)
         return 130

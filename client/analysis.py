@@ -1,25 +1,55 @@
-"""What both clients (sync and asyncio) do around a Triton call, independent of the protocol and of how
-they wait: the clients are transports over these functions.
+"""What both clients (sync and asyncio) do, independent of the protocol and of how they wait: the clients
+are transports that only perform the I/O these functions ask for ("sans-IO").
 
 :func:`prepare` turns one source into the rows of one request (one row in fast mode; every region of
 the image in whole mode, deepfake_edge/regions.py); :func:`request_slices` says how the rows go out;
 :func:`to_detections` turns the answered rows back into one :class:`Detection` per source;
 :func:`retry_delay` decides whether a failed call is retried; :func:`merge_chunk` gives every source of
 a chunk its Detection or Failure.
+
+The client's operations are *plans*: generators that yield each piece of I/O they need as a step
+(:class:`Call`, :class:`Send`, :class:`Compute`, :class:`Pause`, :class:`Reconnect`), get back its answer,
+or its exception thrown in, and return the operation's result. :func:`model_info`, :func:`detect`,
+:func:`check_ready` and :func:`chunk_plans` (``iter_detect``) are the entry points; the sync client
+performs the steps with blocking tritonclient on its worker threads, the asyncio client with tritonclient's
+aio clients (client/triton_io.py runs a plan for either). So which calls are made, what a failure means and when
+to retry is written once, here.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
-from typing import Optional
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator, Optional, TypedDict, TypeVar
 
 import numpy as np
 from PIL import Image
 
-from deepfake_edge.client.errors import DeepfakeClientError, ServerUnreachableError, is_transient, translate
+from deepfake_edge.client.errors import (
+    DeepfakeClientError,
+    ModelNotReadyError,
+    ServerUnreachableError,
+    is_transient,
+    translate,
+)
 from deepfake_edge.client.results import Detection, Failure, RegionScore, Result
-from deepfake_edge.client.triton_io import ModelInfo, Outputs, normalize_url
+from deepfake_edge.client.triton_io import (
+    Call,
+    Compute,
+    ModelInfo,
+    Outputs,
+    Pause,
+    Plan,
+    Reconnect,
+    Send,
+    config_as_dict,
+    normalize_url,
+    not_ready_message,
+    parse_model_config,
+    read_outputs,
+)
 from deepfake_edge.preprocessing import BadImageError, ImageSource, load_image
 from deepfake_edge.regions import MODES, RegionPlan, analyse, stitch_heatmap, strongest
 from deepfake_edge.server.admin_key import admin_headers
@@ -28,6 +58,8 @@ DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_IMAGES_PER_REQUEST = 8  # fast mode: with several requests in flight the server batches across them
 MIN_ROWS_TO_SPLIT = 8
 MAX_PARALLEL_PARTS = 4
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -49,6 +81,21 @@ def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     return mode
+
+
+class DetectOptions(TypedDict, total=False):
+    """The keyword options of ``iter_detect``, which ``detect_many`` takes too (defaults: ``iter_detect``'s)."""
+
+    concurrency: int
+    heatmap: bool
+    batch_size: Optional[int]
+    mode: str
+
+
+def check_options(concurrency: int, batch_size: Optional[int], mode: str) -> None:
+    if concurrency < 1 or (batch_size is not None and batch_size < 1):
+        raise ValueError("concurrency and batch_size must be >= 1")
+    check_mode(mode)
 
 
 def prepare(info: ModelInfo, source: ImageSource, mode: str, max_pixels: int) -> Prepared:
@@ -202,3 +249,139 @@ def merge_chunk(prepared: list[Prepared], failures: list[Optional[Failure]],
         outcome = [Failure(item.source, outcome) for item in prepared]
     answers = iter(outcome)
     return [failure if failure is not None else next(answers) for failure in failures]
+
+
+# -- plans: the client's operations, as steps (client/triton_io.py) a transport performs -----------------
+
+
+def retried(settings: ClientSettings, attempt: Callable[[], Plan[T]], retries: Optional[int] = None) -> Plan[T]:
+    """``attempt()`` again after each failure :func:`retry_delay` retries, at most ``retries`` times (default
+    the client's); then its error as the client reports it."""
+    retries = settings.retries if retries is None else retries
+    number = 0
+    while True:
+        try:
+            return (yield from attempt())
+        except Exception as caught:
+            raw = caught
+        error, delay = retry_delay(raw, settings.url, settings.timeout_s, number, retries)
+        if isinstance(error, ServerUnreachableError):
+            yield Reconnect()
+        if delay is None:
+            raise error from (None if error is raw else raw)
+        yield Pause(delay)
+        number += 1
+
+
+def model_info(settings: ClientSettings) -> Plan[ModelInfo]:
+    """The served model's card and limits, fetched (with retries) once per client."""
+    if settings._info is None:
+        settings._info = yield from retried(settings, partial(fetch_info, settings))
+    return settings._info
+
+
+def fetch_info(settings: ClientSettings) -> Plan[ModelInfo]:
+    """One attempt: is the server live, is the model ready, then its config."""
+    if not (yield Call("is_server_live", **settings._call_options)):
+        raise ServerUnreachableError(settings.url, "the server is not live")
+    if not (yield Call("is_model_ready", settings.model, **settings._call_options)):
+        index = yield from repository_index(settings)
+        raise ModelNotReadyError(not_ready_message(settings.model, settings.url, index))
+    config = yield Call("get_model_config", settings.model, **settings._json_options)
+    return parse_model_config(settings.model, config_as_dict(config))
+
+
+def repository_index(settings: ClientSettings) -> Plan[Any]:
+    """The server's models, or None without the admin key (the repository index is an admin API)."""
+    from tritonclient.utils import InferenceServerException
+
+    if settings._admin_headers is None:
+        return None
+    try:
+        return (yield Call("get_model_repository_index", headers=settings._admin_headers, **settings._json_options))
+    except InferenceServerException:
+        return None  # only a nicer error message was at stake
+
+
+def check_ready(settings: ClientSettings, timeout_s: float) -> Plan[None]:
+    """Whether the model is ready, asked once: nothing cached, no retries, ``timeout_s`` for the call."""
+    options = {"client_timeout": timeout_s} if settings.protocol == "grpc" else {}
+
+    def probe() -> Plan[None]:
+        if not (yield Call("is_model_ready", settings.model, **options)):
+            raise ModelNotReadyError(not_ready_message(settings.model, settings.url, None))
+
+    yield from retried(settings, probe, retries=0)
+
+
+def infer(settings: ClientSettings, info: ModelInfo, prepared: list[Prepared], heatmap: bool) -> Plan[list[Detection]]:
+    """One attempt at answering ``prepared``; their rows go out as :func:`request_slices` says."""
+    rows = stacked_rows(prepared)
+    batches = [rows[part] for part in request_slices(len(rows), info)]
+    results = yield Send(batches, heatmap)
+    parts = [read_outputs(result, len(batch), info, heatmap) for result, batch in zip(results, batches)]
+    return to_detections(prepared, Outputs.concat(parts), info)
+
+
+def detect(settings: ClientSettings, source: ImageSource, heatmap: bool, mode: str) -> Plan[Detection]:
+    """``detect``: raises BadImageError or a DeepfakeClientError."""
+    info = yield from model_info(settings)
+    prepared = [(yield Compute(prepare, (info, source, check_mode(mode), settings.max_pixels)))]
+    detections = yield from retried(settings, partial(infer, settings, info, prepared, heatmap))
+    return detections[0]
+
+
+def run_chunk(settings: ClientSettings, info: ModelInfo, chunk: list[ImageSource], heatmap: bool, mode: str,
+              unreachable: list[ServerUnreachableError]) -> Plan[list[Result]]:
+    """One result per source of ``chunk``, in order; nothing raises. Once the server was found unreachable
+    (``unreachable``, shared by a run's chunks), a chunk fails with that error without being sent."""
+    prepared, failures = yield Compute(prepare_chunk, (info, chunk, mode, settings.max_pixels))
+    if not prepared:
+        return failures
+    outcome: "list[Result] | DeepfakeClientError"
+    if unreachable:
+        outcome = unreachable[0]
+    else:
+        try:
+            outcome = yield from retried(settings, partial(infer, settings, info, prepared, heatmap))
+        except DeepfakeClientError as error:
+            outcome = error
+    return merge_chunk(prepared, failures, outcome, unreachable)
+
+
+def info_or_error(settings: ClientSettings) -> Plan["ModelInfo | DeepfakeClientError"]:
+    """:func:`model_info`, or the error it failed with (``iter_detect`` raises nothing per input)."""
+    try:
+        return (yield from model_info(settings))
+    except DeepfakeClientError as error:
+        return error
+
+
+def failed(chunk: list[ImageSource], error: DeepfakeClientError) -> Plan[list[Result]]:
+    """A Failure with ``error`` per source of ``chunk``: a plan with no I/O to do."""
+    yield from ()
+    return [Failure(source, error) for source in chunk]
+
+
+def chunk_plans(settings: ClientSettings, info: "ModelInfo | DeepfakeClientError", sources: Iterable[ImageSource],
+                most_started: int, heatmap: bool, batch_size: Optional[int],
+                mode: str) -> Iterator[Optional[Plan[list[Result]]]]:
+    """What an ``iter_detect`` run does, in order: the plan of the next chunk of sources, to start, or None:
+    wait for the oldest plan started and hand on its results. Sources are read as chunks are cut, and at most
+    ``most_started`` plans are started and not yet waited for, so memory stays bounded for any number of
+    sources. ``info`` is :func:`info_or_error`'s: without it every source fails with the error, unsent."""
+    sources = iter(sources)
+    if isinstance(info, DeepfakeClientError):
+        size, start = DEFAULT_IMAGES_PER_REQUEST, partial(failed, error=info)
+    else:
+        size = images_per_request(mode, batch_size, info)
+        unreachable: list[ServerUnreachableError] = []
+        start = partial(run_chunk, settings, info, heatmap=heatmap, mode=mode, unreachable=unreachable)
+    started = 0
+    while chunk := list(itertools.islice(sources, size)):
+        yield start(chunk)
+        started += 1
+        if started == most_started:
+            yield None
+            started -= 1
+    yield from itertools.repeat(None, started)

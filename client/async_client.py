@@ -6,49 +6,20 @@
 
 Same contract as the sync client: model configuration read from the server, the shared preprocessing
 (run in a worker thread so decoding never blocks the event loop), batched concurrent requests, one
-result per input in order, timeouts on every call, retries with back-off only for connection failures.
+result per input in order, timeouts on every call, retries with back-off only for connection failures:
+both perform the same plans (client/analysis.py); this one with tritonclient's aio clients.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections import deque
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Optional, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Iterable, Optional, TypeVar, Unpack
 
 import numpy as np
 
-from deepfake_edge.client.errors import (
-    DeepfakeClientError,
-    ModelNotReadyError,
-    RequestTimeoutError,
-    ServerUnreachableError,
-)
-from deepfake_edge.client.analysis import (
-    DEFAULT_TIMEOUT_S,
-    ClientSettings,
-    Prepared,
-    merge_chunk,
-    retry_delay,
-    check_mode,
-    images_per_request,
-    prepare,
-    prepare_chunk,
-    request_slices,
-    stacked_rows,
-    to_detections,
-)
-from deepfake_edge.client.results import Detection, Failure, Result
-from deepfake_edge.client.triton_io import (
-    ModelInfo,
-    Outputs,
-    config_as_dict,
-    make_inputs,
-    make_outputs,
-    not_ready_message,
-    parse_model_config,
-    read_outputs,
-)
+from deepfake_edge.client import analysis, triton_io
+from deepfake_edge.client.results import Detection, Result
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, ImageSource
 from deepfake_edge.regions import DEFAULT_MODE
 from deepfake_edge.serving_contract import DEFAULT_MODEL
@@ -56,22 +27,15 @@ from deepfake_edge.serving_contract import DEFAULT_MODEL
 T = TypeVar("T")
 
 
-class AsyncDeepfakeClient(ClientSettings):
+class AsyncDeepfakeClient(analysis.ClientSettings):
     """Asyncio client for one model on one Triton server; use it from one event loop.
 
     ``admin_key`` (optional) lets a not-ready error list the server's models (an admin API).
     """
 
-    def __init__(
-        self,
-        url: Optional[str] = None,
-        protocol: str = "grpc",
-        model: str = DEFAULT_MODEL,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        retries: int = 2,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        admin_key: Optional[str] = None,
-    ):
+    def __init__(self, url: Optional[str] = None, protocol: str = "grpc", model: str = DEFAULT_MODEL,
+                 timeout_s: float = analysis.DEFAULT_TIMEOUT_S, retries: int = 2,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, admin_key: Optional[str] = None):
         super().__init__(url, protocol, model, timeout_s, retries, max_pixels, admin_key)
         if protocol == "grpc":
             import tritonclient.grpc.aio as aio_module
@@ -91,100 +55,63 @@ class AsyncDeepfakeClient(ClientSettings):
             triton, self._triton = self._triton, None
             await triton.close()
 
-    async def model_info(self) -> ModelInfo:
+    async def model_info(self) -> triton_io.ModelInfo:
         """The served model's card and limits (fetched once)."""
-        if self._info is None:
-            self._info = await self._with_retries(self._fetch_info)
-        return self._info
+        return await self._drive(analysis.model_info(self))
 
     async def detect(self, source: ImageSource, heatmap: bool = False, mode: str = DEFAULT_MODE) -> Detection:
         """Classify one image (``mode`` as in ``DeepfakeClient.detect``). Raises BadImageError or a
         DeepfakeClientError subclass."""
-        info = await self.model_info()
-        prepared = [await asyncio.to_thread(prepare, info, source, check_mode(mode), self.max_pixels)]
-        detections = await self._with_retries(lambda: self._infer(info, prepared, heatmap))
-        return detections[0]
+        return await self._drive(analysis.detect(self, source, heatmap, mode))
 
-    async def detect_many(
-        self,
-        sources: Iterable[ImageSource],
-        concurrency: int = 4,
-        heatmap: bool = False,
-        batch_size: Optional[int] = None,
-        mode: str = DEFAULT_MODE,
-    ) -> list[Result]:
-        """One Detection or Failure per source, in order (see :meth:`iter_detect`)."""
-        results = self.iter_detect(sources, concurrency=concurrency, heatmap=heatmap, batch_size=batch_size,
-                                   mode=mode)
-        return [result async for result in results]
+    async def detect_many(self, sources: Iterable[ImageSource],
+                          **options: Unpack[analysis.DetectOptions]) -> list[Result]:
+        """One Detection or Failure per source, in order; takes the keyword options of :meth:`iter_detect`."""
+        return [result async for result in self.iter_detect(sources, **options)]
 
-    async def iter_detect(
-        self,
-        sources: Iterable[ImageSource],
-        concurrency: int = 4,
-        heatmap: bool = False,
-        batch_size: Optional[int] = None,
-        mode: str = DEFAULT_MODE,
-    ) -> AsyncIterator[Result]:
+    async def iter_detect(self, sources: Iterable[ImageSource], concurrency: int = 4, heatmap: bool = False,
+                          batch_size: Optional[int] = None, mode: str = DEFAULT_MODE) -> AsyncIterator[Result]:
         """Yield one Detection or Failure per source in input order; same contract as the sync
         ``DeepfakeClient.iter_detect`` (lazy, bounded memory, nothing raises per input)."""
-        if concurrency < 1 or (batch_size is not None and batch_size < 1):
-            raise ValueError("concurrency and batch_size must be >= 1")
-        check_mode(mode)
-        sources = iter(sources)
-        try:
-            info = await self.model_info()
-        except DeepfakeClientError as error:
-            for source in sources:
-                yield Failure(source, error)
-            return
-        size = images_per_request(mode, batch_size, info)
-        unreachable: list[ServerUnreachableError] = []
+        analysis.check_options(concurrency, batch_size, mode)
+        info = await self._drive(analysis.info_or_error(self))
         pending: deque[asyncio.Task] = deque()
         try:
-            while chunk := list(itertools.islice(sources, size)):
-                pending.append(asyncio.create_task(self._run_chunk(info, chunk, heatmap, mode, unreachable)))
-                while len(pending) >= concurrency:
+            for plan in analysis.chunk_plans(self, info, sources, concurrency, heatmap, batch_size, mode):
+                if plan is None:
                     for result in await pending.popleft():
                         yield result
-            while pending:
-                for result in await pending.popleft():
-                    yield result
+                else:
+                    pending.append(asyncio.create_task(self._drive(plan)))
         finally:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _run_chunk(
-        self, info: ModelInfo, chunk: list[ImageSource], heatmap: bool, mode: str,
-        unreachable: list[ServerUnreachableError],
-    ) -> list[Result]:
-        prepared, failures = await asyncio.to_thread(prepare_chunk, info, chunk, mode, self.max_pixels)
-        if not prepared:
-            return failures  # type: ignore[return-value]
-        try:
-            if unreachable:
-                raise unreachable[0]
-            outcome: "list[Result] | DeepfakeClientError" = await self._with_retries(
-                lambda: self._infer(info, prepared, heatmap))
-        except DeepfakeClientError as error:
-            outcome = error
-        return merge_chunk(prepared, failures, outcome, unreachable)
+    async def _drive(self, plan: triton_io.Plan[T]) -> T:
+        run = triton_io.Run(plan)
+        while run.step is not None:
+            # The step's answer, or the exception it raised, for the plan to handle.
+            [outcome] = await asyncio.gather(self._perform(run.step), return_exceptions=True)
+            run.settle(outcome)
+        return run.result
 
-    async def _with_retries(self, operation: Callable[[], Awaitable[T]]) -> T:
-        for attempt in itertools.count():
-            try:
-                # The outer bound also covers connection setup, which the per-call timeouts do not.
-                return await asyncio.wait_for(operation(), self.timeout_s + 1.0)
-            except asyncio.TimeoutError:
-                raw: BaseException = RequestTimeoutError(self.url, self.timeout_s)
-            except Exception as caught:
-                raw = caught
-            error, delay = retry_delay(raw, self.url, self.timeout_s, attempt, self.retries)
-            if delay is None:
-                raise error from (None if error is raw else raw)
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+    async def _perform(self, step: triton_io.Step) -> Any:
+        match step:
+            case triton_io.Call():
+                return await self._bounded(step.on(self._client()))
+            case triton_io.Send(batches, heatmap):
+                return await self._bounded(asyncio.gather(*(self._infer(batch, heatmap) for batch in batches)))
+            case triton_io.Compute(function, args):
+                return await asyncio.to_thread(function, *args)
+            case triton_io.Pause(seconds):
+                await asyncio.sleep(seconds)
+            case triton_io.Reconnect():
+                pass  # the one aio client serves concurrent tasks, and reconnects by itself
+
+    async def _bounded(self, call: Awaitable[T]) -> T:
+        # The outer bound also covers connection setup, which the per-call timeouts do not.
+        return await asyncio.wait_for(call, self.timeout_s + 1.0)
 
     def _client(self) -> Any:
         if self._triton is None:
@@ -194,35 +121,7 @@ class AsyncDeepfakeClient(ClientSettings):
                 self._triton = self._aio_module.InferenceServerClient(self.url, conn_timeout=self.timeout_s)
         return self._triton
 
-    async def _fetch_info(self) -> ModelInfo:
-        triton = self._client()
-        if not await triton.is_server_live(**self._call_options):
-            raise ServerUnreachableError(self.url, "the server is not live")
-        if not await triton.is_model_ready(self.model, **self._call_options):
-            from tritonclient.utils import InferenceServerException
-
-            index = None
-            if self._admin_headers is not None:  # the repository index is an admin API
-                try:
-                    index = await triton.get_model_repository_index(headers=self._admin_headers,
-                                                                    **self._json_options)
-                except InferenceServerException:
-                    pass
-            raise ModelNotReadyError(not_ready_message(self.model, self.url, index))
-        config = await triton.get_model_config(self.model, **self._json_options)
-        return parse_model_config(self.model, config_as_dict(config))
-
-    async def _infer(self, info: ModelInfo, prepared: list[Prepared], heatmap: bool) -> list[Detection]:
-        rows = stacked_rows(prepared)
-        parts = await asyncio.gather(*(self._infer_rows(info, rows[part], heatmap)
-                                       for part in request_slices(len(rows), info)))
-        return to_detections(prepared, Outputs.concat(list(parts)), info)
-
-    async def _infer_rows(self, info: ModelInfo, batch: np.ndarray, heatmap: bool) -> Outputs:
-        result = await self._client().infer(
-            self.model,
-            make_inputs(self._module, batch),
-            outputs=make_outputs(self._module, heatmap),
-            **self._call_options,
-        )
-        return read_outputs(result, len(batch), info, heatmap)
+    async def _infer(self, batch: np.ndarray, heatmap: bool) -> Any:
+        return await self._client().infer(self.model, triton_io.make_inputs(self._module, batch),
+                                          outputs=triton_io.make_outputs(self._module, heatmap),
+                                          **self._call_options)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
 
-from deepfake_edge.serving_contract import DEFAULT_MODEL, PROTOCOLS, default_url
+from deepfake_edge.cli import CommandError, add_triton_address, add_verb, log_to_terminal
+from deepfake_edge.serving_contract import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 1
@@ -42,21 +46,15 @@ examples:
 def register(subparsers: argparse._SubParsersAction) -> None:
     from deepfake_edge.regions import DEFAULT_MODE, MODES
 
-    parser = subparsers.add_parser(
-        "detect",
-        help="classify images as Real or Fake with a running server",
-        description=(
-            "Classify image files (and the images in folders) with a deepfake-edge model served by Triton. "
-            "Prints one line per image, e.g. 'photo.jpg  Fake – 97.3%', in input order; inputs that are not "
-            "usable images are reported with the reason and do not stop the run."
-        ),
-        epilog=EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = add_verb(
+        subparsers, "detect", "classify images as Real or Fake with a running server",
+        "Classify image files (and the images in folders) with a deepfake-edge model served by Triton. "
+        "Prints one line per image, e.g. 'photo.jpg  Fake – 97.3%', in input order; inputs that are not "
+        "usable images are reported with the reason and do not stop the run.",
+        func=run_detect, epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-    parser.add_argument("--url", help=f"Triton host:port (default {default_url('grpc')} for grpc, "
-                                      f"{default_url('http')} for http)")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc", help="default grpc")
+    add_triton_address(parser)
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"served model name (default {DEFAULT_MODEL})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
     parser.add_argument("--heatmaps", type=Path, metavar="DIR",
@@ -74,7 +72,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="seconds allowed per request (default 30)")
     parser.add_argument("--shared-memory", action="store_true",
                         help="pass images through system shared memory (server on this machine only)")
-    parser.set_defaults(func=run_detect)
 
 
 def _positive_int(text: str) -> int:
@@ -92,6 +89,7 @@ def _positive_float(text: str) -> float:
 
 
 def run_detect(args: argparse.Namespace) -> int:
+    log_to_terminal()
     try:
         return _detect(args)
     except KeyboardInterrupt:
@@ -114,25 +112,22 @@ def _detect(args: argparse.Namespace) -> int:
         print(f"note: {len(skipped)} subfolder(s) not searched ({names}); use --recursive to include them",
               file=sys.stderr)
     if not paths:
-        print(f"error: no image files found in {', '.join(args.paths)}"
-              + ("" if args.recursive else " (use --recursive for subfolders)"), file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise CommandError(f"no image files found in {', '.join(args.paths)}"
+                           + ("" if args.recursive else " (use --recursive for subfolders)"), EXIT_BAD_INPUT)
     try:
         heatmap_dir = HeatmapDirectory(args.heatmaps) if args.heatmaps else None
         client = DeepfakeClient(args.url, protocol=args.protocol, model=args.model, timeout_s=args.timeout,
                                 shared_memory=args.shared_memory)
     except (HeatmapWriteError, AdminKeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        raise CommandError(str(error), EXIT_USAGE) from error
     with client, heatmap_dir or nullcontext():
         try:
             client.model_info()
         except ServerUnreachableError as error:
-            print(f"error: {error}\n(is the server running? start it with 'deepfake-edge serve')", file=sys.stderr)
-            return EXIT_UNREACHABLE
+            raise CommandError(f"{error}\n(is the server running? start it with 'deepfake-edge serve')",
+                               EXIT_UNREACHABLE) from error
         except DeepfakeClientError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_SERVER_ERROR
+            raise CommandError(str(error), EXIT_SERVER_ERROR) from error
         heatmaps = _HeatmapWriter(heatmap_dir) if heatmap_dir else None
         by_path = {str(item.path): item for item in paths}
         failures: Counter[str] = Counter()
@@ -236,6 +231,6 @@ class _HeatmapWriter:
             with self.directory.open_for_writing(target) as handle:
                 overlay.save(handle, format="PNG")
         except (BadImageError, HeatmapWriteError, OSError) as error:
-            print(f"warning: heatmap for {detection.source} not written: {error}", file=sys.stderr)
+            log.warning("heatmap for %s not written: %s", detection.source, error)
             return None
         return self.directory.path / target

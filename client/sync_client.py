@@ -8,11 +8,14 @@ Everything the client needs about the model (input size, crop rule, labels, thre
 is read from the server's model config. Images are preprocessed with the project's one shared
 definition, sent as batched UINT8 requests from several threads at once (so Triton's dynamic batcher
 has work to combine), optionally through system shared memory.
+
+What the client does (which calls, retries, chunking, what a failure means) is written once, as plans, in
+client/analysis.py; this module performs their steps with blocking tritonclient on worker threads that each
+own a connection (client/workers.py).
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
@@ -22,43 +25,14 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
+from typing import Any, Iterable, Iterator, Optional, TypeVar, Unpack
 
 import numpy as np
 
-from deepfake_edge.client.errors import (
-    DeepfakeClientError,
-    ModelNotReadyError,
-    RequestTimeoutError,
-    ServerUnreachableError,
-)
-from deepfake_edge.client.analysis import (
-    DEFAULT_TIMEOUT_S,
-    ClientSettings,
-    MAX_PARALLEL_PARTS,
-    Prepared,
-    merge_chunk,
-    retry_delay,
-    check_mode,
-    images_per_request,
-    prepare,
-    prepare_chunk,
-    request_slices,
-    stacked_rows,
-    to_detections,
-)
-from deepfake_edge.client.results import Detection, Failure, Result
+from deepfake_edge.client import analysis, triton_io
+from deepfake_edge.client.errors import RequestTimeoutError
+from deepfake_edge.client.results import Detection, Result
 from deepfake_edge.client.shared_memory import InputRegion
-from deepfake_edge.client.triton_io import (
-    ModelInfo,
-    Outputs,
-    config_as_dict,
-    make_inputs,
-    make_outputs,
-    not_ready_message,
-    parse_model_config,
-    read_outputs,
-)
 from deepfake_edge.client.workers import LanePool, Worker
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, ImageSource
 from deepfake_edge.regions import DEFAULT_MODE
@@ -89,7 +63,7 @@ class _Lane:
             self.triton.close()
 
 
-class DeepfakeClient(ClientSettings):
+class DeepfakeClient(analysis.ClientSettings):
     """A thread-safe client for one model on one Triton server (concurrent calls run concurrently).
 
     ``url`` is ``host:port`` (default 127.0.0.1 and the protocol's default port). Every call is bounded
@@ -99,17 +73,9 @@ class DeepfakeClient(ClientSettings):
     ``AdminKeyError`` when there is none). A given ``admin_key`` also lets a not-ready error list the models.
     """
 
-    def __init__(
-        self,
-        url: Optional[str] = None,
-        protocol: str = "grpc",
-        model: str = DEFAULT_MODEL,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        retries: int = 2,
-        shared_memory: bool = False,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        admin_key: Optional[str] = None,
-    ):
+    def __init__(self, url: Optional[str] = None, protocol: str = "grpc", model: str = DEFAULT_MODEL,
+                 timeout_s: float = analysis.DEFAULT_TIMEOUT_S, retries: int = 2, shared_memory: bool = False,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, admin_key: Optional[str] = None):
         if shared_memory and admin_key is None:
             admin_key = find_admin_key(required_for="shared-memory mode (it registers regions with Triton)")
         super().__init__(url, protocol, model, timeout_s, retries, max_pixels, admin_key)
@@ -128,53 +94,37 @@ class DeepfakeClient(ClientSettings):
         """Close every connection; unregister and unlink every shared-memory region."""
         self._pool.shutdown(timeout_s=self.timeout_s + 5.0)
 
-    def model_info(self) -> ModelInfo:
+    def model_info(self) -> triton_io.ModelInfo:
         """The served model's card and limits (fetched once). Raises ServerUnreachableError,
         ModelNotReadyError or ServerError."""
-        if self._info is None:
-            self._info = self._pool.submit(partial(self._with_retries, operation=self._fetch_info)).result()
-        return self._info
+        if self._info is not None:  # no trip through the worker threads, which may all be busy
+            return self._info
+        return self._run(analysis.model_info(self))
 
     def preprocess(self, source: ImageSource, mode: str = DEFAULT_MODE) -> np.ndarray:
         """The UINT8 (N, 3, H, W) rows this client sends for ``source`` in ``mode`` (raises BadImageError)."""
-        return prepare(self.model_info(), source, check_mode(mode), self.max_pixels).rows
+        return analysis.prepare(self.model_info(), source, analysis.check_mode(mode), self.max_pixels).rows
 
     def detect(self, source: ImageSource, heatmap: bool = False, mode: str = DEFAULT_MODE) -> Detection:
         """Classify one image (``mode``: "whole" scores every face, tiles over the whole frame and the global
         view in one request; "fast" the global view alone). Raises BadImageError or a DeepfakeClientError."""
-        info = self.model_info()
-        prepared = [prepare(info, source, check_mode(mode), self.max_pixels)]
-        infer = partial(self._infer, prepared=prepared, heatmap=heatmap)
         with self._lock:
             self._callers += 1
             # One connection per concurrent caller: threads sharing this client are not serialised.
             self._pool.ensure(self._callers)
         try:
-            return self._pool.submit(partial(self._with_retries, operation=infer)).result()[0]
+            return self._run(analysis.detect(self, source, heatmap, mode))
         finally:
             with self._lock:
                 self._callers -= 1
 
-    def detect_many(
-        self,
-        sources: Iterable[ImageSource],
-        concurrency: int = 4,
-        heatmap: bool = False,
-        batch_size: Optional[int] = None,
-        mode: str = DEFAULT_MODE,
-    ) -> list[Result]:
-        """One Detection or Failure per source, in order (see :meth:`iter_detect`)."""
-        return list(self.iter_detect(sources, concurrency=concurrency, heatmap=heatmap, batch_size=batch_size,
-                                     mode=mode))
+    def detect_many(self, sources: Iterable[ImageSource], **options: Unpack[analysis.DetectOptions]) -> list[Result]:
+        """One Detection or Failure per source, in order; takes the keyword options of :meth:`iter_detect`
+        (``concurrency``, ``heatmap``, ``batch_size``, ``mode``)."""
+        return list(self.iter_detect(sources, **options))
 
-    def iter_detect(
-        self,
-        sources: Iterable[ImageSource],
-        concurrency: int = 4,
-        heatmap: bool = False,
-        batch_size: Optional[int] = None,
-        mode: str = DEFAULT_MODE,
-    ) -> Iterator[Result]:
+    def iter_detect(self, sources: Iterable[ImageSource], concurrency: int = 4, heatmap: bool = False,
+                    batch_size: Optional[int] = None, mode: str = DEFAULT_MODE) -> Iterator[Result]:
         """Yield one Detection or Failure per source, in input order, as results arrive.
 
         Sources are read lazily, ``batch_size`` images per request (default: 8 in fast mode, at most the
@@ -184,85 +134,54 @@ class DeepfakeClient(ClientSettings):
         that input's Failure. Once the server is unreachable (after retries), the remaining inputs fail
         with that error without being sent.
         """
-        if concurrency < 1 or (batch_size is not None and batch_size < 1):
-            raise ValueError("concurrency and batch_size must be >= 1")
-        check_mode(mode)
-        sources = iter(sources)
-        try:
-            info = self.model_info()
-        except DeepfakeClientError as error:
-            yield from (Failure(source, error) for source in sources)
-            return
-        size = images_per_request(mode, batch_size, info)
+        analysis.check_options(concurrency, batch_size, mode)
+        info = self._run(analysis.info_or_error(self))
         self._pool.ensure(concurrency)
-        unreachable: list[ServerUnreachableError] = []
         pending: deque[Future] = deque()
+        # One chunk started beyond the ones in flight, so that no worker waits for the consumer.
+        plans = analysis.chunk_plans(self, info, sources, concurrency + 1, heatmap, batch_size, mode)
         try:
-            while chunk := list(itertools.islice(sources, size)):
-                run = partial(self._run_chunk, info=info, chunk=chunk, heatmap=heatmap, mode=mode,
-                              unreachable=unreachable)
-                pending.append(self._pool.submit(run))
-                # Keep one chunk queued beyond the ones in flight so no worker waits for the consumer.
-                while len(pending) > concurrency:
+            for plan in plans:
+                if plan is None:
                     yield from pending.popleft().result()
-            while pending:
-                yield from pending.popleft().result()
+                else:
+                    pending.append(self._pool.submit(partial(self._drive, plan=plan)))
         finally:
             for future in pending:
                 future.cancel()
-
-    def _run_chunk(
-        self,
-        worker: Worker[_Lane],
-        info: ModelInfo,
-        chunk: list[ImageSource],
-        heatmap: bool,
-        mode: str,
-        unreachable: list[ServerUnreachableError],
-    ) -> list[Result]:
-        prepared, failures = prepare_chunk(info, chunk, mode, self.max_pixels)
-        if not prepared:
-            return failures  # type: ignore[return-value]
-        try:
-            if unreachable:
-                raise unreachable[0]
-            outcome: "list[Result] | DeepfakeClientError" = self._with_retries(
-                worker, partial(self._infer, prepared=prepared, heatmap=heatmap))
-        except DeepfakeClientError as error:
-            outcome = error
-        return merge_chunk(prepared, failures, outcome, unreachable)
 
     def check_ready(self, timeout_s: Optional[float] = None) -> None:
         """Ask the server, now and once, whether the model is ready (nothing cached, no retries), waiting at
         most ``timeout_s`` (default the client's): returns if it is; raises ModelNotReadyError,
         ServerUnreachableError, RequestTimeoutError or ServerError."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        options = {"client_timeout": timeout_s} if self.protocol == "grpc" else {}
-
-        def probe(lane: _Lane) -> None:
-            if not lane.triton.is_model_ready(self.model, **options):
-                raise ModelNotReadyError(not_ready_message(self.model, self.url, None))
-
-        future = self._pool.submit(partial(self._with_retries, operation=probe, retries=0))
+        future = self._pool.submit(partial(self._drive, plan=analysis.check_ready(self, timeout_s)))
         try:
             future.result(timeout=timeout_s + 1.0)
         except FutureTimeout:
             future.cancel()
             raise RequestTimeoutError(self.url, timeout_s) from None
 
-    def _with_retries(self, worker: Worker[_Lane], operation: Callable[[_Lane], T], retries: Optional[int] = None) -> T:
-        retries = self.retries if retries is None else retries
-        for attempt in itertools.count():
-            try:
-                return operation(worker.lane())
-            except Exception as raw:
-                error, delay = retry_delay(raw, self.url, self.timeout_s, attempt, retries)
-                if isinstance(error, ServerUnreachableError):
-                    worker.reset_lane()
-                if delay is None:
-                    raise error from (None if error is raw else raw)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+    def _run(self, plan: triton_io.Plan[T]) -> T:
+        return self._pool.submit(partial(self._drive, plan=plan)).result()
+
+    def _drive(self, worker: Worker[_Lane], plan: triton_io.Plan[T]) -> T:
+        """Run ``plan`` on a worker thread, with that thread's connection."""
+        return triton_io.drive(plan, partial(self._perform, worker))
+
+    def _perform(self, worker: Worker[_Lane], step: triton_io.Step) -> Any:
+        """Do ``step``, blocking, on this worker thread's connection."""
+        match step:
+            case triton_io.Call():
+                return step.on(worker.lane().triton)
+            case triton_io.Send(batches, heatmap):
+                return self._send(worker.lane(), batches, heatmap)
+            case triton_io.Compute(function, args):
+                return function(*args)
+            case triton_io.Pause(seconds):
+                time.sleep(seconds)
+            case triton_io.Reconnect():
+                worker.reset_lane()
 
     def _make_lane(self) -> _Lane:
         if self.protocol == "grpc":
@@ -270,79 +189,50 @@ class DeepfakeClient(ClientSettings):
         return _Lane(
             self._module.InferenceServerClient(
                 self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s,
-                concurrency=MAX_PARALLEL_PARTS,  # the parts of one image's regions go out at once
+                concurrency=analysis.MAX_PARALLEL_PARTS,  # the parts of one image's regions go out at once
             )
         )
 
-    def _fetch_info(self, lane: _Lane) -> ModelInfo:
-        if not lane.triton.is_server_live(**self._call_options):
-            raise ServerUnreachableError(self.url, "the server is not live")
-        if not lane.triton.is_model_ready(self.model, **self._call_options):
-            raise ModelNotReadyError(not_ready_message(self.model, self.url, self._repository_index(lane)))
-        config = lane.triton.get_model_config(self.model, **self._json_options)
-        return parse_model_config(self.model, config_as_dict(config))
+    def _send(self, lane: _Lane, batches: list[np.ndarray], heatmap: bool) -> list[Any]:
+        if len(batches) == 1 or self.shared_memory:  # one shared-memory region per connection: one at a time
+            return [self._infer(lane, batch, heatmap) for batch in batches]
+        return self._infer_concurrently(lane, batches, heatmap)
 
-    def _repository_index(self, lane: _Lane) -> Any:
-        """The server's models, or None without the admin key (the repository index is an admin API)."""
-        from tritonclient.utils import InferenceServerException
-
-        if self._admin_headers is None:
-            return None
-        try:
-            return lane.triton.get_model_repository_index(headers=self._admin_headers, **self._json_options)
-        except InferenceServerException:
-            return None
-
-    def _infer(self, lane: _Lane, prepared: list[Prepared], heatmap: bool) -> list[Detection]:
-        info = self._info
-        assert info is not None
-        rows = stacked_rows(prepared)
-        slices = request_slices(len(rows), info)
-        if len(slices) == 1 or self.shared_memory:  # one shared-memory region per connection: one at a time
-            parts = [self._infer_rows(lane, info, rows[part], heatmap) for part in slices]
-        else:
-            parts = self._infer_concurrently(lane, info, [rows[part] for part in slices], heatmap)
-        return to_detections(prepared, Outputs.concat(parts), info)
-
-    def _infer_concurrently(self, lane: _Lane, info: ModelInfo, batches: list[np.ndarray],
-                            heatmap: bool) -> list[Outputs]:
+    def _infer_concurrently(self, lane: _Lane, batches: list[np.ndarray], heatmap: bool) -> list[Any]:
         """Send ``batches`` at once on ``lane``'s connection (tritonclient's async_infer) and wait for all."""
-        outputs = make_outputs(self._module, heatmap)
-        if self.protocol == "grpc":
-            answers: queue.Queue = queue.Queue()
-            for index, batch in enumerate(batches):
-                lane.triton.async_infer(self.model, make_inputs(self._module, batch),
-                                        partial(lambda i, result, error: answers.put((i, result, error)), index),
-                                        outputs=outputs, client_timeout=self.timeout_s)
-            results: list[Any] = [None] * len(batches)
-            for _ in batches:
-                try:
-                    index, result, error = answers.get(timeout=self.timeout_s + 1.0)
-                except queue.Empty:
-                    raise RequestTimeoutError(self.url, self.timeout_s) from None
-                if error is not None:
-                    raise error
-                results[index] = result
-        else:
-            requests = [lane.triton.async_infer(self.model, make_inputs(self._module, batch), outputs=outputs)
-                        for batch in batches]
-            results = [request.get_result(timeout=self.timeout_s) for request in requests]
-        return [read_outputs(result, len(batch), info, heatmap) for result, batch in zip(results, batches)]
+        outputs = triton_io.make_outputs(self._module, heatmap)
+        if self.protocol == "http":
+            requests = [lane.triton.async_infer(self.model, triton_io.make_inputs(self._module, batch),
+                                                outputs=outputs) for batch in batches]
+            return [request.get_result(timeout=self.timeout_s) for request in requests]
+        answers: queue.Queue = queue.Queue()
+        for index, batch in enumerate(batches):
+            lane.triton.async_infer(self.model, triton_io.make_inputs(self._module, batch),
+                                    partial(lambda i, result, error: answers.put((i, result, error)), index),
+                                    outputs=outputs, client_timeout=self.timeout_s)
+        results: list[Any] = [None] * len(batches)
+        for _ in batches:
+            try:
+                index, result, error = answers.get(timeout=self.timeout_s + 1.0)
+            except queue.Empty:
+                raise RequestTimeoutError(self.url, self.timeout_s) from None
+            if error is not None:
+                raise error
+            results[index] = result
+        return results
 
-    def _infer_rows(self, lane: _Lane, info: ModelInfo, batch: np.ndarray, heatmap: bool) -> Outputs:
-        region = self._region(lane, info) if self.shared_memory else None
+    def _infer(self, lane: _Lane, batch: np.ndarray, heatmap: bool) -> Any:
+        region = self._region(lane) if self.shared_memory else None
         if region is not None:
             region.write(batch)
-        result = lane.triton.infer(
-            self.model,
-            make_inputs(self._module, batch, shm_region=None if region is None else region.name),
-            outputs=make_outputs(self._module, heatmap),
-            **self._call_options,
-        )
-        return read_outputs(result, len(batch), info, heatmap)
+        inputs = triton_io.make_inputs(self._module, batch, shm_region=None if region is None else region.name)
+        return lane.triton.infer(self.model, inputs, outputs=triton_io.make_outputs(self._module, heatmap),
+                                 **self._call_options)
 
-    def _region(self, lane: _Lane, info: ModelInfo) -> InputRegion:
+    def _region(self, lane: _Lane) -> InputRegion:
         if lane.region is None:
+            info = self._info
+            assert info is not None, "a plan fetches the model info before it sends"
             region = InputRegion(info.max_batch_size * info.request_bytes_per_image)
             try:
                 lane.triton.register_system_shared_memory(

@@ -4,13 +4,17 @@ A served model's configuration is read into :class:`ModelInfo` by the serving co
 (:mod:`deepfake_edge.serving_contract`; the model card travels in the config's ``model_card`` parameter, so
 input size, crop rule, labels and threshold are never re-typed here); this module turns a broken one into
 a :class:`ServerError`, builds the request tensors and reads a response's outputs.
+
+It also names the I/O a client's plans (client/analysis.py) ask their transport for, as steps:
+:class:`Call`, :class:`Send`, :class:`Compute`, :class:`Pause` and :class:`Reconnect`, and runs a plan
+(:class:`Run`, :func:`drive`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Generator, Generic, Mapping, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -29,8 +33,11 @@ from deepfake_edge.serving_contract import (
 )
 from deepfake_edge.serving_contract import parse_model_config as _parse_model_config
 
-__all__ = ["ModelInfo", "Outputs", "config_as_dict", "make_inputs", "make_outputs", "normalize_url",
-           "not_ready_message", "parse_model_config", "read_outputs", "response_version"]
+__all__ = ["Call", "Compute", "ModelInfo", "Outputs", "Pause", "Plan", "Reconnect", "Run", "Send", "Step",
+           "config_as_dict", "drive", "make_inputs", "make_outputs", "normalize_url", "not_ready_message",
+           "parse_model_config", "read_outputs", "response_version"]
+
+T = TypeVar("T")
 
 
 def normalize_url(url: str | None, protocol: str) -> str:
@@ -122,3 +129,84 @@ def not_ready_message(model: str, url: str, index: Any) -> str:
     states = ", ".join(f"{m.get('name')} ({m.get('state') or 'UNAVAILABLE'})" for m in entries) or "none"
     return f"model {model!r} is not ready on the Triton server at {url}; its models: {states}"
 
+
+# -- the steps of a plan: what a transport performs --------------------------------------------------------
+
+
+class Call:
+    """Call tritonclient's ``method`` with these arguments; answer: what it returns."""
+
+    def __init__(self, method: str, *args: Any, **kwargs: Any):
+        self.method, self.args, self.kwargs = method, args, kwargs
+
+    def on(self, triton: Any) -> Any:
+        """The call made on ``triton`` (an aio client returns an awaitable)."""
+        return getattr(triton, self.method)(*self.args, **self.kwargs)
+
+
+@dataclass(frozen=True)
+class Send:
+    """Infer ``batches`` (UINT8 rows), at once where the transport can; answer: tritonclient's results, in
+    order."""
+
+    batches: list[np.ndarray]
+    heatmap: bool
+
+
+@dataclass(frozen=True)
+class Compute:
+    """CPU work (decoding an image, cutting its regions); answer: ``function(*args)``. The asyncio client
+    runs it in a worker thread, so that it never blocks the event loop."""
+
+    function: Callable[..., Any]
+    args: tuple
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Wait ``seconds`` before the next attempt."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """A call found the server unreachable: a connection the transport owns alone is better replaced than
+    reused half-dead."""
+
+
+Step = Union[Call, Send, Compute, Pause, Reconnect]
+Plan = Generator[Step, Any, T]
+
+
+class Run(Generic[T]):
+    """A plan being performed: ``step`` is the I/O it waits for, None once it has returned ``result`` (an
+    exception it raises comes out of :meth:`settle`)."""
+
+    def __init__(self, plan: Plan[T]):
+        self._plan = plan
+        self.result: Any = None
+        self.step: Optional[Step] = None
+        self._resume(plan.send, None)
+
+    def settle(self, outcome: Any) -> None:
+        """Hand the plan the answer of ``step``, or the exception it raised (no step answers with one)."""
+        self._resume(self._plan.throw if isinstance(outcome, BaseException) else self._plan.send, outcome)
+
+    def _resume(self, resume: Callable[[Any], Step], outcome: Any) -> None:
+        try:
+            self.step = resume(outcome)
+        except StopIteration as finished:
+            self.step, self.result = None, finished.value
+
+
+def drive(plan: Plan[T], perform: Callable[[Step], Any]) -> T:
+    """Run ``plan`` with ``perform`` doing each step, blocking (the sync client)."""
+    run = Run(plan)
+    while run.step is not None:
+        try:
+            outcome = perform(run.step)
+        except Exception as error:
+            outcome = error
+        run.settle(outcome)
+    return run.result

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from deepfake_edge.cli import CommandError, add_verb, log_to_terminal
 from deepfake_edge.serving_contract import CNN_MODEL, DEFAULT_MODEL, INT8_MODEL, MODEL_NAMES_BY_ARCH
 
 DEMO_CHECKPOINTS = (Path("models/demo/efficientnet_b0.safetensors"), Path("models/demo/small_cnn.safetensors"))
@@ -25,15 +27,17 @@ FULL_IMAGES = {"calibration_images": 300, "eval_images": 400, "parity_images": N
 # What `--if-missing` took on the (busy) 2-core build VM (docs/export.md), for the line announcing it.
 IF_MISSING_SECONDS = {"recipe": 90, "search": 300}
 
+log = logging.getLogger(__name__)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "export",
-        help="export checkpoints to ONNX (FP32/INT8/FP16) and write the Triton model repositories",
-        description="Export detector checkpoints to ONNX with UINT8 input, in-graph normalisation and CAM heatmap; "
+    parser = add_verb(
+        subparsers, "export", "export checkpoints to ONNX (FP32/INT8/FP16) and write the Triton model repositories",
+        "Export detector checkpoints to ONNX with UINT8 input, in-graph normalisation and CAM heatmap; "
         "check parity against PyTorch; optionally quantize (static INT8, CPU) and convert (FP16, GPU); write "
         "OUT/embedded (Python backend) and OUT/ngc (onnxruntime_onnx + TensorRT) Triton repositories. "
         "Without checkpoints, the committed demo checkpoints are exported with INT8 and FP16.",
+        func=run,
     )
     parser.add_argument("checkpoints", nargs="*", type=Path, metavar="CHECKPOINT", help="safetensors checkpoint(s)")
     parser.add_argument("--out", type=Path, default=Path("model_repository"),
@@ -76,18 +80,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "incomplete or older than they are; a model whose tensors changed (e.g. a demo "
                              "retrained at another input size) has its old versions replaced; with fewer images "
                              "and no speed measurement")
-    parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from deepfake_edge.export import repository
 
+    log_to_terminal()
     if args.instances is None:
         args.instances = repository.DEFAULT_CPU_INSTANCES
     if args.if_missing:
         if args.checkpoints:
-            print("error: --if-missing builds from the demo checkpoints; give no CHECKPOINT", file=sys.stderr)
-            return 2
+            raise CommandError("--if-missing builds from the demo checkpoints; give no CHECKPOINT")
         if repository.is_complete(args.out / repository.EMBEDDED, DEFAULT_MODELS, DEMO_CHECKPOINTS):
             print(f"{args.out / repository.EMBEDDED} is complete and newer than the demo checkpoints; nothing to do")
             return 0
@@ -96,26 +99,22 @@ def run(args: argparse.Namespace) -> int:
             setattr(args, option, value)
     for option in ("instances", "calibration_images", "eval_images", "parity_images"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
-            print(f"error: --{option.replace('_', '-')} must be at least 1", file=sys.stderr)
-            return 2
+            raise CommandError(f"--{option.replace('_', '-')} must be at least 1")
     checkpoints = list(args.checkpoints)
     int8, fp16, speed, variants_for = args.int8, args.fp16, not args.no_speed, None
     if not checkpoints:
         missing = [str(path) for path in DEMO_CHECKPOINTS if not path.is_file()]
         if missing:
-            print(f"error: demo checkpoint(s) not found: {', '.join(missing)} (train them with `make demo-model`, "
-                  "or pass CHECKPOINT paths)", file=sys.stderr)
-            return 2
+            raise CommandError(f"demo checkpoint(s) not found: {', '.join(missing)} (train them with "
+                               "`make demo-model`, or pass CHECKPOINT paths)")
         checkpoints = list(DEMO_CHECKPOINTS)
         int8, fp16, variants_for = True, True, DEFAULT_VARIANTS_FOR
         speed = speed and not args.if_missing  # `make serve` should start quickly
     for path in checkpoints:
         if not path.is_file():
-            print(f"error: checkpoint not found: {path}", file=sys.stderr)
-            return 2
+            raise CommandError(f"checkpoint not found: {path}")
     if args.name and len(args.name) != len(checkpoints):
-        print(f"error: {len(args.name)} --name for {len(checkpoints)} checkpoints", file=sys.stderr)
-        return 2
+        raise CommandError(f"{len(args.name)} --name for {len(checkpoints)} checkpoints")
     return _export(args, checkpoints, int8, fp16, speed, variants_for)
 
 
@@ -142,29 +141,29 @@ def _export(args: argparse.Namespace, checkpoints: list[Path], int8: bool, fp16:
         check_int8=not (args.no_int8_check or args.if_missing), speed=speed, recipe=recipe,
         cpu_instances=args.instances, variants_for=variants_for, replace_incompatible=args.if_missing,
     )
-    log = args.out / LOG_FILE
-    print(_announcement(args, checkpoints, options, log), flush=True)
+    log_file = args.out / LOG_FILE
+    print(_announcement(args, checkpoints, options, log_file), flush=True)
     started = time.perf_counter()
     try:
-        with _output_to(log):
+        with _output_to(log_file):
             summary = run_export(checkpoints, options, names=args.name)
             print(json.dumps(summary, indent=2, default=str))
     except (ExportCheckError, ValueError) as error:
-        print(f"error: {error} (details in {log})", file=sys.stderr)
-        return 1
+        raise CommandError(f"{error} (details in {log_file})", exit_code=1) from error
     except BaseException:
-        print(f"export failed after {time.perf_counter() - started:.0f} s; details in {log}", file=sys.stderr)
+        print(f"export failed after {time.perf_counter() - started:.0f} s; details in {log_file}", file=sys.stderr)
         raise
     for name, model in summary["models"].items():
         if problems := model.get("int8_vs_fp32", {}).get("problems"):
-            print(f"warning: {name}_int8 is outside the accuracy bound: {'; '.join(problems)}", file=sys.stderr)
+            log.warning("%s_int8 is outside the accuracy bound: %s", name, "; ".join(problems))
     elapsed = time.perf_counter() - started
     if args.if_missing:
         print(f"built {args.out / repository_names()[0]} and {args.out / repository_names()[1]} in {elapsed:.0f} s "
-              f"(summary: {args.out / SUMMARY_FILE}, log: {log})", flush=True)
+              f"(summary: {args.out / SUMMARY_FILE}, log: {log_file})", flush=True)
     else:
         print(_table(summary), flush=True)
-        print(f"wrote {args.out} in {elapsed:.0f} s (summary: {args.out / SUMMARY_FILE}, log: {log})", flush=True)
+        print(f"wrote {args.out} in {elapsed:.0f} s (summary: {args.out / SUMMARY_FILE}, log: {log_file})",
+              flush=True)
     return 0
 
 
@@ -174,10 +173,10 @@ def repository_names() -> tuple[str, str]:
     return repository.EMBEDDED, repository.NGC
 
 
-def _announcement(args: argparse.Namespace, checkpoints: list[Path], options, log: Path) -> str:
+def _announcement(args: argparse.Namespace, checkpoints: list[Path], options, log_file: Path) -> str:
     """The line printed before an export: what it builds, about how long it takes, where the details go."""
     if not args.if_missing:
-        return f"exporting {', '.join(map(str, checkpoints))} into {args.out} (details in {log})"
+        return f"exporting {', '.join(map(str, checkpoints))} into {args.out} (details in {log_file})"
     from deepfake_edge.export import int8_recipe
 
     # Of the demo checkpoints only the first (B0, DEFAULT_VARIANTS_FOR) gets an INT8 variant.
@@ -187,7 +186,7 @@ def _announcement(args: argparse.Namespace, checkpoints: list[Path], options, lo
     why = (f"; searching the INT8 FP32-fallback units of {searching[0]}, which has no matching recipe file"
            if searching else "")
     return (f"building the served models from the demo checkpoints (about {_duration(seconds)} on two cores{why}; "
-            f"details in {log})")
+            f"details in {log_file})")
 
 
 def _duration(seconds: float) -> str:
@@ -222,11 +221,12 @@ def _table(summary: dict) -> str:
 
 
 @contextlib.contextmanager
-def _output_to(log: Path) -> Iterator[None]:
-    """Send everything written meanwhile to ``log``: Python's stdout/stderr (warnings, onnxruntime's
-    calibration prints) and the process's file descriptors 1 and 2 (native libraries); no progress bars."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w", buffering=1) as stream:
+def _output_to(log_file: Path) -> Iterator[None]:
+    """Send everything written meanwhile to ``log_file``: the project's log records (the export's progress,
+    onnxruntime's calibration prints), Python's stdout/stderr (warnings) and the process's file descriptors
+    1 and 2 (native libraries); no progress bars."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("w", buffering=1) as stream, _project_log_to(stream):
         sys.stdout.flush()
         sys.stderr.flush()
         saved = {fd: os.dup(fd) for fd in (1, 2)}
@@ -246,3 +246,21 @@ def _output_to(log: Path) -> Iterator[None]:
                 os.environ.pop("TQDM_DISABLE", None)
             else:
                 os.environ["TQDM_DISABLE"] = tqdm_disable
+
+
+@contextlib.contextmanager
+def _project_log_to(stream) -> Iterator[None]:
+    """Send every record of the project's modules, DEBUG up, to ``stream`` alone (not the terminal) meanwhile."""
+    project = logging.getLogger("deepfake_edge")
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    saved = project.level, project.propagate
+    project.addHandler(handler)
+    project.setLevel(logging.DEBUG)
+    project.propagate = False
+    try:
+        yield
+    finally:
+        project.removeHandler(handler)
+        project.setLevel(saved[0])
+        project.propagate = saved[1]

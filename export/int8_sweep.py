@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import sys
 import tempfile
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from deepfake_edge.checkpoint import load_checkpoint
+from deepfake_edge.cli import log_to_terminal
 from deepfake_edge.export import evaluate
 from deepfake_edge.export.calibration import DEFAULT_DATA_ROOT, load_image_set
 from deepfake_edge.export.commands import DEMO_CHECKPOINTS
@@ -27,6 +29,8 @@ from deepfake_edge.export.fallback import quantize_with_fallback
 from deepfake_edge.export.graph import export_onnx
 from deepfake_edge.export.pipeline import int8_problems
 from deepfake_edge.export.quantize import QuantizationRecipe, prepare, quantize_prepared
+
+log = logging.getLogger(__name__)
 
 DEFAULT = QuantizationRecipe()
 ALL_INT8 = dataclasses.replace(DEFAULT, fp32_fallback=False)
@@ -89,7 +93,7 @@ def sweep(checkpoint: Path, data: Path, calibration_images: int, eval_images: in
                 "images_per_s": speed["int8"][str(batch)]["images_per_s"],
                 "fp32_images_per_s": speed["fp32"][str(batch)]["images_per_s"],
             })
-            print(f"{label}: {json.dumps(result['rows'][-1]['decision_agreement'])}", file=sys.stderr)
+            log.info("%s: %s", label, json.dumps(result["rows"][-1]["decision_agreement"]))
     return result
 
 
@@ -117,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args(argv)
+    log_to_terminal()
     result = sweep(args.checkpoint, args.data, args.calibration_images, args.eval_images, args.batch)
     if args.json:
         text = json.dumps(result, indent=2, default=lambda v: v.item() if isinstance(v, np.generic) else str(v))

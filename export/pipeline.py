@@ -10,7 +10,7 @@ and write everything into ``<out>/embedded`` and ``<out>/ngc``.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,6 +34,8 @@ FP32_MAX_DELTA = 1e-4
 INT8_MAX_AUC_DROP = 0.005
 INT8_MIN_AGREEMENT = 0.99
 SUMMARY_FILE = "export_summary.json"
+
+log = logging.getLogger(__name__)
 
 
 class ExportCheckError(RuntimeError):
@@ -91,11 +93,6 @@ def _timed(seconds: dict, stage: str) -> Iterator[None]:
     seconds[stage] = round(seconds.get(stage, 0.0) + time.perf_counter() - started, 2)
 
 
-def _log(message: str) -> None:
-    """A progress line: stderr, which ``export`` sends to its log file."""
-    print(message, file=sys.stderr, flush=True)
-
-
 def _spread(count: int, limit: int | None) -> np.ndarray:
     """Indices of ``limit`` of ``count`` items, evenly spread (the image sets come sorted by label)."""
     if limit is None or limit >= count:
@@ -120,7 +117,7 @@ def export_checkpoint(checkpoint: Path, name: str, options: ExportOptions, workd
     parity_subset = _spread(len(evaluation.images), options.parity_images)
     parity_labels = evaluation.labels[parity_subset] if evaluation.labels is not None else None
     with _timed(seconds, "parity_fp32"):
-        _log(f"{name}: FP32 ONNX vs PyTorch on {len(parity_subset)} images")
+        log.info("%s: FP32 ONNX vs PyTorch on %d images", name, len(parity_subset))
         reference = evaluate.torch_probabilities(model, card, evaluation.images[parity_subset])
         fp32_outputs = evaluate.onnx_outputs(fp32_path, evaluation.images)
     fp32_probabilities = fp32_outputs["fake_probability"].reshape(-1)
@@ -186,9 +183,9 @@ def _quantize_int8(checkpoint: Path, name: str, options: ExportOptions, fp32_pat
         report = evaluate.compare(fp32_probabilities, probabilities, card.threshold, evaluation.labels)
         report.update(source=evaluation.source, calibration_images=int(len(calibration.images)),
                       calibration_source=calibration.source, recipe=description, problems=int8_problems(report))
-        _log(f"{name}_int8 ({stage}): decisions agree with FP32 on {report['decision_agreement']:.2%} of "
-             f"{report['images']} test images, ROC-AUC delta {report['roc_auc_delta']}"
-             + (f"; outside the bound: {'; '.join(report['problems'])}" if report["problems"] else ""))
+        log.info("%s_int8 (%s): decisions agree with FP32 on %.2f%% of %d test images, ROC-AUC delta %s%s",
+                 name, stage, 100 * report["decision_agreement"], report["images"], report["roc_auc_delta"],
+                 f"; outside the bound: {'; '.join(report['problems'])}" if report["problems"] else "")
         return report
 
     use_files = recipe.fp32_fallback and options.int8_recipe_files
@@ -196,24 +193,24 @@ def _quantize_int8(checkpoint: Path, name: str, options: ExportOptions, fp32_pat
     if use_files:
         stored, why = (None, "searching as asked (--search-fallback)") if options.search_fallback \
             else int8_recipe.load(checkpoint, description)
-    _log(f"{name}_int8: {why}")
+    log.info("%s_int8: %s", name, why)
     if stored is not None:
         try:
             with _timed(seconds, "quantize_int8"):
                 quantize_int8(fp32_path, int8_path, calibration.images, recipe, stored.fp32_units)
         except ValueError as error:  # units this graph does not have: the file is stale after all
-            _log(f"{name}_int8: {stored.path} does not fit this graph ({error}); searching")
+            log.info("%s_int8: %s does not fit this graph (%s); searching", name, stored.path, error)
         else:
             report = checked(f"FP32 units from {stored.path}")
             report["fp32_fallback"] = {"fp32_units": list(stored.fp32_units), "recipe_file": str(stored.path)}
             if not report["problems"] or stored.missed_bound_when_written:
                 return report, stored.fp32_units
-            _log(f"{name}_int8: the FP32 units of {stored.path} miss the bound on these images; searching")
+            log.info("%s_int8: the FP32 units of %s miss the bound on these images; searching", name, stored.path)
     validation = None
     if recipe.fp32_fallback:
         with _timed(seconds, "load_validation_images"):
             validation = load_image_set(card, data, "validation", options.eval_images)
-        _log(f"{name}_int8: searching the backbone units to keep FP32 (a few dozen quantizations)")
+        log.info("%s_int8: searching the backbone units to keep FP32 (a few dozen quantizations)", name)
     with _timed(seconds, "quantize_int8"):
         fallback = quantize_with_fallback(
             fp32_path, int8_path, calibration.images, validation.images if validation else None,
@@ -229,10 +226,11 @@ def _quantize_int8(checkpoint: Path, name: str, options: ExportOptions, fp32_pat
                                          test=report, calibration_images=int(len(calibration.images)),
                                          calibration_source=calibration.source)
             except OSError as error:
-                _log(f"{name}_int8: could not write the recipe file: {error}")
+                log.warning("%s_int8: could not write the recipe file: %s", name, error)
             else:
                 report["fp32_fallback"]["recipe_file"] = str(path)
-                _log(f"{name}_int8: wrote {path} (commit it: the next export of this checkpoint skips the search)")
+                log.info("%s_int8: wrote %s (commit it: the next export of this checkpoint skips the search)",
+                         name, path)
     return report, fallback.fp32_units
 
 

@@ -12,10 +12,11 @@ units (:func:`backbone_units`) also stay FP32 is measured per checkpoint by
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import re
-import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ import onnx
 # Images per calibration batch: onnxruntime keeps every activation of a batch in memory (~60 MB per
 # 224 px image for B0), and histogram calibrators fold each batch in before the next (strided collection).
 CALIBRATION_BATCH = 8
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ def quantize_prepared(prepared_path: Path, out_path: Path, calibration_images: n
     excluded |= {n.name for n in model.graph.node
                  if any(re.search(pattern, n.name) for pattern in recipe.exclude_name_patterns)}
     # onnxruntime's calibrators print progress to stdout, which carries the export's JSON summary.
-    with contextlib.redirect_stdout(sys.stderr):
+    with _prints_logged():
         quantize_static(
             str(prepared_path),
             str(out_path),
@@ -244,3 +247,37 @@ def copy_metadata(source: Path, target: Path) -> None:
     del model.metadata_props[:]
     model.metadata_props.extend(metadata)
     onnx.save(model, str(target))
+
+
+class _LogLines(io.TextIOBase):
+    """A text stream that logs each line written to it (DEBUG records of this module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self._pending = (self._pending + text).split("\n")
+        for line in lines:
+            if line.strip():
+                log.debug("%s", line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending.strip():
+            log.debug("%s", self._pending)
+        self._pending = ""
+
+
+@contextlib.contextmanager
+def _prints_logged() -> Iterator[None]:
+    """Log what Python code prints to stdout meanwhile instead of writing it there."""
+    stream = _LogLines()
+    try:
+        with contextlib.redirect_stdout(stream):
+            yield
+    finally:
+        stream.flush()

@@ -13,8 +13,8 @@ forward while clients pinned to the previous version keep working.
 
 from __future__ import annotations
 
+import logging
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,8 @@ from deepfake_edge.serving_contract import (
     latest_version_dir,
     model_versions,
 )
+
+log = logging.getLogger(__name__)
 
 existing_versions = model_versions  # the serving contract's version lookup, under this module's older name
 
@@ -167,8 +169,8 @@ def write_model(root: Path, spec: ModelSpec, config: model_config_pb2.ModelConfi
         if not replace_incompatible:
             raise ValueError(f"{model_dir}: the new export's inputs/outputs differ from the existing versions "
                              f"(e.g. another input size); export into a fresh --out directory instead")
-        print(f"{model_dir}: the new export's inputs/outputs differ from the existing versions; "
-              f"replacing them", file=sys.stderr)
+        log.warning("%s: the new export's inputs/outputs differ from the existing versions; replacing them",
+                    model_dir)
         shutil.rmtree(model_dir)
     version = max(model_versions(model_dir), default=0) + 1
     version_dir = model_dir / str(version)

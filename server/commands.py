@@ -12,13 +12,13 @@ import threading
 from contextlib import ExitStack
 from pathlib import Path
 
+from deepfake_edge.cli import CommandError, add_triton_address, add_verb
 from deepfake_edge.server.http_gateway import DEFAULT_MAX_BODY_BYTES
 from deepfake_edge.serving_contract import (
     DEFAULT_MODEL,
     GRPC_PORT,
     HTTP_PORT,
     METRICS_PORT,
-    PROTOCOLS,
     ModelConfigError,
     default_url,
 )
@@ -27,18 +27,16 @@ DEFAULT_REPOSITORY = Path("model_repository") / "embedded"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    serve = subparsers.add_parser(
-        "serve",
-        help="run the real Triton Inference Server on the model repository, plus the web page",
-        description=(
-            "Start the tritonserver binary from the nvidia-pytriton wheel on a Python-backend model "
-            "repository (onnxruntime inside; CUDA when a GPU and onnxruntime-gpu are present), wait until "
-            "every model is ready, then serve the web page from this process. Triton is restarted when it "
-            "dies (backoff 1-30 s; the web page answers 503 meanwhile). Its admin APIs (shared memory, "
-            "model repository, logging, trace, statistics) need the admin key: taken from "
-            "DEEPFAKE_EDGE_ADMIN_KEY, else made anew and written to a file only this user can read "
-            "(the path is printed). Ctrl+C or SIGTERM stops everything."
-        ),
+    serve = add_verb(
+        subparsers, "serve", "run the real Triton Inference Server on the model repository, plus the web page",
+        "Start the tritonserver binary from the nvidia-pytriton wheel on a Python-backend model "
+        "repository (onnxruntime inside; CUDA when a GPU and onnxruntime-gpu are present), wait until "
+        "every model is ready, then serve the web page from this process. Triton is restarted when it "
+        "dies (backoff 1-30 s; the web page answers 503 meanwhile). Its admin APIs (shared memory, "
+        "model repository, logging, trace, statistics) need the admin key: taken from "
+        "DEEPFAKE_EDGE_ADMIN_KEY, else made anew and written to a file only this user can read "
+        "(the path is printed). Ctrl+C or SIGTERM stops everything.",
+        func=run_serve,
     )
     _add_server_arguments(serve)
     serve.add_argument("--web-port", type=int, default=8080, help="port of the web page (default 8080)")
@@ -54,21 +52,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             f"(default {DEFAULT_MAX_BODY_BYTES / 2**20:g}: a batch of 32 images at 224 px is 4.6)")
     serve.add_argument("--max-restarts", type=int, default=5, metavar="N",
                        help="restart a crashed Triton at most N times within 10 minutes, then give up (default 5)")
-    serve.set_defaults(func=run_serve)
 
-    perf = subparsers.add_parser(
-        "perf",
-        help="measure a served model with Triton's perf_analyzer",
-        description=(
-            "Run Triton's own perf_analyzer (from the tritonclient wheel, unmodified) against a served model "
-            "with real preprocessed photographs as input, and print throughput and latency percentiles per "
-            "concurrency level. Targets --url, or a server it starts itself with --start-server."
-        ),
+    perf = add_verb(
+        subparsers, "perf", "measure a served model with Triton's perf_analyzer",
+        "Run Triton's own perf_analyzer (from the tritonclient wheel, unmodified) against a served model "
+        "with real preprocessed photographs as input, and print throughput and latency percentiles per "
+        "concurrency level. Targets --url, or a server it starts itself with --start-server.",
+        func=run_perf,
     )
     perf.add_argument("--model", default=DEFAULT_MODEL, help=f"served model (default {DEFAULT_MODEL})")
-    perf.add_argument("--protocol", choices=PROTOCOLS, default="grpc", help="default grpc")
-    perf.add_argument("--url", help=f"host:port of a running server (default {default_url('grpc')} grpc / "
-                                    f"{default_url('http')} http)")
+    add_triton_address(perf, url_help="host:port of a running Triton server")
     perf.add_argument("--start-server", action="store_true",
                       help="start Triton on --model-repository on free loopback ports for this run")
     perf.add_argument("--model-repository", type=Path, default=DEFAULT_REPOSITORY,
@@ -87,7 +80,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     perf.add_argument("--shared-memory", choices=("none", "system"), default="none",
                       help="send inputs through system shared memory (server on this machine only)")
     perf.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    perf.set_defaults(func=run_perf)
 
 
 def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
@@ -142,16 +134,14 @@ def run_serve(args: argparse.Namespace) -> int:
     from deepfake_edge.server.triton import TritonServerError, check_port_free
 
     if not args.model_repository.is_dir():
-        print(f"error: model repository {args.model_repository} does not exist; build it with "
-              f"'deepfake-edge export --if-missing' (what 'make serve' runs first)", file=sys.stderr)
-        return 2
+        raise CommandError(f"model repository {args.model_repository} does not exist; build it with "
+                           f"'deepfake-edge export --if-missing' (what 'make serve' runs first)")
     if not args.no_web:
         try:
             from deepfake_edge.webapp.app import create_app, make_web_server
         except ImportError as error:
-            print(f"error: the web page cannot be loaded ({error}); run with --no-web to serve Triton only",
-                  file=sys.stderr)
-            return 2
+            raise CommandError(f"the web page cannot be loaded ({error}); run with --no-web to serve Triton only"
+                               ) from error
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     _stop_on_signals()
     try:
@@ -195,8 +185,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print("stopped", flush=True)
         return 0
     except TritonServerError as error:  # also nginx's GatewayError and an exhausted restart budget
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        raise CommandError(str(error), exit_code=1) from error
 
 
 def _admin_key_for_serve(stack: ExitStack) -> tuple[str, str]:
@@ -258,9 +247,8 @@ def run_perf(args: argparse.Namespace) -> int:
             try:
                 card = fetch_model_card(url, args.protocol, args.model)
             except (InferenceServerException, OSError, ModelConfigError) as error:
-                print(f"error: cannot read model {args.model!r} from {args.protocol} server {url} ({error}); "
-                      f"start one with 'deepfake-edge serve' or pass --start-server", file=sys.stderr)
-                return 2
+                raise CommandError(f"cannot read model {args.model!r} from {args.protocol} server {url} ({error}); "
+                                   f"start one with 'deepfake-edge serve' or pass --start-server") from error
             images = build_workload(card).tensors
             print(f"perf_analyzer: {args.model} over {args.protocol} at {url}, {len(images)} real images "
                   f"{card.input_size}x{card.input_size} UINT8, batch {args.batch_size}, "
@@ -273,8 +261,7 @@ def run_perf(args: argparse.Namespace) -> int:
                 shared_memory=args.shared_memory, admin_key=admin_key,
             )
     except (AdminKeyError, PerfAnalyzerError, TritonServerError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        raise CommandError(str(error), exit_code=1) from error
     except KeyboardInterrupt:
         return 130
     print(f"{'concurrency':>11} {'images/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "

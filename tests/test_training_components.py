@@ -216,3 +216,75 @@ def test_frozen_layers_stay_in_eval_mode_and_mismatched_regularisers_are_clear_e
         freeze_early_layers(build_model("small_cnn"), 1)
     with pytest.raises(ValueError, match="stochastic depth"):
         build_model("small_cnn", drop_path_rate=0.1)
+
+
+def test_learning_rate_warms_up_per_step_then_decays_by_cosine_and_round_trips_through_the_state_file(tmp_path):
+    from deepfake_edge.training.config import TrainConfig
+    from deepfake_edge.training.train import _optimizer, _scheduler
+
+    config = TrainConfig(epochs=3, lr=1e-2, warmup_epochs=1.0, min_lr_ratio=0.1, weight_decay=0.05)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.LazyLinear(1))
+    model(torch.zeros(2, 3, 5, 5))
+    optimizer = _optimizer(model, config)
+    decays = {p.ndim: group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    assert decays == {4: 0.05, 2: 0.05, 1: 0.0}  # none on norms and biases
+    scheduler = _scheduler(optimizer, config, steps_per_epoch=4)  # 12 steps, the first 4 warming up
+    lrs = []
+    for step in range(13):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        assert all(group["lr"] == lrs[-1] for group in optimizer.param_groups)
+        scheduler.step_update(step + 1)
+    warmup = [1e-2 * (k + 1) / 5 for k in range(4)]
+    cosine = [1e-3 + 0.5 * 9e-3 * (1 + np.cos(np.pi * k / 8)) for k in range(8)]
+    np.testing.assert_allclose(lrs, [*warmup, *cosine, 1e-3], rtol=1e-12)
+
+    torch.save({"scheduler": scheduler.state_dict()}, tmp_path / "state.pt")
+    restored = _scheduler(_optimizer(model, config), TrainConfig(), steps_per_epoch=1)
+    restored.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True)["scheduler"])
+    restored.step_update(6)
+    assert restored.optimizer.param_groups[0]["lr"] == pytest.approx(cosine[2])
+
+
+def test_training_state_prefers_a_higher_auc_then_a_lower_loss_and_counts_stale_epochs():
+    from deepfake_edge.training.train import TrainingState
+
+    state = TrainingState()
+    assert state.record(1, float("nan"), 0.7)  # a NaN AUC (one class) counts as 0 and still beats nothing
+    assert state.record(2, 0.9, 0.8) and state.best_epoch == 2
+    assert not state.record(3, 0.85, 0.1) and state.stale_epochs == 1
+    assert state.record(4, 0.90005, 0.5) and (state.best_epoch, state.best_auc, state.stale_epochs) == (4, 0.90005, 0)
+    assert not state.record(5, 0.9, 0.6) and (state.epoch, state.stale_epochs) == (5, 1)
+    state.train_images, state.train_seconds = 300, 2.0
+    assert state.throughput == 150.0
+
+
+def test_state_files_of_other_versions_are_refused(tmp_path):
+    from deepfake_edge.training.config import TrainConfig
+    from deepfake_edge.training.train import config_from_state
+
+    old = tmp_path / "last_state.pt"
+    torch.save({"config": vars(TrainConfig()), "progress": {"epoch": 1}}, old)
+    with pytest.raises(ValueError, match="not a state file of this version"):
+        config_from_state(old)
+
+
+def test_train_help_shows_train_config_defaults_and_explains_every_option():
+    import argparse
+    import dataclasses
+
+    from deepfake_edge.cli import build_parser
+    from deepfake_edge.training.config import TrainConfig
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "data"])
+    for field in dataclasses.fields(TrainConfig):
+        if hasattr(args, field.name):
+            assert getattr(args, field.name) == getattr(TrainConfig(), field.name), field.name
+    assert {"epochs", "lr", "pair_batches", "drop_path_rate", "init_weights"} <= set(vars(args))
+    assert parser.parse_args(["train", "data", "--no-pair-batches"]).pair_batches is False
+    train = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
+    assert all(action.help for action in train._actions)
+    text = " ".join(train.format_help().split())
+    assert "(default: None)" not in text and "--no-pair-batches (default" not in text
+    assert "(default: 10)" in text and "(default: efficientnet_b0)" in text

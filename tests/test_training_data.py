@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from deepfake_edge.cli import CommandError
 from deepfake_edge.faces import detect_faces
 from deepfake_edge.training import blending, synth
 from deepfake_edge.training import photos as photos_module
@@ -285,5 +286,6 @@ def test_data_info_command_reports_counts_and_skips(tmp_path: Path, capsys: pyte
     out = capsys.readouterr().out
     assert "layout: flat" in out and "skipped: 1 file(s)" in out and "bad.jpg" in out
     args = parser.parse_args(["data", "info", str(tmp_path / "nowhere")])
-    assert args.func(args) == 2
-    assert "not found" in capsys.readouterr().err
+    with pytest.raises(CommandError, match="not found") as raised:
+        args.func(args)
+    assert raised.value.exit_code == 2

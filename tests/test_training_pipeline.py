@@ -7,6 +7,7 @@ CNN learn it; runs use 32 px inputs and a handful of images to stay within secon
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -62,11 +63,21 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
         return {name: handle.get_tensor(name) for name in handle.keys()}
 
 
-def test_train_then_evaluate_small_cnn(easy_data, tmp_path, capsys):
+def test_train_then_evaluate_small_cnn(easy_data, tmp_path):
+    # Both verbs in their own process, as a user runs them: progress lines go to stderr through logging.
     run = tmp_path / "run"
-    assert _train(easy_data, run, "--epochs", "3", "--lr", "3e-3") == 0
-    out = capsys.readouterr().out
-    assert "training throughput:" in out and "img/s" in out.splitlines()[-1]
+    trained = subprocess.run(
+        [sys.executable, "-m", "deepfake_edge.cli", "train", str(easy_data), "--arch", "small_cnn", "--input-size",
+         "32", "--batch-size", "8", "--epochs", "3", "--lr", "3e-3", "--workers", "0", "--threads", "2",
+         "--out", str(run)],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    lines = [line.strip() for line in trained.stderr.splitlines() if line.strip()]
+    assert trained.stdout == "" and "train 24 Real / 24 Fake" in lines[0]
+    assert any(line.startswith("training small_cnn (") and " on cpu: 48 train" in line for line in lines)
+    assert sum(line.startswith("epoch ") and "val AUC" in line for line in lines) == 3
+    assert lines[-2].startswith("best epoch ") and lines[-1].startswith("training throughput:")
+    assert "img/s" in lines[-1] and not any(line.startswith("INFO") for line in lines)  # plain lines
     for name in ("best.safetensors", "last_state.pt", "history.json", "curves.png"):
         assert (run / name).is_file(), name
 
@@ -77,7 +88,7 @@ def test_train_then_evaluate_small_cnn(easy_data, tmp_path, capsys):
     assert "train 24 Real / 24 Fake" in card.training_data
     assert len(json.loads((run / "history.json").read_text())) == 3
 
-    # The evaluate verb in its own process: --json must leave nothing but JSON on stdout.
+    # --json must leave nothing but JSON on stdout.
     report_dir = tmp_path / "report"
     result = subprocess.run(
         [sys.executable, "-m", "deepfake_edge.cli", "evaluate", str(run / "best.safetensors"), str(easy_data),
@@ -185,9 +196,8 @@ def _add_bad_files(folder: Path) -> int:
 
 
 @pytest.mark.parametrize("verify", [True, False], ids=["verified-up-front", "found-while-training"])
-def test_corrupt_images_are_skipped_and_counted(easy_data, tmp_path, verify, capsys):
-    import shutil
-
+def test_corrupt_images_are_skipped_and_counted(easy_data, tmp_path, verify, caplog):
+    caplog.set_level(logging.INFO, logger="deepfake_edge.training")
     data = tmp_path / "data"
     shutil.copytree(easy_data, data)
     bad = _add_bad_files(data / "train" / "Real") + _add_bad_files(data / "validation" / "Fake")
@@ -201,7 +211,7 @@ def test_corrupt_images_are_skipped_and_counted(easy_data, tmp_path, verify, cap
     else:  # the loader drops them batch by batch; nothing crashes and the count is recorded
         history = json.loads((tmp_path / "run" / "history.json").read_text())
         assert history[0]["skipped_images"] == bad
-        assert f"({bad} unreadable skipped)" in capsys.readouterr().out
+        assert any(message.endswith(f"({bad} unreadable skipped)") for message in caplog.messages)
 
 
 def test_empty_class_folder_is_a_clear_error(easy_data, tmp_path, capsys):
@@ -213,6 +223,14 @@ def test_empty_class_folder_is_a_clear_error(easy_data, tmp_path, capsys):
         path.unlink()
     assert _train(data, tmp_path / "run") == 2
     assert "Fake" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_a_missing_or_foreign_resume_file_is_a_clear_error(easy_data, tmp_path, capsys):
+    assert main(["train", str(easy_data), "--resume", str(tmp_path / "nowhere.pt")]) == 2
+    assert capsys.readouterr().err.startswith("deepfake-edge train: error: ")
+    torch.save({"model": {}}, tmp_path / "other.pt")
+    assert main(["train", str(easy_data), "--resume", str(tmp_path / "other.pt")]) == 2
+    assert "not a state file of this version" in capsys.readouterr().err
 
 
 def test_tiny_efficientnet_with_packaged_lite0_weights_frozen_stem_and_stochastic_depth(easy_data, tmp_path):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from deepfake_edge.cli import CommandError, add_verb
 
 _DATA_EPILOG = """\
 examples:
@@ -38,28 +39,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_data(subparsers: argparse._SubParsersAction) -> None:
-    data = subparsers.add_parser(
-        "data",
-        help="build a self-blended training set, or inspect a dataset folder",
-        description="Prepare and inspect real/fake image datasets.",
-        epilog=_DATA_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    data = add_verb(subparsers, "data", "build a self-blended training set, or inspect a dataset folder",
+                    "Prepare and inspect real/fake image datasets.",
+                    epilog=_DATA_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = data.add_subparsers(dest="data_verb", metavar="SUBVERB", required=True)
 
-    synth = verbs.add_parser(
-        "synth",
-        help="make fakes from real photos by self-blending (SBI)",
-        description=(
-            "Self-Blended Images (Shiohara & Yamasaki, CVPR 2022): every fake is a real crop blended with a "
-            "colour/sharpness/geometry-perturbed copy of itself inside a soft, deformed mask; its real twin is "
-            "the untouched crop. Both are resized and JPEG-compressed alike. Output: OUT/{train,validation,test}/"
-            "{Real,Fake}/NNNNNN.jpg, the blend masks in OUT/<split>/masks/NNNNNN.png and OUT/synth.json. "
-            "Whole source photos go to one split, so test photos are never seen in training. "
-            "The same arguments write identical files. These are NOT real deepfakes: use them for "
-            "pipeline checks and pre-training, and real data for real use."
-        ),
-        formatter_class=_HelpFormatter,
+    synth = add_verb(
+        verbs, "synth", "make fakes from real photos by self-blending (SBI)",
+        "Self-Blended Images (Shiohara & Yamasaki, CVPR 2022): every fake is a real crop blended with a "
+        "colour/sharpness/geometry-perturbed copy of itself inside a soft, deformed mask; its real twin is "
+        "the untouched crop. Both are resized and JPEG-compressed alike. Output: OUT/{train,validation,test}/"
+        "{Real,Fake}/NNNNNN.jpg, the blend masks in OUT/<split>/masks/NNNNNN.png and OUT/synth.json. "
+        "Whole source photos go to one split, so test photos are never seen in training. "
+        "The same arguments write identical files. These are NOT real deepfakes: use them for "
+        "pipeline checks and pre-training, and real data for real use.",
+        func=_run_synth, formatter_class=_HelpFormatter,
     )
     from deepfake_edge.training import synth as synth_module
 
@@ -79,21 +73,18 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
                        metavar=("LOW", "HIGH"), help="final JPEG quality, uniform in [LOW, HIGH]")
     synth.add_argument("--workers", type=int, default=1,
                        help="processes sharing out the photos (same output bytes for any number)")
-    synth.set_defaults(func=_run_synth)
 
     from deepfake_edge.training import edit_synth
 
-    edits = verbs.add_parser(
-        "edits",
-        help="add full-size edited photos (splice, copy-move, inpainting, graphics, face swap) to a set",
-        description=(
-            "Write full-size real/edited photo pairs with masks to OUT/<split>/full/{Real,Fake,masks}/ "
-            "(splices from other photos, copy-move, object removal by inpainting, pasted graphics, face "
-            "swaps and pastes; at upload sizes, rotated/flipped/recompressed alike), then cut from each pair "
-            "the regions inference scores where the edit is (faces, native-resolution tiles, the global view) "
-            "into OUT/<split>/{Real,Fake}/eNNNNNN_K.jpg. Run it after 'data synth' on the same OUT: source "
-            "photos follow the same seeded split, so the splits stay disjoint."),
-        formatter_class=_HelpFormatter,
+    edits = add_verb(
+        verbs, "edits", "add full-size edited photos (splice, copy-move, inpainting, graphics, face swap) to a set",
+        "Write full-size real/edited photo pairs with masks to OUT/<split>/full/{Real,Fake,masks}/ "
+        "(splices from other photos, copy-move, object removal by inpainting, pasted graphics, face "
+        "swaps and pastes; at upload sizes, rotated/flipped/recompressed alike), then cut from each pair "
+        "the regions inference scores where the edit is (faces, native-resolution tiles, the global view) "
+        "into OUT/<split>/{Real,Fake}/eNNNNNN_K.jpg. Run it after 'data synth' on the same OUT: source "
+        "photos follow the same seeded split, so the splits stay disjoint.",
+        func=_run_edits, formatter_class=_HelpFormatter,
     )
     edits.add_argument("--out", type=Path, default=synth_module.DEFAULT_OUT, help="the set to add to")
     edits.add_argument("--pairs", type=int, default=edit_synth.DEFAULT_PAIRS, help="real/edited pairs in all")
@@ -102,20 +93,15 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
     edits.add_argument("--input-size", type=int, default=224, metavar="PX", help="side of the region crops")
     edits.add_argument("--seed", type=int, default=0, help="random seed (use data synth's for the same splits)")
     edits.add_argument("--workers", type=int, default=1, help="processes making pairs in parallel")
-    edits.set_defaults(func=_run_edits)
 
-    info = verbs.add_parser(
-        "info",
-        help="show a dataset's layout, class counts and unreadable files",
-        description="Read a dataset folder exactly as 'deepfake-edge train' will, and report what it finds.",
-        formatter_class=_HelpFormatter,
-    )
+    info = add_verb(verbs, "info", "show a dataset's layout, class counts and unreadable files",
+                    "Read a dataset folder exactly as 'deepfake-edge train' will, and report what it finds.",
+                    func=_run_info, formatter_class=_HelpFormatter)
     info.add_argument("root", type=Path, metavar="ROOT", help="dataset folder (kaggle or flat layout)")
     info.add_argument("--val-fraction", type=float, default=0.15, help="validation share when splitting")
     info.add_argument("--test-fraction", type=float, default=0.15, help="test share when splitting")
     info.add_argument("--seed", type=int, default=0, help="split seed")
     info.add_argument("--no-verify", action="store_true", help="trust file extensions, do not decode")
-    info.set_defaults(func=_run_info)
 
 
 def _run_synth(args: argparse.Namespace) -> int:
@@ -126,8 +112,7 @@ def _run_synth(args: argparse.Namespace) -> int:
                    val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                    jpeg_quality=tuple(args.jpeg_quality), workers=args.workers)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise CommandError(str(error)) from error
     return 0
 
 
@@ -139,8 +124,7 @@ def _run_edits(args: argparse.Namespace) -> int:
     try:
         synthesize_edits(args.out, pairs=args.pairs, seed=args.seed, sizes=tuple(args.sizes), workers=args.workers)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise CommandError(str(error)) from error
     written = write_region_crops(args.out, Preprocessor(args.input_size, round(args.input_size / 0.875)))
     print("region crops (real/fake twins): " + ", ".join(f"{split} {n}" for split, n in written.items()))
     return 0
@@ -157,8 +141,7 @@ def _run_info(args: argparse.Namespace) -> int:
             splits = load_splits(args.root, args.val_fraction, args.test_fraction, args.seed,
                                  verify=not args.no_verify)
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise CommandError(str(error)) from error
     print(f"root:   {splits.root}")
     print(f"layout: {splits.layout}")
     print(f"{'split':<12}{'Real':>8}{'Fake':>8}{'total':>8}")

@@ -7,6 +7,7 @@ early stopping and calibrates the fold's threshold.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from sklearn.model_selection import StratifiedKFold
 
 from deepfake_edge.training.evaluate import evaluate_checkpoint, to_json
 from deepfake_edge.training.train import FitResult, TrainConfig, fit
+
+log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "cv_summary.json"
 SUMMARY_METRICS = ("roc_auc", "accuracy", "average_precision", "precision", "recall", "f1", "fpr", "eer")
@@ -32,7 +35,8 @@ def summarize(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
 
 
 def cross_validate(splits, folds: int, config: TrainConfig, out_dir: str | Path) -> dict[str, Any]:
-    """Train ``folds`` models into ``out_dir/fold_K/`` and write ``out_dir/cv_summary.json``."""
+    """Train ``folds`` models into ``out_dir/fold_K/`` and write ``out_dir/cv_summary.json``; the returned
+    dict is that file's content (``format_summary(results["summary"], folds)`` puts it in words)."""
     if folds < 2:
         raise ValueError(f"--folds must be at least 2, got {folds}")
     out_dir = Path(out_dir)
@@ -44,7 +48,7 @@ def cross_validate(splits, folds: int, config: TrainConfig, out_dir: str | Path)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=config.seed)
     results: dict[str, Any] = {"folds": folds, "training_data": splits.describe(), "validation": [], "test": []}
     for fold, (train_idx, val_idx) in enumerate(splitter.split(np.zeros(len(pool)), labels), start=1):
-        print(f"--- fold {fold}/{folds}: {len(train_idx)} train / {len(val_idx)} held-out images")
+        log.info("--- fold %d/%d: %d train / %d held-out images", fold, folds, len(train_idx), len(val_idx))
         result: FitResult = fit(
             [pool[i] for i in train_idx], [pool[i] for i in val_idx], config, out_dir / f"fold_{fold}",
             training_data=f"{splits.describe()} Cross-validation fold {fold} of {folds} over train+validation.",
@@ -58,7 +62,6 @@ def cross_validate(splits, folds: int, config: TrainConfig, out_dir: str | Path)
     if results["test"]:
         results["summary"]["test"] = summarize(results["test"])
     (out_dir / SUMMARY_FILE).write_text(to_json(results) + "\n")
-    print(format_summary(results["summary"], folds))
     return results
 
 

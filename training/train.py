@@ -1,12 +1,15 @@
 """Training loop: one logit + BCEWithLogitsLoss, AdamW, warm-up + cosine, early stopping on validation AUC.
 
 A run directory holds ``best.safetensors`` (the checkpoint: weights + :class:`ModelCard` whose threshold
-is calibrated on validation), ``last_state.pt`` (optimizer/scheduler/epoch: what ``--resume``
-needs, kept apart from the weights file that ships), ``history.json``, ``curves.png`` and
+is calibrated on validation), ``last_state.pt`` (optimizer/scheduler/:class:`TrainingState`: what
+``--resume`` needs, kept apart from the weights file that ships), ``history.json``, ``curves.png`` and
 ``summary.json`` (best epoch, training throughput).
 
 "Best" is the highest validation ROC-AUC; ties (within 1e-4, common once AUC saturates on easy data)
 go to the lower validation loss, so training keeps improving calibration after AUC reaches 1.0.
+
+Progress goes to this module's logger at INFO (the ``train`` verb shows it on stderr); the per-step
+progress bar is tqdm's.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from deepfake_edge._compat import import_timm
 from deepfake_edge.checkpoint import read_card, save_checkpoint
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.models import build_model, count_parameters, freeze_early_layers, train_mode
@@ -38,10 +42,14 @@ from deepfake_edge.training.pairing import GroupBatchSampler, group_keys, pair_g
 from deepfake_edge.training.plots import plot_curves
 from deepfake_edge.training.transforms import DetectorDataset, TrainAugment, collate
 
+if TYPE_CHECKING:
+    from timm.scheduler import CosineLRScheduler
+
 log = logging.getLogger(__name__)
 
 BEST_CHECKPOINT = "best.safetensors"
 STATE_FILE = "last_state.pt"
+STATE_FORMAT = 2  # 2: timm scheduler + TrainingState (format 1, a LambdaLR and a plain dict, is not read)
 HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
 SUMMARY_FILE = "summary.json"
@@ -54,6 +62,72 @@ class FitResult:
     card: ModelCard
     history: list[dict[str, Any]] = field(default_factory=list)
     throughput_img_s: float = 0.0
+
+
+@dataclass
+class TrainingState:
+    """Where a run stands after ``epoch`` epochs; saved in ``last_state.pt`` so ``--resume`` continues it."""
+
+    epoch: int = 0
+    updates: int = 0  # optimiser steps so far: the learning-rate schedule's clock
+    best_epoch: int = 0  # 0: no checkpoint written yet
+    best_auc: float = -1.0
+    best_loss: float = math.inf
+    stale_epochs: int = 0  # epochs since the best one (early stopping)
+    train_images: int = 0
+    train_seconds: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch, as in history.json
+
+    @property
+    def throughput(self) -> float:
+        """Training images per second (forward + backward + step, without validation)."""
+        return self.train_images / max(self.train_seconds, 1e-9)
+
+    def record(self, epoch: int, auc: float, val_loss: float) -> bool:
+        """Close ``epoch`` with its validation ROC-AUC (NaN counts as 0) and loss; True if it is the new best."""
+        auc = 0.0 if math.isnan(auc) else auc
+        improved = auc > self.best_auc + _TIE or (auc >= self.best_auc - _TIE and val_loss < self.best_loss)
+        self.epoch = epoch
+        if improved:
+            self.best_auc, self.best_loss, self.best_epoch = max(auc, self.best_auc), val_loss, epoch
+            self.stale_epochs = 0
+        else:
+            self.stale_epochs += 1
+        return improved
+
+
+@dataclass
+class _EpochStats:
+    loss: float  # mean classification loss
+    mask_loss: float | None  # mean blend-mask loss; None when the mask head is off
+    images: int  # images trained on
+    dropped: int  # unreadable images skipped
+
+
+@dataclass
+class _Run:
+    """Everything one :func:`fit` call trains with."""
+
+    config: TrainConfig
+    device: torch.device
+    model: nn.Module
+    mask_head: BlendMaskHead | None
+    card: ModelCard  # preprocessing of the run; threshold and metrics are filled in per best epoch
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    order: torch.Generator  # drives the batch order of train_loader
+    criterion: nn.BCEWithLogitsLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    scaler: torch.amp.GradScaler
+    pos_weight: float
+    init_counts: dict[str, Any] | None  # what load_initial_weights loaded; None for random initialisation
+    frozen_params: int
+    pairs: int  # real/fake pairs batched together
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
 
 
 def _device(choice: str) -> torch.device:
@@ -77,25 +151,25 @@ def _mean_std(config: TrainConfig) -> tuple[tuple[float, ...], tuple[float, ...]
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    # timm convention: no weight decay on norms and biases.
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr)
+    """AdamW through timm's factory: no weight decay on norms, biases and the model's ``no_weight_decay()``."""
+    import_timm()
+    from timm.optim import create_optimizer_v2
+
+    return create_optimizer_v2(model, "adamw", lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
-    """Per-step linear warm-up then cosine decay to ``min_lr_ratio * lr``."""
+def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int) -> CosineLRScheduler:
+    """Per-step linear warm-up from ``lr / (warm-up steps + 1)`` to ``lr``, then cosine decay to
+    ``min_lr_ratio * lr`` at the last step; advanced by ``step_update(optimiser steps so far)``."""
+    import_timm()
+    from timm.scheduler import CosineLRScheduler
+
     total = max(1, config.epochs * steps_per_epoch)
     warmup = min(total - 1, round(config.warmup_epochs * steps_per_epoch))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total - warmup)
-        return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return CosineLRScheduler(
+        optimizer, t_initial=total - warmup, lr_min=config.min_lr_ratio * config.lr, warmup_t=warmup,
+        warmup_lr_init=config.lr / (warmup + 1), warmup_prefix=True, t_in_epochs=False,
+    )
 
 
 @torch.no_grad()
@@ -146,11 +220,10 @@ def _train_loader(samples: Sequence, card: ModelCard, config: TrainConfig, order
     return loader, sum(len(g) == 2 for g in groups)
 
 
-def _train_epoch(model: nn.Module, mask_head: BlendMaskHead | None, batches, criterion, optimizer, scheduler,
-                 scaler, card: ModelCard, config: TrainConfig) -> tuple[float, float | None, int, int]:
-    """One pass over ``batches``; returns (mean classification loss, mean mask loss or None when the mask head
-    is off, images trained on, unreadable images dropped). The optimised loss is their weighted sum."""
-    device = next(model.parameters()).device
+def _train_epoch(run: _Run, batches: tqdm, state: TrainingState) -> _EpochStats:
+    """One pass over ``batches``, one optimiser step per batch (``state.updates`` counts them). The optimised
+    loss is the classification loss plus ``mask_loss`` times the blend-mask loss when the mask head is on."""
+    model, mask_head, config = run.model, run.mask_head, run.config
     train_mode(model)
     trained = [*model.parameters(), *(mask_head.parameters() if mask_head is not None else ())]
     losses, mask_losses, images_seen, dropped = [], [], 0, 0
@@ -158,30 +231,32 @@ def _train_epoch(model: nn.Module, mask_head: BlendMaskHead | None, batches, cri
         dropped += bad
         if len(images) < 2:  # BatchNorm cannot train on a single image
             continue
-        images = _model_input(images, card, device)
-        targets = targets.to(device)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=scaler.is_enabled()):
+        images = _model_input(images, run.card, run.device)
+        targets = targets.to(run.device)
+        with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.scaler.is_enabled()):
             if mask_head is None:
-                loss = criterion(model(images).squeeze(1).float(), targets)
+                loss = run.criterion(model(images).squeeze(1).float(), targets)
             else:
                 features = model.forward_features(images)
-                loss = criterion(model.forward_head(features).squeeze(1).float(), targets)
-                mask_loss = mask_head.loss(features, masks[0].to(device))
+                loss = run.criterion(model.forward_head(features).squeeze(1).float(), targets)
+                mask_loss = mask_head.loss(features, masks[0].to(run.device))
                 mask_losses.append(mask_loss.item())
         total = loss if mask_head is None else loss + config.mask_loss * mask_loss
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(total).backward()
-        scaler.unscale_(optimizer)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(total).backward()
+        run.scaler.unscale_(run.optimizer)
         nn.utils.clip_grad_norm_(trained, config.clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        state.updates += 1
+        run.scheduler.step_update(state.updates)
         losses.append(loss.item())
         images_seen += len(targets)
-        batches.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
+        batches.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{run.lr:.2e}",
                             **({"mask": f"{np.mean(mask_losses[-20:]):.4f}"} if mask_losses else {}))
-    mean_mask_loss = float(np.mean(mask_losses)) if mask_losses else None
-    return (float(np.mean(losses)) if losses else float("nan")), mean_mask_loss, images_seen, dropped
+    return _EpochStats(loss=float(np.mean(losses)) if losses else float("nan"),
+                       mask_loss=float(np.mean(mask_losses)) if mask_losses else None,
+                       images=images_seen, dropped=dropped)
 
 
 def fit(
@@ -198,10 +273,20 @@ def fit(
     out_dir.mkdir(parents=True, exist_ok=True)
     if not train_samples or not val_samples:
         raise ValueError(f"need training and validation images (got {len(train_samples)} and {len(val_samples)})")
-    device = _device(config.device)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
+    run = _prepare(train_samples, val_samples, config, training_data)
+    state = _resume(run, resume) if resume else TrainingState()
+    log.info("%s", _describe(run, len(train_samples), len(val_samples)))
+    epochs_run = 0
+    while state.epoch < config.epochs and state.stale_epochs < config.patience:
+        if stop_after is not None and epochs_run >= stop_after:
+            break
+        _run_epoch(run, state, out_dir)
+        epochs_run += 1
+    return _finish(run, state, out_dir)
 
+
+def _build_detector(config: TrainConfig, device: torch.device) -> tuple[nn.Module, dict[str, Any] | None, int]:
+    """The model on ``device`` (channels-last) with its initial weights; also what was loaded and frozen."""
     model = build_model(config.arch, drop_rate=config.drop_rate, drop_path_rate=config.drop_path_rate)
     init_counts = load_initial_weights(model, config.init_weights) if config.init_weights else None
     frozen = freeze_early_layers(model, config.freeze_blocks) if config.freeze_blocks else 0
@@ -210,7 +295,15 @@ def fit(
         # the first epoch from scratch). A zero head starts every run at p = 0.5, loss ln 2.
         nn.init.zeros_(model.get_classifier().weight)
         nn.init.zeros_(model.get_classifier().bias)
-    model.to(device, memory_format=torch.channels_last)
+    return model.to(device, memory_format=torch.channels_last), init_counts, frozen
+
+
+def _prepare(train_samples: Sequence, val_samples: Sequence, config: TrainConfig, training_data: str) -> _Run:
+    """Seeded model, loaders, loss, optimiser, scheduler and scaler of a fresh run."""
+    device = _device(config.device)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    model, init_counts, frozen = _build_detector(config, device)
     mask_head = BlendMaskHead(model.num_features).to(device) if config.mask_loss else None
     mean, std = _mean_std(config)
     card = ModelCard(
@@ -220,119 +313,130 @@ def fit(
     val_loader = _eval_loader(DetectorDataset(val_samples, Preprocessor.from_card(card)), config)
     order = torch.Generator()
     train_loader, pairs = _train_loader(train_samples, card, config, order)
-    train_set = train_loader.dataset
-
     weight = pos_weight(train_samples)
-    criterion = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([weight], device=device))
     optimizer = _optimizer(model if mask_head is None else nn.ModuleList([model, mask_head]), config)
-    scheduler = _scheduler(optimizer, config, len(train_loader))
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
+    return _Run(
+        config=config, device=device, model=model, mask_head=mask_head, card=card, train_loader=train_loader,
+        val_loader=val_loader, order=order,
+        criterion=nn.BCEWithLogitsLoss(pos_weight=torch.tensor([weight], device=device)),
+        optimizer=optimizer, scheduler=_scheduler(optimizer, config, len(train_loader)),
+        scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
+        pos_weight=weight, init_counts=init_counts, frozen_params=frozen, pairs=pairs,
+    )
 
-    state: dict[str, Any] = {"epoch": 0, "best_auc": -1.0, "best_loss": math.inf, "best_epoch": 0,
-                             "stale_epochs": 0, "history": [], "train_images": 0, "train_seconds": 0.0}
-    if resume:
-        saved = torch.load(resume, map_location="cpu", weights_only=True)
-        model.load_state_dict(saved["model"])
-        if mask_head is not None:
-            mask_head.load_state_dict(saved["mask_head"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        state = saved["progress"]
-        log.info("resumed from %s after epoch %d", resume, state["epoch"])
 
-    print(f"training {config.arch} ({count_parameters(model) / 1e6:.2f} M params) on {device}: "
-          f"{len(train_samples)} train / {len(val_samples)} validation images, {config.input_size} px, "
-          f"{pairs} real/fake pairs, pos_weight {weight:.3f}, init {config.init_weights or 'random'}"
-          + (f" ({init_counts['loaded']}/{init_counts['model_tensors']} tensors)" if init_counts else "")
-          + (f", {frozen / 1e6:.2f} M frozen (stem + {config.freeze_blocks} stages)" if frozen else ""))
-    epochs_run = 0
-    while state["epoch"] < config.epochs and state["stale_epochs"] < config.patience:
-        if stop_after is not None and epochs_run >= stop_after:
-            break
-        epoch = state["epoch"] + 1
-        # Every random stream (order, augmentation, dropout) is a function of (seed, epoch), so a
-        # resumed run draws exactly what the uninterrupted one would have.
-        train_set.set_epoch(epoch)
-        order.manual_seed(config.seed * 100_003 + epoch)
-        torch.manual_seed(config.seed * 100_019 + epoch)
-        started = time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
-        train_loss, mask_loss, images_seen, dropped = _train_epoch(model, mask_head, bar, criterion, optimizer,
-                                                                   scheduler, scaler, card, config)
-        state["train_images"] += images_seen
-        state["train_seconds"] += time.perf_counter() - started
+def _describe(run: _Run, n_train: int, n_val: int) -> str:
+    config, counts = run.config, run.init_counts
+    return (f"training {config.arch} ({count_parameters(run.model) / 1e6:.2f} M params) on {run.device}: "
+            f"{n_train} train / {n_val} validation images, {config.input_size} px, "
+            f"{run.pairs} real/fake pairs, pos_weight {run.pos_weight:.3f}, init {config.init_weights or 'random'}"
+            + (f" ({counts['loaded']}/{counts['model_tensors']} tensors)" if counts else "")
+            + (f", {run.frozen_params / 1e6:.2f} M frozen (stem + {config.freeze_blocks} stages)"
+               if run.frozen_params else ""))
 
-        labels, scores, val_dropped = predict(model, val_loader, card, device)
-        threshold = calibrate_threshold(labels, scores)
-        metrics = compute_metrics(labels, scores, threshold)
-        val_loss = _bce(labels, scores)
-        state["history"].append({
-            "epoch": epoch, "train_loss": train_loss,
-            **({"train_mask_loss": mask_loss} if mask_head is not None else {}),
-            "val_loss": val_loss, "val_roc_auc": metrics["roc_auc"], "val_accuracy": metrics["accuracy"],
-            "val_eer": metrics["eer"], "threshold": threshold, "lr": scheduler.get_last_lr()[0],
-            "skipped_images": dropped + val_dropped, "seconds": time.perf_counter() - started,
-        })
-        auc = metrics["roc_auc"] if not math.isnan(metrics["roc_auc"]) else 0.0
-        improved = auc > state["best_auc"] + _TIE or (auc >= state["best_auc"] - _TIE and val_loss < state["best_loss"])
-        state["epoch"] = epoch
-        if improved:
-            state.update(best_auc=max(auc, state["best_auc"]), best_loss=val_loss, best_epoch=epoch, stale_epochs=0)
-            best_card = card.replace(threshold=threshold, metrics={"validation": metrics},
-                                     extra=_card_extra(config, state, weight, init_counts))
-            save_checkpoint(out_dir / BEST_CHECKPOINT, model, best_card, dtype=getattr(torch, config.checkpoint_dtype))
-        else:
-            state["stale_epochs"] += 1
-        tqdm.write(f"epoch {epoch}: train loss {state['history'][-1]['train_loss']:.4f}  val loss {val_loss:.4f}  "
-                   f"val AUC {metrics['roc_auc']:.4f}  acc {metrics['accuracy']:.4f}"
-                   + ("  *best" if improved else "") + (f"  ({dropped + val_dropped} unreadable skipped)"
-                                                       if dropped + val_dropped else ""))
-        _save_state(out_dir / STATE_FILE, model, mask_head, optimizer, scheduler, scaler, state, config)
-        (out_dir / HISTORY_FILE).write_text(json.dumps(state["history"], indent=1))
-        epochs_run += 1
 
-    if state["best_epoch"] == 0:
+def _run_epoch(run: _Run, state: TrainingState, out_dir: Path) -> None:
+    """Train and validate epoch ``state.epoch + 1``; write the checkpoint if it is the best, then the state."""
+    config, epoch = run.config, state.epoch + 1
+    # Every random stream (order, augmentation, dropout) is a function of (seed, epoch), so a
+    # resumed run draws exactly what the uninterrupted one would have.
+    run.train_loader.dataset.set_epoch(epoch)
+    run.order.manual_seed(config.seed * 100_003 + epoch)
+    torch.manual_seed(config.seed * 100_019 + epoch)
+    started = time.perf_counter()
+    bar = tqdm(run.train_loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, dynamic_ncols=True)
+    stats = _train_epoch(run, bar, state)
+    state.train_images += stats.images
+    state.train_seconds += time.perf_counter() - started
+
+    labels, scores, val_dropped = predict(run.model, run.val_loader, run.card, run.device)
+    threshold = calibrate_threshold(labels, scores)
+    metrics = compute_metrics(labels, scores, threshold)
+    val_loss, skipped = _bce(labels, scores), stats.dropped + val_dropped
+    state.history.append({
+        "epoch": epoch, "train_loss": stats.loss,
+        **({"train_mask_loss": stats.mask_loss} if run.mask_head is not None else {}),
+        "val_loss": val_loss, "val_roc_auc": metrics["roc_auc"], "val_accuracy": metrics["accuracy"],
+        "val_eer": metrics["eer"], "threshold": threshold, "lr": run.lr,
+        "skipped_images": skipped, "seconds": time.perf_counter() - started,
+    })
+    improved = state.record(epoch, metrics["roc_auc"], val_loss)
+    if improved:
+        best_card = run.card.replace(threshold=threshold, metrics={"validation": metrics},
+                                     extra=_card_extra(run, epoch))
+        save_checkpoint(out_dir / BEST_CHECKPOINT, run.model, best_card, dtype=getattr(torch, config.checkpoint_dtype))
+    log.info("epoch %d: train loss %.4f  val loss %.4f  val AUC %.4f  acc %.4f%s%s", epoch, stats.loss, val_loss,
+             metrics["roc_auc"], metrics["accuracy"], "  *best" if improved else "",
+             f"  ({skipped} unreadable skipped)" if skipped else "")
+    _save_state(out_dir / STATE_FILE, run, state)
+    (out_dir / HISTORY_FILE).write_text(json.dumps(state.history, indent=1))
+
+
+def _finish(run: _Run, state: TrainingState, out_dir: Path) -> FitResult:
+    """Curves, ``summary.json`` and the closing lines, from the best checkpoint on disk."""
+    if state.best_epoch == 0:
         raise RuntimeError("no epoch completed: nothing to save")
-    throughput = state["train_images"] / max(state["train_seconds"], 1e-9)
-    plot_curves(state["history"], out_dir / CURVES_FILE, f"{config.arch}, {config.input_size} px")
+    config = run.config
+    plot_curves(state.history, out_dir / CURVES_FILE, f"{config.arch}, {config.input_size} px")
     best = read_card(out_dir / BEST_CHECKPOINT)
-    summary = {"best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "train_images": state["train_images"],
-               "train_seconds": state["train_seconds"], "throughput_img_s": throughput, "device": str(device),
-               "threads": torch.get_num_threads(), "validation": best.metrics["validation"]}
+    threads = torch.get_num_threads()
+    summary = {"best_epoch": state.best_epoch, "epochs_run": state.epoch, "train_images": state.train_images,
+               "train_seconds": state.train_seconds, "throughput_img_s": state.throughput, "device": str(run.device),
+               "threads": threads, "validation": best.metrics["validation"]}
     (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"best epoch {state['best_epoch']}: validation AUC {best.metrics['validation']['roc_auc']:.4f}, "
-          f"threshold {best.threshold:.4f} -> {out_dir / BEST_CHECKPOINT}")
-    print(f"training throughput: {throughput:.1f} img/s ({state['train_images']} images in "
-          f"{state['train_seconds']:.0f} s, {device}, {torch.get_num_threads()} threads)")
-    return FitResult(out_dir / BEST_CHECKPOINT, best, state["history"], throughput)
+    log.info("best epoch %d: validation AUC %.4f, threshold %.4f -> %s", state.best_epoch,
+             best.metrics["validation"]["roc_auc"], best.threshold, out_dir / BEST_CHECKPOINT)
+    log.info("training throughput: %.1f img/s (%d images in %.0f s, %s, %d threads)", state.throughput,
+             state.train_images, state.train_seconds, run.device, threads)
+    return FitResult(out_dir / BEST_CHECKPOINT, best, state.history, state.throughput)
 
 
-def _card_extra(config: TrainConfig, state: dict[str, Any], weight: float, init_counts) -> dict[str, Any]:
+def _card_extra(run: _Run, epoch: int) -> dict[str, Any]:
+    config, counts = run.config, run.init_counts
     return {
         "threshold_rule": "Youden's J (max TPR - FPR) on the validation split",
         "init_weights": config.init_weights or "random",
-        "init_tensors_loaded": init_counts["loaded"] if init_counts else 0,
-        "best_epoch": state["epoch"],
+        "init_tensors_loaded": counts["loaded"] if counts else 0,
+        "best_epoch": epoch,
         "epochs": config.epochs,
         "seed": config.seed,
-        "pos_weight": weight,
+        "pos_weight": run.pos_weight,
         "train_config": dataclasses.asdict(config),
     }
 
 
-def _save_state(path: Path, model, mask_head, optimizer, scheduler, scaler, state: dict[str, Any],
-                config: TrainConfig) -> None:
+def _save_state(path: Path, run: _Run, state: TrainingState) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({
-        "config": dataclasses.asdict(config), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "progress": state,
-        **({"mask_head": mask_head.state_dict()} if mask_head is not None else {}),
+        "format": STATE_FORMAT, "config": dataclasses.asdict(run.config), "progress": dataclasses.asdict(state),
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+        **({"mask_head": run.mask_head.state_dict()} if run.mask_head is not None else {}),
     }, tmp)
     tmp.replace(path)  # never leave a half-written state file behind an interrupted run
 
 
+def _load_state(path: str | Path) -> dict[str, Any]:
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
+        raise ValueError(f"{path} is not a state file of this version's 'train' (start a new run)")
+    return saved
+
+
+def _resume(run: _Run, path: str | Path) -> TrainingState:
+    """Load model, optimiser, scheduler and scaler of ``run`` from a state file; return its progress."""
+    saved = _load_state(path)
+    run.model.load_state_dict(saved["model"])
+    if run.mask_head is not None:
+        run.mask_head.load_state_dict(saved["mask_head"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    run.scaler.load_state_dict(saved["scaler"])
+    state = TrainingState(**saved["progress"])
+    log.info("resumed from %s after epoch %d", path, state.epoch)
+    return state
+
+
 def config_from_state(path: str | Path) -> TrainConfig:
     """The configuration of the run a state file belongs to (``--resume`` continues exactly that run)."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    return TrainConfig(**saved["config"])
+    return TrainConfig(**_load_state(path)["config"])

@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 
-from deepfake_edge.serving_contract import PROTOCOLS, default_url
+from deepfake_edge.cli import CommandError, add_triton_address, add_verb
+from deepfake_edge.serving_contract import default_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "web",
-        help="run the web page against a running Triton server",
-        description=(
-            "Serve the upload page and its JSON API (POST /api/detect, GET /api/openapi.json, "
-            "GET /api/health). Needs a Triton server with the deepfake models, e.g. from "
-            "'deepfake-edge serve' (which starts both). Uploads stay in memory and are never stored."
-        ),
+    parser = add_verb(
+        subparsers, "web", "run the web page against a running Triton server",
+        "Serve the upload page and its JSON API (POST /api/detect, GET /api/openapi.json, "
+        "GET /api/health). Needs a Triton server with the deepfake models, e.g. from "
+        "'deepfake-edge serve' (which starts both). Uploads stay in memory and are never stored.",
+        func=run_web,
     )
-    parser.add_argument(
-        "--triton-url",
-        help=f"Triton address host:port (default {default_url('grpc')} for grpc, {default_url('http')} for http)",
-    )
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc", help="how to talk to Triton")
+    add_triton_address(parser, "--triton-url", "Triton address host:port")
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: only this machine)"
     )
@@ -38,7 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-decode-mb", type=float, default=256.0,
                         help="memory that uploads being decoded and scored may take at once, in MB; each reserves "
                         "its peak from its header, larger ones are refused (default 256)")
-    parser.set_defaults(func=run_web)
 
 
 def run_web(args: argparse.Namespace) -> int:
@@ -47,8 +40,7 @@ def run_web(args: argparse.Namespace) -> int:
 
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
     if min(args.max_upload_mb, max_pixels, args.timeout, args.max_decode_mb) <= 0:
-        print("error: --max-upload-mb, --max-pixels, --timeout and --max-decode-mb must be positive", file=sys.stderr)
-        return 2
+        raise CommandError("--max-upload-mb, --max-pixels, --timeout and --max-decode-mb must be positive")
     triton_url = args.triton_url or default_url(args.protocol)
     app = create_app(triton_url, protocol=args.protocol, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                      max_pixels=max_pixels, timeout_s=args.timeout,
@@ -56,8 +48,7 @@ def run_web(args: argparse.Namespace) -> int:
     try:
         server = make_web_server(app, host=args.host, port=args.port)
     except OSError as error:
-        print(f"error: cannot listen on {args.host}:{args.port}: {error.strerror or error}", file=sys.stderr)
-        return 2
+        raise CommandError(f"cannot listen on {args.host}:{args.port}: {error.strerror or error}") from error
     print(f"Web page: http://{args.host}:{server.server_port}  (Triton {args.protocol} at {triton_url}; Ctrl+C stops)")
     # SIGTERM stops as cleanly as Ctrl+C; SIGINT is set too since a shell leaves it ignored in background jobs.
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
