@@ -1,15 +1,21 @@
-"""``deepfake-edge detect``: classify image files and folders with a running deepfake-edge Triton server."""
+"""``deepfake-edge detect``: classify image and video files and folders with a running deepfake-edge Triton server.
+
+What a file is (image or video) is decided by its content, not its name. Images go to the server in
+batches (``iter_detect``); each video is sampled and analysed frame by frame (client/video.py).
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import logging
 import sys
 from collections import Counter
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from deepfake_edge.cli import CommandError, add_triton_address, add_verb, log_to_terminal
 from deepfake_edge.serving_contract import DEFAULT_MODEL
@@ -26,9 +32,9 @@ EXIT_INTERRUPTED = 130  # the shell convention for Ctrl+C
 
 EXIT_CODES_HELP = f"""\
 exit codes:
-  {EXIT_OK}  every image was classified
-  {EXIT_BAD_INPUT}  some inputs were not usable images (missing, empty, corrupt, not an image, too large)
-     or no image was found; the others were classified
+  {EXIT_OK}  every image and video was classified
+  {EXIT_BAD_INPUT}  some inputs were not usable images or videos (missing, empty, corrupt, not an image or
+     video, too large or too long, no decodable frame) or none was found; the others were classified
   {EXIT_USAGE}  bad command line
   {EXIT_UNREACHABLE}  the Triton server could not be reached (or stopped answering during the run)
   {EXIT_SERVER_ERROR}  the model is not ready on the server, or the server returned errors
@@ -38,6 +44,7 @@ exit codes:
 
 examples:
   deepfake-edge detect photo.jpg
+  deepfake-edge detect --json clip.mp4          # verdict, peak frame and per-frame timeline
   deepfake-edge detect --recursive --json photos/ > results.jsonl
   deepfake-edge detect --heatmaps heatmaps/ --protocol http --url 127.0.0.1:8000 photos/
 """
@@ -45,21 +52,24 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from deepfake_edge.regions import DEFAULT_MODE, MODES
+    from deepfake_edge.video import DEFAULT_MAX_DURATION_S, DEFAULT_MAX_FRAMES, DEFAULT_SAMPLE_FPS
 
     parser = add_verb(
-        subparsers, "detect", "classify images as Real or Fake with a running server",
-        "Classify image files (and the images in folders) with a deepfake-edge model served by Triton. "
-        "Prints one line per image, e.g. 'photo.jpg  Fake – 97.3%', in input order; inputs that are not "
-        "usable images are reported with the reason and do not stop the run.",
+        subparsers, "detect", "classify images and videos as Real or Fake with a running server",
+        "Classify image and video files (and the images and videos in folders) with a deepfake-edge model "
+        "served by Triton. Prints one line per file, e.g. 'photo.jpg  Fake – 97.3%', in input order; a video "
+        "is sampled at --sample-fps and gets one verdict, its peak frame and a per-frame timeline (--json). "
+        "Inputs that are not usable images or videos are reported with the reason and do not stop the run.",
         func=run_detect, epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders")
     add_triton_address(parser)
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"served model name (default {DEFAULT_MODEL})")
-    parser.add_argument("--json", action="store_true", help="print one JSON object per image (JSON Lines)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per file (JSON Lines)")
     parser.add_argument("--heatmaps", type=Path, metavar="DIR",
-                        help="write heatmap overlays as PNG files to DIR (created if missing)")
-    parser.add_argument("-r", "--recursive", action="store_true", help="also classify images in subfolders")
+                        help="write heatmap overlays as PNG files to DIR (created if missing); for a video, the "
+                             "overlay on its peak frame")
+    parser.add_argument("-r", "--recursive", action="store_true", help="also classify files in subfolders")
     parser.add_argument("--concurrency", type=_positive_int, default=4, help="requests in flight (default 4)")
     parser.add_argument("--mode", choices=MODES, default=DEFAULT_MODE,
                         help=f"whole: every face, native-resolution tiles over the whole frame and the global view, "
@@ -72,6 +82,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="seconds allowed per request (default 30)")
     parser.add_argument("--shared-memory", action="store_true",
                         help="pass images through system shared memory (server on this machine only)")
+    parser.add_argument("--sample-fps", type=_positive_float, default=DEFAULT_SAMPLE_FPS,
+                        help=f"video frames analysed per second of footage (default {DEFAULT_SAMPLE_FPS:g})")
+    parser.add_argument("--max-frames", type=_positive_int, default=DEFAULT_MAX_FRAMES,
+                        help=f"frames analysed per video at most; a longer video is sampled more sparsely "
+                             f"(default {DEFAULT_MAX_FRAMES})")
+    parser.add_argument("--max-video-seconds", type=_positive_float, default=DEFAULT_MAX_DURATION_S,
+                        help=f"longer videos are refused (default {DEFAULT_MAX_DURATION_S:g})")
 
 
 def _positive_int(text: str) -> int:
@@ -100,19 +117,19 @@ def run_detect(args: argparse.Namespace) -> int:
 def _detect(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from deepfake_edge.client import DeepfakeClient, DeepfakeClientError, Detection, ServerUnreachableError
+    from deepfake_edge.client import DeepfakeClient, DeepfakeClientError, ServerUnreachableError
     from deepfake_edge.client.heatmap_files import HeatmapDirectory, HeatmapWriteError
-    from deepfake_edge.client.sources import iter_image_paths, subfolders_skipped
+    from deepfake_edge.client.sources import iter_media_paths, subfolders_skipped
     from deepfake_edge.server.admin_key import AdminKeyError
 
-    paths = list(iter_image_paths(args.paths, recursive=args.recursive))
+    paths = list(iter_media_paths(args.paths, recursive=args.recursive))
     skipped = [] if args.recursive else subfolders_skipped(args.paths)
     if paths and skipped:
         names = ", ".join(str(folder) for folder in skipped[:3]) + (" ..." if len(skipped) > 3 else "")
         print(f"note: {len(skipped)} subfolder(s) not searched ({names}); use --recursive to include them",
               file=sys.stderr)
     if not paths:
-        raise CommandError(f"no image files found in {', '.join(args.paths)}"
+        raise CommandError(f"no image or video files found in {', '.join(args.paths)}"
                            + ("" if args.recursive else " (use --recursive for subfolders)"), EXIT_BAD_INPUT)
     try:
         heatmap_dir = HeatmapDirectory(args.heatmaps) if args.heatmaps else None
@@ -129,19 +146,15 @@ def _detect(args: argparse.Namespace) -> int:
         except DeepfakeClientError as error:
             raise CommandError(str(error), EXIT_SERVER_ERROR) from error
         heatmaps = _HeatmapWriter(heatmap_dir) if heatmap_dir else None
-        by_path = {str(item.path): item for item in paths}
         failures: Counter[str] = Counter()
         labels: Counter[str] = Counter()
-        with tqdm(total=len(paths), unit="img", file=sys.stderr, disable=None if len(paths) > 1 else True) as bar:
-            results = client.iter_detect((str(item.path) for item in paths), concurrency=args.concurrency,
-                                         heatmap=heatmaps is not None, batch_size=args.batch_size,
-                                         mode=args.mode)
-            for result in results:
+        with tqdm(total=len(paths), unit="file", file=sys.stderr, disable=None if len(paths) > 1 else True) as bar:
+            for item, result in _results(client, paths, args, heatmap=heatmaps is not None):
                 heatmap_file = None
-                if isinstance(result, Detection):
+                if result.ok:
                     labels[result.label] += 1
                     if heatmaps is not None:
-                        heatmap_file = heatmaps.write(by_path[result.source].relative, result)
+                        heatmap_file = heatmaps.write(item.relative, result.source, _overlay_maker(result))
                         failures["heatmap not written"] += heatmap_file is None
                 else:
                     failures[_failure_class(result.error, ServerUnreachableError)] += 1
@@ -162,6 +175,53 @@ def _detect(args: argparse.Namespace) -> int:
     return EXIT_OUTPUT_ERROR if failures["heatmap not written"] else EXIT_OK
 
 
+def _results(client: Any, paths: list, args: argparse.Namespace, heatmap: bool) -> Iterator[tuple[Any, Any]]:
+    """(path item, Detection | VideoDetection | Failure) per path, in input order: consecutive images go to the
+    server in batches, each video on its own; a name that disagrees with the content adds a note."""
+    from deepfake_edge.video import name_note, sniff_kind
+
+    def kind(item: Any) -> str:
+        try:
+            return sniff_kind(item.path)
+        except OSError:
+            return "image"  # missing or unreadable: the image path reports it like any other bad input
+
+    kinds = [(item, kind(item)) for item in paths]
+    for is_video, run in itertools.groupby(kinds, key=lambda pair: pair[1] == "video"):
+        items = [item for item, _ in run]
+        if is_video:
+            results: Iterator[Any] = (_detect_video(client, item, args, heatmap) for item in items)
+        else:
+            results = client.iter_detect((str(item.path) for item in items), concurrency=args.concurrency,
+                                         heatmap=heatmap, batch_size=args.batch_size, mode=args.mode)
+        for item, result in zip(items, results):
+            note = name_note(item.path, "video" if is_video else "image") if result.ok else None
+            yield item, dataclasses.replace(result, notes=(*result.notes, note)) if note else result
+
+
+def _detect_video(client: Any, item: Any, args: argparse.Namespace, heatmap: bool) -> Any:
+    from deepfake_edge.client import DeepfakeClientError, Failure
+    from deepfake_edge.client.video import detect_video
+    from deepfake_edge.preprocessing import BadImageError
+    from deepfake_edge.video import VideoLimits
+
+    limits = VideoLimits(sample_fps=args.sample_fps, max_frames=args.max_frames,
+                         max_duration_s=args.max_video_seconds)
+    try:
+        return detect_video(client, str(item.path), limits, heatmap=heatmap, mode=args.mode)
+    except (BadImageError, DeepfakeClientError) as error:
+        return Failure(str(item.path), error)
+
+
+def _overlay_maker(result: Any) -> Callable[[], Any]:
+    """How to draw ``result``'s heatmap overlay: a video's on its peak frame, an image's on the image."""
+    if result.kind == "video":
+        return result.peak_overlay
+    from deepfake_edge.heatmap import overlay_heatmap
+
+    return lambda: overlay_heatmap(result.source, result.heatmap, result.heatmap_box)
+
+
 def _failure_class(error: Exception, unreachable: type) -> str:
     from deepfake_edge.preprocessing import BadImageError
 
@@ -176,7 +236,11 @@ def _line(result: Any, heatmap_file: Optional[Path]) -> str:
     if not result.ok:
         return f"{result.source}  error: {result.reason}"
     line = f"{result.source}  {format_verdict(result.label, result.confidence)}"
-    if result.regions:
+    if result.kind == "video":
+        line += (f"  [video: {len(result.frames)} frames, peak {result.peak_time_s:.1f} s at "
+                 f"{format_confidence(result.peak.fake_probability)}, {len(result.tracks)} face track(s), "
+                 f"rule {result.rule}]")
+    elif result.regions:
         decider = max(result.regions, key=lambda region: region.fake_probability)
         faces = sum(region.kind == "face" for region in result.regions)
         line += (f"  [{len(result.regions)} regions, {faces} face(s); highest: {decider.kind} "
@@ -186,12 +250,18 @@ def _line(result: Any, heatmap_file: Optional[Path]) -> str:
 
 
 def _record(result: Any, heatmap_file: Optional[Path]) -> dict[str, Any]:
-    """The JSON Lines schema: every key always present, null where it does not apply."""
+    """The JSON Lines schema: every key always present, null where it does not apply. A video's record is
+    ``video_record``'s (timeline, peak, tracks) with the same path/heatmap/error keys."""
     from deepfake_edge.client.results import region_record
+    from deepfake_edge.client.video import video_record
 
     ok = result.ok
+    if ok and result.kind == "video":
+        return {"path": str(result.source), **video_record(result), "heatmap": str(heatmap_file) if heatmap_file else None,
+                "error": None, "error_type": None}
     return {
         "path": str(result.source),
+        "kind": "image" if ok else None,
         "label": result.label if ok else None,
         "confidence": round(result.confidence, 6) if ok else None,
         "fake_probability": round(result.fake_probability, 6) if ok else None,
@@ -215,10 +285,9 @@ class _HeatmapWriter:
         self.directory = directory
         self._used: set[Path] = set()
 
-    def write(self, relative: Path, detection: Any) -> Optional[Path]:
+    def write(self, relative: Path, source: Any, make_overlay: Callable[[], Any]) -> Optional[Path]:
         """The PNG written, or None (with a warning) if it could not be (full disk, file gone ...)."""
         from deepfake_edge.client.heatmap_files import HeatmapWriteError
-        from deepfake_edge.heatmap import overlay_heatmap
         from deepfake_edge.preprocessing import BadImageError
 
         target = relative.with_name(f"{relative.stem}.heatmap.png")
@@ -227,10 +296,10 @@ class _HeatmapWriter:
             target, counter = stem.with_name(f"{stem.name}-{counter}.png"), counter + 1
         self._used.add(target)
         try:
-            overlay = overlay_heatmap(detection.source, detection.heatmap, detection.heatmap_box)
+            overlay = make_overlay()
             with self.directory.open_for_writing(target) as handle:
                 overlay.save(handle, format="PNG")
         except (BadImageError, HeatmapWriteError, OSError) as error:
-            log.warning("heatmap for %s not written: %s", detection.source, error)
+            log.warning("heatmap for %s not written: %s", source, error)
             return None
         return self.directory.path / target

@@ -50,6 +50,7 @@ class Detection:
     heatmap_box: Optional[tuple[int, int, int, int]] = None
 
     ok = True
+    kind = "image"  # what was analysed (a VideoDetection says "video")
 
 
 @dataclass(frozen=True)

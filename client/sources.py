@@ -1,4 +1,4 @@
-"""Which files ``deepfake-edge detect`` classifies: explicit paths as given, folders by image extension."""
+"""Which files ``deepfake-edge detect`` classifies: explicit paths as given, folders by image or video extension."""
 
 from __future__ import annotations
 
@@ -7,32 +7,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from deepfake_edge.serving_contract import IMAGE_EXTENSIONS
+from deepfake_edge.serving_contract import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+
+_MEDIA_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
 
 @dataclass(frozen=True)
-class ImagePath:
+class MediaPath:
     """A file to classify and its name relative to the argument it came from (for output file names)."""
 
     path: Path
     relative: Path
 
 
-def iter_image_paths(arguments: Iterable[str | os.PathLike], recursive: bool = False) -> Iterator[ImagePath]:
+def iter_media_paths(arguments: Iterable[str | os.PathLike], recursive: bool = False) -> Iterator[MediaPath]:
     """Explicit files are yielded whatever their extension (a non-image then gets a clear error, not
-    silence); missing paths too (they fail as "file not found"). Folders yield their image files sorted
+    silence); missing paths too (they fail as "file not found"). Folders yield their image and video files sorted
     by name, descending into subfolders only when ``recursive``; hidden entries are skipped."""
     for argument in arguments:
         root = Path(argument)
         if not root.is_dir():
-            yield ImagePath(root, Path(root.name))
+            yield MediaPath(root, Path(root.name))
             continue
         for folder, subfolders, files in os.walk(root):
             subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")) if recursive else []
             for name in sorted(files):
                 path = Path(folder, name)
-                if not name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
-                    yield ImagePath(path, path.relative_to(root))
+                if not name.startswith(".") and path.suffix.lower() in _MEDIA_EXTENSIONS:
+                    yield MediaPath(path, path.relative_to(root))
 
 
 def subfolders_skipped(arguments: Iterable[str | os.PathLike]) -> list[Path]:

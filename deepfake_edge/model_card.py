@@ -36,6 +36,9 @@ class ModelCard:
     probability of one view and is calibrated on the validation split. ``image_threshold`` applies to a
     whole image's score in whole-image analysis (the highest of its regions' probabilities, regions.py) and
     is calibrated on whole validation photos; ``None`` until ``deepfake-edge calibrate`` has set it.
+    ``video_rule`` names how a video's frame scores make its score (a key of
+    ``deepfake_edge.tracks.VIDEO_RULES``) and ``video_threshold`` applies to that score in whole-image
+    analysis; both ``None`` until calibrated on videos (then: rule "top3_mean" and the mode's threshold).
     """
 
     arch: str
@@ -47,6 +50,8 @@ class ModelCard:
     labels: tuple[str, str] = LABELS
     threshold: float = 0.5
     image_threshold: float | None = None
+    video_rule: str | None = None
+    video_threshold: float | None = None
     training_data: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)

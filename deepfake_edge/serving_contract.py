@@ -7,6 +7,8 @@ One definition each of:
 - the served model names (:func:`model_name_for_arch`, :func:`variant_name`, :func:`precision_of`);
 - the image files the project picks up from folders (:data:`IMAGE_EXTENSIONS`, derived from the formats
   :mod:`deepfake_edge.preprocessing` opens);
+- the video files (:data:`VIDEO_EXTENSIONS`, :func:`is_video_path`; what a file *is* is decided by its
+  content, :func:`deepfake_edge.video.sniff_kind`);
 - a served model's configuration read into :class:`ModelInfo` (:func:`parse_model_config`, from a server's
   answer of either protocol or from a repository's ``config.pbtxt`` with :func:`read_repository_config`);
 - the version folders of a repository model (:func:`model_versions`, :func:`latest_version_dir`);
@@ -118,6 +120,17 @@ IMAGE_EXTENSIONS = frozenset(IMAGE_FORMAT_BY_EXTENSION)
 def is_image_file(path: str | Path) -> bool:
     """Whether ``path``'s extension (any case) is one of :data:`IMAGE_EXTENSIONS`."""
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+# --- video files --------------------------------------------------------------------------------------------
+# The containers deepfake_edge.video reads. A file's kind is decided by its content (video.sniff_kind): an
+# animated .gif (in IMAGE_EXTENSIONS) is analysed as a video, and a name that disagrees earns a note.
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"})
+
+
+def is_video_path(path: str | Path) -> bool:
+    """Whether ``path``'s extension (any case) is one of :data:`VIDEO_EXTENSIONS`."""
+    return Path(path).suffix.lower() in VIDEO_EXTENSIONS
 
 
 # --- a served model's configuration -------------------------------------------------------------------------

@@ -29,7 +29,8 @@ def photo(name: str = "astronaut") -> Image.Image:
 
 def write_good_images(folder: Path) -> list[str]:
     """Real photographs saved as an 8-bit JPEG, a PNG, a CMYK JPEG, a 16-bit grayscale PNG and an
-    animated GIF (classified on its first frame). Returns the file names."""
+    animated GIF (the client library classifies it on its first frame; ``detect`` and the web page, which
+    decide by content, analyse it as a video). Returns the file names."""
     folder.mkdir(parents=True, exist_ok=True)
     photo("astronaut").save(folder / "astronaut.jpg", quality=90)
     photo("chelsea").save(folder / "chelsea.png")

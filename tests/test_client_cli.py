@@ -27,8 +27,8 @@ pytestmark = pytest.mark.server
 VERDICT = re.compile(r"^(?P<path>.+?)  (?P<label>Real|Fake) – (?P<percent>\d{1,2}\.\d)%"
                      r"  \[(?P<regions>\d+) regions, (?P<faces>\d+) face\(s\); highest: (?P<kind>face|tile|global) "
                      r"\d+,\d+,\d+,\d+ at \d{1,3}\.\d%\]")
-JSON_KEYS = {"path", "label", "confidence", "fake_probability", "logit", "model", "model_version", "mode", "regions",
-             "notes", "heatmap", "error", "error_type"}
+JSON_KEYS = {"path", "kind", "label", "confidence", "fake_probability", "logit", "model", "model_version", "mode",
+             "regions", "notes", "heatmap", "error", "error_type"}
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,8 @@ def test_every_good_image_is_classified_and_every_bad_one_named(triton_server, m
         name = Path(line.split("  ")[0]).name
         if name in BAD_FILES:
             assert re.search(BAD_FILES[name], line.split("  error: ")[1]), line
+        elif name == "animated.gif":
+            assert re.search(r"  (Real|Fake) – \d{1,2}\.\d%  \[video: 1 frames, peak 0\.0 s", line), line
         else:
             match = VERDICT.match(line)
             assert match, f"not a verdict line: {line!r}"
@@ -105,6 +107,10 @@ def test_json_lines_schema(triton_server, mixed_folder, capsys):
     assert len(records) == len(BAD_FILES) + 5 + 1, "the subfolder's image is included with --recursive"
     assert Path(records[-1]["path"]) == mixed_folder / "sub" / "coffee.webp"
     for record in records:
+        if record["kind"] == "video":  # the animated GIF: detect decides by content
+            assert Path(record["path"]).name == "animated.gif" and len(record["timeline"]) == 1
+            assert {"path", "label", "fake_probability", "peak", "timeline", "tracks", "heatmap", "error"} <= set(record)
+            continue
         assert set(record) == JSON_KEYS
         if Path(record["path"]).name in BAD_FILES:
             assert record["label"] is None and record["fake_probability"] is None
@@ -168,7 +174,7 @@ def test_unknown_model_exit_code_says_the_model_is_not_ready(triton_server, good
 def test_folder_without_images(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("no pictures here")
     assert detect(tmp_path, "--url", f"127.0.0.1:{free_port()}") == EXIT_BAD_INPUT
-    assert "no image files found" in capsys.readouterr().err
+    assert "no image or video files found" in capsys.readouterr().err
 
 
 def test_help_documents_the_exit_codes(capsys):
@@ -177,3 +183,49 @@ def test_help_documents_the_exit_codes(capsys):
     out = capsys.readouterr().out
     for code in (EXIT_OK, EXIT_BAD_INPUT, EXIT_UNREACHABLE, EXIT_SERVER_ERROR):
         assert re.search(rf"^\s+{code}\s+\w", out, re.MULTILINE), f"exit code {code} is not documented"
+
+
+@pytest.fixture(scope="module")
+def video_folder(tmp_path_factory) -> Path:
+    """A real clip, the same clip named .jpg, a photo named .mp4, a truncated clip, a file with no decodable
+    frame, an audio-only file and a photo (the samples are made in a scratch folder and moved in)."""
+    import video_samples
+
+    folder, scratch = tmp_path_factory.mktemp("videos"), tmp_path_factory.mktemp("video-scratch")
+    made = {"a_clip.mp4": video_samples.real_clip(scratch, seconds=2.0),
+            "c_photo_named.mp4": video_samples.jpeg_named_mp4(scratch),
+            "d_truncated.mp4": video_samples.truncated(scratch),
+            "e_no_frames.mp4": video_samples.no_decodable_frames(scratch),
+            "f_audio_only.m4v": video_samples.audio_only(scratch)}
+    for name, path in made.items():
+        path.rename(folder / name)
+    video_samples.copy_as(folder / "a_clip.mp4", "b_clip_named.jpg")
+    photo("coffee").save(folder / "g_photo.jpg")
+    return folder
+
+
+def test_videos_and_images_in_one_folder(triton_server, video_folder, tmp_path, capsys):
+    heatmaps = tmp_path / "heatmaps"
+    code = detect(video_folder, "--json", "--heatmaps", heatmaps, "--url", triton_server.grpc_url)
+    out, err = capsys.readouterr()
+    records = {Path(record["path"]).name: record for record in map(json.loads, out.splitlines())}
+    assert list(records) == sorted(records), "one record per file, in input order"
+    clip = records["a_clip.mp4"]
+    assert clip["kind"] == "video" and clip["label"] in ("Real", "Fake") and clip["error"] is None
+    times = [frame["time_s"] for frame in clip["timeline"]]
+    assert times == sorted(times) and len(times) == 4, "2 s of footage at 2 frames per second"
+    assert clip["peak"]["fake_probability"] == max(frame["fake_probability"] for frame in clip["timeline"])
+    assert (heatmaps / "a_clip.heatmap.png").is_file(), "the peak frame's overlay"
+    with Image.open(heatmaps / "a_clip.heatmap.png") as overlay:
+        assert overlay.size == (clip["video"]["width"], clip["video"]["height"])
+    named = records["b_clip_named.jpg"]
+    assert named["kind"] == "video" and any("named .jpg" in note for note in named["notes"])
+    assert [f["fake_probability"] for f in named["timeline"]] == [f["fake_probability"] for f in clip["timeline"]]
+    photo_named = records["c_photo_named.mp4"]
+    assert photo_named["kind"] == "image" and any("named .mp4" in note for note in photo_named["notes"])
+    truncated = records["d_truncated.mp4"]
+    assert truncated["label"] and truncated["timeline"] and truncated["notes"], "the decodable part is analysed"
+    for bad in ("e_no_frames.mp4", "f_audio_only.m4v"):
+        assert records[bad]["error_type"] == "BadVideoError" and records[bad]["error"], records[bad]
+    assert records["g_photo.jpg"]["kind"] == "image" and records["g_photo.jpg"]["label"]
+    assert code == EXIT_BAD_INPUT and "Traceback" not in out + err
