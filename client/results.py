@@ -23,7 +23,24 @@ class RegionScore:
 
 
 @dataclass(frozen=True)
-class Detection:
+class Verdict:
+    """What every answer holds: ``label`` and ``confidence`` from the served card (see :class:`Detection`),
+    the deciding ``fake_probability`` and ``logit``, the model, and the analysis ``mode``."""
+
+    source: ImageSource
+    label: str
+    confidence: float
+    fake_probability: float
+    logit: float
+    model: str
+    model_version: str
+    mode: str
+
+    ok = True
+
+
+@dataclass(frozen=True)
+class Detection(Verdict):
     """The server's verdict on one image.
 
     ``mode`` is "whole" (every face, native-resolution tiles over the whole frame and the global view,
@@ -36,20 +53,12 @@ class Detection:
     whole mode, the centre crop in fast mode.
     """
 
-    source: ImageSource
-    label: str
-    confidence: float
-    fake_probability: float
-    logit: float
-    model: str
-    model_version: str
     mode: str = "fast"
     regions: tuple[RegionScore, ...] = ()
     notes: tuple[str, ...] = ()
     heatmap: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
     heatmap_box: Optional[tuple[int, int, int, int]] = None
 
-    ok = True
     kind = "image"  # what was analysed (a VideoDetection says "video")
 
 

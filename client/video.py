@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 import numpy as np
 
 from deepfake_edge.client.errors import ServerUnreachableError
-from deepfake_edge.client.results import RegionScore, format_verdict, region_record
+from deepfake_edge.client.results import RegionScore, Verdict, format_verdict, region_record
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.regions import DEFAULT_MODE
 from deepfake_edge.tracks import DEFAULT_VIDEO_RULE, VIDEO_RULES, FaceTracker, Track, associate, video_score
@@ -69,7 +69,7 @@ class FaceTrack:
 
 
 @dataclass(frozen=True)
-class VideoDetection:
+class VideoDetection(Verdict):
     """The verdict on a video.
 
     ``fake_probability`` is made from the frame scores by ``rule`` (deepfake_edge/tracks.py: VIDEO_RULES);
@@ -84,14 +84,6 @@ class VideoDetection:
     "decode", "inference_wait": waiting for answers beyond decoding, "heatmap", "total").
     """
 
-    source: Any
-    label: str
-    confidence: float
-    fake_probability: float
-    logit: float
-    model: str
-    model_version: str
-    mode: str
     rule: str
     threshold: float
     frames: tuple[FrameScore, ...]
@@ -105,7 +97,6 @@ class VideoDetection:
     heatmap_box: Optional[Box] = None
     timings_s: dict[str, float] = field(default_factory=dict, compare=False)
 
-    ok = True
     kind = "video"
 
     @property
