@@ -64,7 +64,13 @@ class BadVideoError(BadImageError):
     """The input is not a decodable video within limits; the message says why, for a person.
 
     A subclass of BadImageError, so every "bad input" path (the CLI's exit code, the web app's 4xx) covers it.
+    ``over_limit`` names the limit a usable video broke ("bytes", "frame_pixels", "duration"; None when the
+    file itself is unusable), so a server can answer 413 instead of 400 without parsing the message.
     """
+
+    def __init__(self, message: str, over_limit: str | None = None):
+        super().__init__(message)
+        self.over_limit = over_limit
 
 
 @dataclass(frozen=True)
@@ -173,7 +179,7 @@ class VideoReader:
         if size == 0:
             raise BadVideoError("empty file (0 bytes)")
         if self.limits.max_bytes is not None and size > self.limits.max_bytes:
-            raise BadVideoError(f"video too large: {size:,} bytes (limit {self.limits.max_bytes:,})")
+            raise BadVideoError(f"video too large: {size:,} bytes (limit {self.limits.max_bytes:,})", "bytes")
         container_name = _container(file)
         if container_name is None:
             raise BadVideoError(f"not a video: the content is not {_CONTAINERS_READ}")
@@ -181,8 +187,7 @@ class VideoReader:
             self.notes.append(note)
         try:
             # metadata_errors: tags are not used here, and invalid UTF-8 in one must not fail the open (fuzzed).
-            container = self._stack.enter_context(av.open(file, format=_DEMUXERS[container_name],
-                                                          metadata_errors="replace"))
+            container = self._stack.enter_context(_open_container(file, container_name, self.limits))
         except av.FFmpegError as error:
             raise BadVideoError(f"cannot read this {container_name.upper()} file, it is damaged or "
                                 f"truncated ({error.strerror})") from None
@@ -197,11 +202,12 @@ class VideoReader:
             raise BadVideoError("cannot decode this video: its codec is not supported")
         if decoder.width * decoder.height > self.limits.max_frame_pixels:
             raise BadVideoError(f"video frames too large: {decoder.width}x{decoder.height} = "
-                                f"{decoder.width * decoder.height:,} pixels (limit {self.limits.max_frame_pixels:,})")
+                                f"{decoder.width * decoder.height:,} pixels (limit {self.limits.max_frame_pixels:,})",
+                                "frame_pixels")
         duration = self._declared_duration = _duration(container, stream)
         if duration is not None and duration > self.limits.max_duration_s:
             raise BadVideoError(f"video too long: it declares {duration:.0f} s; the limit is "
-                                f"{self.limits.max_duration_s:.0f} s")
+                                f"{self.limits.max_duration_s:.0f} s", "duration")
         # max_pixels: the decoder itself refuses a frame that grows past the limit mid-stream.
         decoder.options = {"max_pixels": str(self.limits.max_frame_pixels)}
         decoder.thread_count, decoder.thread_type = DECODER_THREADS, "AUTO"
@@ -328,6 +334,21 @@ class VideoReader:
         if self._upright is not None:
             image = image.transpose(self._upright)
         return image, max(width, height) / max(size)
+
+
+def _open_container(file: BinaryIO, container_name: str, limits: VideoLimits) -> av.container.InputContainer:
+    """``file`` opened with the named demuxer. FFmpeg's stream probe decodes a frame before VideoReader checks
+    its size; the per-stream max_pixels makes it refuse an oversized one without allocating it (refusing an
+    8K clip: 75 MB -> 10 MB). Containers whose streams appear only while probing (PyAV raises ValueError for
+    per-stream options there) are opened without it and rely on the checks after the probe."""
+    import av
+
+    options = {"format": _DEMUXERS[container_name], "metadata_errors": "replace"}
+    try:
+        return av.open(file, stream_options=[{"max_pixels": str(limits.max_frame_pixels)}], **options)
+    except ValueError:
+        file.seek(0)
+        return av.open(file, **options)
 
 
 def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float | None:

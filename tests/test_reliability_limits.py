@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import pytest
 from PIL import Image
-from web_support import post_file, running_web_server, stop_process
+from web_support import DiskWriteAudit, post_file, running_web_server, stop_process
 
 from deepfake_edge.cli import build_parser
 from deepfake_edge.client import DeepfakeClient, RequestTimeoutError
@@ -50,33 +50,6 @@ def _noisy_png(megabytes: float) -> bytes:
     return buffer.getvalue()
 
 
-class _DiskWriteAudit:
-    """Records every open-for-writing and temp-file creation in this process while armed.
-
-    Built on ``sys.addaudithook``: it sees ``open()``, ``os.open`` and ``tempfile`` in every thread,
-    including the web server's request threads. Hooks cannot be removed, so it disarms instead.
-    """
-
-    _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
-
-    def __init__(self) -> None:
-        self.armed = False
-        self.events: list[str] = []
-        sys.addaudithook(self._hook)
-
-    def _hook(self, event: str, args: tuple) -> None:
-        if not self.armed:
-            return
-        if event in ("tempfile.mkstemp", "tempfile.mkdtemp"):
-            self.events.append(f"{event} {args}")
-        elif event == "open" and len(args) >= 3:
-            path, mode, flags = args[0], args[1], args[2]
-            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & self._WRITE_FLAGS)
-            if writing and "__pycache__" not in str(path):  # a lazily imported module's bytecode is not an upload
-                self.events.append(f"open {path!r} mode={mode!r} flags={flags!r}")
-
-
 @pytest.mark.attack("E2", "make uploads land on disk (werkzeug spools parts over 500 KB)")
 @pytest.mark.server
 def test_no_upload_ever_touches_the_disk(triton_server, tmp_path, monkeypatch):
@@ -84,7 +57,7 @@ def test_no_upload_ever_touches_the_disk(triton_server, tmp_path, monkeypatch):
     spool.mkdir()
     monkeypatch.setenv("TMPDIR", str(spool))
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
-    audit = _DiskWriteAudit()
+    audit = DiskWriteAudit()
     big, small = _noisy_png(4.0), _noisy_png(0.6)
     assert len(big) > 3 * 2**20 and len(small) > 500 * 1024
     with running_web_server(create_app(triton_server.grpc_url, timeout_s=60.0)) as web:
@@ -109,7 +82,7 @@ def test_the_disk_audit_sees_werkzeugs_default_spooling(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", None)
     app = create_app(f"127.0.0.1:{free_port()}")
     app.request_class = Request
-    audit = _DiskWriteAudit()
+    audit = DiskWriteAudit()
     audit.armed = True
     try:
         app.test_client().post("/api/detect", data={"file": (io.BytesIO(_noisy_png(0.6)), "x.png")},

@@ -1,4 +1,4 @@
-"""The web API: every bad input answers a 4xx JSON error, Triton down answers 503, a real image a verdict.
+"""The web API: every bad input answers a 4xx JSON error, Triton down answers 503, a real image or video a verdict.
 
 Validation paths use Flask's test client (they are decided before Triton is contacted); the detect
 happy path runs through the real web server (waitress) against the real Triton server, and "Triton down"
@@ -15,8 +15,10 @@ import json
 import re
 import shutil
 import socket
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from openapi_core import OpenAPI
@@ -24,14 +26,16 @@ from openapi_core.exceptions import OpenAPIError
 from openapi_core.testing import MockRequest, MockResponse
 from openapi_core.validation.response.exceptions import InvalidData
 from openapi_spec_validator import validate as validate_openapi_spec
+import video_samples
 from PIL import Image
-from web_support import (VERDICT_PATTERN, get_json, jpeg_bytes, png_bomb, post_file, post_file_raw,
-                         running_web_server)
+from web_support import (VERDICT_PATTERN, DiskWriteAudit, get_json, jpeg_bytes, png_bomb, post_file,
+                         post_file_raw, running_web_server)
 
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.regions import MODES, REGION_KINDS
 from deepfake_edge.server.triton import free_port
-from deepfake_edge.webapp.app import DEFAULT_MAX_UPLOAD_BYTES, InMemoryRequest, create_app
+from deepfake_edge.webapp.app import (DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_VIDEO_BYTES, InMemoryRequest,
+                                      create_app)
 
 
 def _closed_port_url() -> str:
@@ -185,7 +189,7 @@ def test_uploads_are_kept_in_memory():
 @pytest.mark.attack("E8", "a chunked upload with no length, past the limit")
 def test_chunked_upload_over_the_limit_is_a_413_while_streaming():
     """Without Content-Length the limit is enforced while reading: the body never piles up in memory."""
-    app = create_app(_closed_port_url(), max_upload_bytes=100_000)
+    app = create_app(_closed_port_url(), max_upload_bytes=100_000, max_video_bytes=100_000)
     with running_web_server(app) as base_url:
         connection = http.client.HTTPConnection(base_url.removeprefix("http://"), timeout=30)
         boundary = "limit-test"
@@ -254,8 +258,10 @@ def test_page_is_served_without_external_resources(offline_client):
     response = offline_client.get("/")
     assert response.status_code == 200
     html = response.get_data(as_text=True)
-    assert "Upload Image" in html and "Choose Image" in html
-    assert "never stored" in html
+    assert "Upload Image or Video" in html and "Choose File" in html
+    assert 'accept="image/*,video/*"' in html
+    assert re.search(r"Videos: MP4, MOV, AVI, MKV, WebM or animated GIF · up to 50 MB and 60 s", html), html
+    assert "never stored" in html and "never written to disk" in html
     assert not re.search(r"(src|href)=\"(https?:)?//", html), "the page must not load anything from elsewhere"
     assert "default-src 'self'" in response.headers["Content-Security-Policy"]
     for asset in ("style.css", "app.js", "theme.js"):
@@ -446,3 +452,195 @@ def test_503_while_triton_is_down_then_recovery_after_restart(demo_repository, t
     _assert_json_error(_upload(client, jpeg_bytes(), heatmap="0"), 503, "cannot be reached")
     with TritonServer(tmp_path, **ports):
         assert _upload(client, jpeg_bytes(), heatmap="0").status_code == 200
+
+
+# ---------------------------------------------------------------- videos
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    """The videos of tests/video_samples.py, made once with PyAV (clips cut from OpenCV's vtest.avi)."""
+    if not video_samples.VTEST.is_file():
+        pytest.skip(f"{video_samples.VTEST} is missing (Debian's opencv-doc package)")
+    folder = tmp_path_factory.mktemp("videos")
+    makers = {"clip": lambda f: video_samples.real_clip(f, "clip.mp4", seconds=3.0)}
+    makers.update({name: maker for name, (maker, _, _) in video_samples.BAD_VIDEOS.items()})
+    makers["eight_k"] = video_samples.eight_k
+    return {name: maker(folder) for name, maker in makers.items()}
+
+
+def _upload_video(client, path: Path, filename: str | None = None, **fields):
+    return _upload(client, path.read_bytes(), filename or path.name, **fields)
+
+
+@pytest.mark.parametrize(("name", "status", "words"), [
+    ("audio_only", 400, ("voice.m4a", "could not be read as a video", "only audio")),
+    ("truncated_index", 400, ("could not be read as a video", "damaged or truncated")),
+    ("no_decodable_frames", 400, ("no frame of this video could be decoded",)),
+    ("ten_hours", 413, ("too long", "declares 36000 s", "the limit is 60 s")),
+    ("eight_k", 413, ("frames too large", "7680x4320", "limit 2,073,600")),
+])
+def test_unusable_videos_are_a_4xx_before_triton_is_asked(offline_client, spec_checker, videos, name, status, words):
+    """Triton is down here: these answers come from the video alone (opened before any call)."""
+    _assert_json_error(_upload_video(offline_client, videos[name]), status, *words, spec=spec_checker)
+
+
+def test_garbage_named_like_a_video_says_it_is_neither(offline_client, spec_checker):
+    message = _assert_json_error(_upload(offline_client, b"hello, not a video\n" * 10, "clip.mp4"), 400,
+                                 "clip.mp4", "not a video this server reads", "not an image", spec=spec_checker)
+    assert "MP4/MOV" in message
+
+
+def test_video_limits_are_configurable(spec_checker, videos):
+    clip = videos["clip"].read_bytes()
+    assert len(clip) > 50_000
+    client = create_app(_closed_port_url(), max_video_bytes=50_000).test_client()
+    _assert_json_error(_upload(client, clip, "clip.mp4"), 413, "clip.mp4", "too large", "is a video of",
+                       "videos up to 48.8 KB", spec=spec_checker)
+    client = create_app(_closed_port_url(), max_video_seconds=2.0).test_client()
+    _assert_json_error(_upload(client, clip, "clip.mp4"), 413, "too long", "declares 3 s", "limit is 2 s",
+                       "at most 2 s", spec=spec_checker)
+    # The video limit does not raise the image limit: an image over max_upload_bytes is still refused.
+    client = create_app(_closed_port_url(), max_upload_bytes=50_000).test_client()
+    _assert_json_error(_upload(client, b"\xff" * 60_000, "big.jpg"), 413, "image of", "images up to 48.8 KB",
+                       "videos up to 50 MB", spec=spec_checker)
+
+
+def test_a_video_over_the_default_video_limit_is_a_413(offline_client, spec_checker, videos):
+    header = videos["clip"].read_bytes()[:4096]  # a real MP4 start, padded past 50 MB: never decoded
+    data = header + b"\0" * (DEFAULT_MAX_VIDEO_BYTES + 1 - len(header))
+    _assert_json_error(_upload(offline_client, data, "huge.mp4"), 413, "too large", "videos up to 50 MB",
+                       spec=spec_checker)
+
+
+def test_a_video_needing_more_memory_than_the_budget_is_a_413(spec_checker, videos):
+    client = create_app(_closed_port_url(), max_decode_bytes=32 * 2**20).test_client()
+    _assert_json_error(_upload_video(client, videos["clip"]), 413, "cannot be analysed", "memory",
+                       "(32 MB)", spec=spec_checker)
+
+
+def test_video_schema_is_described(offline_client):
+    spec = offline_client.get("/api/openapi.json").get_json()
+    ok = spec["paths"]["/api/detect"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert ok["oneOf"] == [{"$ref": "#/components/schemas/Detection"}, {"$ref": "#/components/schemas/VideoDetection"}]
+    video = spec["components"]["schemas"]["VideoDetection"]
+    assert {"timeline", "peak", "tracks", "video", "heatmap", "regions"} <= set(video["required"])
+    assert str(DEFAULT_MAX_VIDEO_BYTES) in spec["paths"]["/api/detect"]["post"]["requestBody"]["content"][
+        "multipart/form-data"]["schema"]["properties"]["file"]["description"]
+
+
+def _assert_video_answer(result: dict, frames: int | None = None) -> None:
+    assert result["kind"] == "video"
+    assert result["label"] in ("Real", "Fake") and re.match(VERDICT_PATTERN, result["verdict"])
+    assert 0.0 <= result["fake_probability"] <= 1.0
+    timeline = result["timeline"]
+    if frames is not None:
+        assert len(timeline) == frames, [f["time_s"] for f in timeline]
+    times = [frame["time_s"] for frame in timeline]
+    assert times == sorted(times) and [frame["index"] for frame in timeline] == sorted(f["index"] for f in timeline)
+    peak = next(frame for frame in timeline if frame["index"] == result["peak"]["index"])
+    assert peak["fake_probability"] == max(frame["fake_probability"] for frame in timeline)
+    assert result["peak"]["time_s"] == peak["time_s"]
+    assert result["regions"] == peak["regions"]
+    width, height = result["video"]["width"], result["video"]["height"]
+    for frame in timeline:
+        for region in frame["regions"]:
+            x0, y0, x1, y1 = region["box"]
+            assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, (region, width, height)
+    assert [m["name"] for m in result["models"]] == [result["model"]] and result["models"][0]["role"] == "primary"
+    assert any("deepfake_cnn" in note and "not run" in note for note in result["notes"]), result["notes"]
+
+
+@pytest.mark.server
+def test_a_short_video_gets_a_verdict_a_timeline_and_its_peak_frame(live_web_url, live_spec, videos, tmp_path,
+                                                                      monkeypatch):
+    """3 s of street footage at 2 frames a second: 6 frames scored, the peak frame with its heatmap; and nothing
+    written to disk on the way (the upload stays in memory), on success as on failure."""
+    spool = tmp_path / "tmpdir"
+    spool.mkdir()
+    monkeypatch.setenv("TMPDIR", str(spool))  # also what FFmpeg (C) would read
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    audit = DiskWriteAudit()
+    detect = f"{live_web_url}/api/detect"
+    assert post_file(detect, "warm.mp4", videos["clip"].read_bytes())[0] == 200  # lazy imports happen here
+    audit.armed = True
+    try:
+        status, result = _post_checked(live_spec, detect, "clip.mp4", videos["clip"].read_bytes())
+        failed, _ = _post_checked(live_spec, detect, "cut.mp4", videos["truncated_index"].read_bytes())
+    finally:
+        audit.armed = False
+    assert status == 200, result
+    assert failed == 400
+    assert audit.events == [], audit.events
+    assert list(spool.iterdir()) == []
+
+    _assert_video_answer(result, frames=6)
+    assert result["filename"] == "clip.mp4" and result["mode"] == "whole"
+    assert result["rule"] == "top3_mean"
+    assert (result["video"]["width"], result["video"]["height"]) == (384, 288)
+    assert result["video"]["codec"] == "h264" and result["video"]["duration_s"] == pytest.approx(3.0, abs=0.15)
+    assert [frame["time_s"] for frame in result["timeline"]] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5])
+    top3 = sorted((frame["fake_probability"] for frame in result["timeline"]), reverse=True)[:3]
+    assert result["fake_probability"] == pytest.approx(sum(top3) / 3, abs=1e-5)
+    heatmap = result["heatmap"]
+    image, overlay = _decode_data_url(heatmap["image"], "JPEG"), _decode_data_url(heatmap["overlay"], "PNG")
+    assert image.size == overlay.size == (heatmap["width"], heatmap["height"]) == (384, 288)
+    assert image.tobytes() != overlay.tobytes()
+
+
+@pytest.mark.server
+def test_videos_are_told_by_content_not_name(live_web_url, live_spec, videos):
+    detect = f"{live_web_url}/api/detect"
+    status, result = _post_checked(live_spec, detect, "holiday.jpg", videos["video_named_jpg"].read_bytes())
+    assert status == 200, result
+    _assert_video_answer(result, frames=2)  # 1 s at 2 frames a second
+    assert result["notes"][0] == "named .jpg but the content is a video: analysed as a video"
+    status, result = _post_checked(live_spec, detect, "photo.mp4", videos["jpeg_named_mp4"].read_bytes())
+    assert status == 200, result
+    assert result["kind"] == "image" and result["notes"][0] == "named .mp4 but the content is an image: analysed as an image"
+    assert [m["name"] for m in result["models"]] == ["deepfake_b0", "deepfake_cnn"]
+
+
+@pytest.mark.server
+@pytest.mark.parametrize(("name", "note"), [
+    ("truncated", r"stopped at 1\.\d s of the declared 3\.0 s"),
+    ("corrupt_middle", r"damaged packet"),
+    ("lying_header", r"timed at 36000 s, past the 60 s limit \(the header declares 2\.0 s\)"),
+])
+def test_damaged_videos_keep_what_decodes_and_say_so(live_web_url, live_spec, videos, name, note):
+    status, result = _post_checked(live_spec, f"{live_web_url}/api/detect", videos[name].name,
+                                   videos[name].read_bytes(), fields={"heatmap": "0"})
+    assert status == 200, result
+    _assert_video_answer(result)
+    assert result["heatmap"] is None
+    assert any(re.search(note, text) for text in result["notes"]), result["notes"]
+
+
+@pytest.mark.server
+def test_a_video_in_fast_mode(live_web_url, live_spec, videos):
+    status, result = _post_checked(live_spec, f"{live_web_url}/api/detect", "clip.mp4", videos["clip"].read_bytes(),
+                                   fields={"mode": "fast"})
+    assert status == 200, result
+    _assert_video_answer(result, frames=6)
+    assert result["mode"] == "fast" and result["regions"] == [] and result["heatmap"]["overlay"]
+
+
+@pytest.mark.server
+def test_a_video_past_its_deadline_is_a_504(triton_server, spec_checker, videos):
+    client = create_app(triton_server.grpc_url, video_timeout_s=0.001).test_client()
+    _assert_json_error(_upload_video(client, videos["clip"]), 504, "clip.mp4", "0.001 s", spec=spec_checker)
+
+
+def test_a_decoder_error_the_reader_missed_is_a_400_not_a_500(monkeypatch, spec_checker, videos, caplog):
+    import av
+
+    import deepfake_edge.webapp.app as webapp
+
+    def failing_probe(*args, **kwargs):
+        raise av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    monkeypatch.setattr(webapp, "probe", failing_probe)
+    client = create_app(_closed_port_url()).test_client()
+    _assert_json_error(_upload_video(client, videos["clip"]), 400, "clip.mp4", "decoder failed", "InvalidDataError",
+                       spec=spec_checker)
+    assert "PyAV error not turned into BadVideoError" in caplog.text

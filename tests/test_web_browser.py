@@ -511,3 +511,75 @@ def test_fake_verdict_marks_the_suspicious_regions_and_never_reads_100_percent(b
         _screenshot(page, "regions-fake-canned")
     finally:
         context.close()
+
+
+# ---------------------------------------------------------------- videos
+
+
+@pytest.fixture(scope="module")
+def short_video(tmp_path_factory) -> Path:
+    """3 s of street footage (cut from OpenCV's vtest.avi with PyAV), 384x288 H.264 in MP4."""
+    video_samples = pytest.importorskip("video_samples")
+    if not video_samples.VTEST.is_file():
+        pytest.skip(f"{video_samples.VTEST} is missing (Debian's opencv-doc package)")
+    return video_samples.real_clip(tmp_path_factory.mktemp("video"), "street.mp4", seconds=3.0)
+
+
+@pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
+def test_a_short_video_shows_its_verdict_timeline_and_peak_frame(browser, web_url, short_video, viewport):
+    context, page = _new_page(browser, web_url, viewport=viewport)
+    try:
+        with page.expect_response(lambda response: response.url.endswith("/api/detect")) as answer:
+            page.set_input_files("#file-input", str(short_video))
+        result = answer.value.json()
+        assert result["kind"] == "video", result
+        _wait_for_state(page, "result")
+        assert page.get_attribute("body", "data-kind") == "video"
+        verdict = page.inner_text("#verdict").strip()
+        assert verdict == result["verdict"] and re.match(VERDICT_PATTERN, verdict)
+        _assert_verdict_on_one_line(page)
+        explain, scope = page.inner_text("#verdict-explain"), page.inner_text("#verdict-scope")
+        if result["label"] == "Real":
+            assert "No edit found by this model in the frames it checked" in explain
+            assert "can miss real-world fakes" in scope
+        else:
+            assert "found signs of an edit in this video, most clearly at" in explain
+            assert "hint, not proof" in scope
+        assert scope.startswith(f"It checked {len(result['timeline'])} frames sampled over 3.0 s of video")
+        assert "deepfake_cnn" in page.inner_text("#verdict-notes")  # the comparison model was not run
+
+        # The timeline: one point per sampled frame, the peak marked, the threshold drawn, a text alternative.
+        assert page.is_visible("#timeline svg")
+        points = page.locator("#timeline svg .timeline__point")
+        assert points.count() == len(result["timeline"]) == 6
+        peak = page.locator("#timeline svg .timeline__point.is-peak")
+        assert peak.count() == 1 and peak.get_attribute("data-index") == str(result["peak"]["index"])
+        assert page.locator("#timeline svg .timeline__threshold").count() == 1
+        assert page.get_attribute("#timeline svg", "role") == "img"
+        description = page.evaluate("() => document.getElementById('timeline-svg-desc').textContent")
+        assert description.startswith("6 sampled frames from 0.0 s to 2.5 s. Peak "), description
+        # Higher fake probability is drawn higher: the peak point is the topmost one.
+        tops = page.evaluate("() => [...document.querySelectorAll('#timeline .timeline__point')]"
+                             ".map((point) => Number(point.getAttribute('cy')))")
+        assert float(peak.get_attribute("cy")) == min(tops)
+
+        # The peak frame with its heatmap, captioned with its time.
+        _assert_heatmap_shown(page)
+        assert page.inner_text("#viewer-kicker").startswith(f"Peak frame · {result['peak']['time_s']:.1f} s")
+        assert page.get_attribute("#viewer-image", "src") == result["heatmap"]["image"]
+        shown = page.evaluate("() => [document.getElementById('viewer-image').naturalWidth, "
+                              "document.getElementById('viewer-image').naturalHeight]")
+        assert shown == [result["heatmap"]["width"], result["heatmap"]["height"]]
+        faces = [region for region in result["regions"] if region["kind"] == "face"]
+        assert page.locator("#viewer-regions .region--face").count() == len(faces)
+        assert page.locator("#scores-body tr").count() == 1
+
+        # Nothing sticks out sideways, and the plot is no wider than its card.
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= viewport["width"]
+        plot = page.locator("#timeline-plot").bounding_box()
+        drawn = page.locator("#timeline svg").bounding_box()
+        assert drawn["width"] <= plot["width"] + 1
+        page.wait_for_timeout(1900)
+        _screenshot(page, f"video-{'phone' if viewport is PHONE else 'laptop'}")
+    finally:
+        context.close()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import struct
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -150,3 +152,31 @@ def jpeg_bytes(size: tuple[int, int] = (320, 240)) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
+
+
+class DiskWriteAudit:
+    """Records every open-for-writing and temp-file creation in this process while ``armed``.
+
+    Built on ``sys.addaudithook``: it sees ``open()``, ``os.open`` and ``tempfile`` in every thread,
+    including the web server's request threads (not files that C libraries open themselves: list the
+    TMPDIR as well). Hooks cannot be removed, so it disarms instead.
+    """
+
+    _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND
+
+    def __init__(self) -> None:
+        self.armed = False
+        self.events: list[str] = []
+        sys.addaudithook(self._hook)
+
+    def _hook(self, event: str, args: tuple) -> None:
+        if not self.armed:
+            return
+        if event in ("tempfile.mkstemp", "tempfile.mkdtemp"):
+            self.events.append(f"{event} {args}")
+        elif event == "open" and len(args) >= 3:
+            path, mode, flags = args[0], args[1], args[2]
+            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+                isinstance(flags, int) and flags & self._WRITE_FLAGS)
+            if writing and "__pycache__" not in str(path):  # a lazily imported module's bytecode is not an upload
+                self.events.append(f"open {path!r} mode={mode!r} flags={flags!r}")

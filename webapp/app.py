@@ -1,9 +1,11 @@
-"""The web page and its JSON API: upload an image, get the verdict of the models served by Triton.
+"""The web page and its JSON API: upload an image or a video, get the verdict of the models served by Triton.
 
 The app holds no model: each upload is decoded in memory with the project's one preprocessing
-definition (:func:`deepfake_edge.preprocessing.load_image`) and forwarded through
-:class:`deepfake_edge.client.DeepfakeClient`. Uploads never touch the disk: werkzeug would spool
-multipart parts over 500 KB to a temporary file, so :class:`InMemoryRequest` keeps them in a
+definition (:func:`deepfake_edge.preprocessing.load_image`; a video's frames with
+:class:`deepfake_edge.video.VideoReader`, PyAV reading the bytes from a ``BytesIO``) and forwarded through
+:class:`deepfake_edge.client.DeepfakeClient`. What an upload is, image or video, is decided by its content
+(:func:`deepfake_edge.video.sniff_kind`), never by its name. Uploads never touch the disk: werkzeug would
+spool multipart parts over 500 KB to a temporary file, so :class:`InMemoryRequest` keeps them in a
 ``BytesIO``, and ``MAX_CONTENT_LENGTH`` bounds how much memory one request can take.
 
 Every error answers JSON ``{"error": "<message for a person>"}``: 4xx for bad input, 503 when
@@ -18,6 +20,7 @@ import ipaddress
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from flask import Flask, Request, jsonify, render_template, request
@@ -32,23 +35,26 @@ from deepfake_edge.client import (
 )
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, load_image, open_image
 from deepfake_edge.regions import DEFAULT_MODE, MODES
-from deepfake_edge.serving_contract import CNN_MODEL, DEFAULT_MODEL
+from deepfake_edge.serving_contract import CNN_MODEL, DEFAULT_MODEL, VIDEO_EXTENSIONS
+from deepfake_edge.video import BadVideoError, VideoLimits, name_note, probe, sniff_kind
 from deepfake_edge.webapp.decode_budget import (
     DEFAULT_MAX_DECODE_BYTES,
     BudgetBusyError,
     BudgetExceededError,
     DecodeBudget,
     scoring_bytes,
+    video_scoring_bytes,
 )
 from deepfake_edge.webapp.glibc_memory import limit_malloc_arenas, unmap_freed_images
-from deepfake_edge.webapp.inference import DetectionService
+from deepfake_edge.webapp.inference import VIDEO_CONCURRENCY, DetectionService, VideoTimeoutError
+from deepfake_edge.webapp.limits import (DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_VIDEO_BYTES, DEFAULT_MAX_VIDEO_PIXELS,
+                                         DEFAULT_MAX_VIDEO_SECONDS, DEFAULT_VIDEO_TIMEOUT_S)
 from deepfake_edge.webapp.openapi import openapi_spec
 from deepfake_edge.webapp.wsgi_server import WebServer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = (DEFAULT_MODEL, CNN_MODEL)
-DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # Room for the multipart envelope (boundaries, part headers, small form fields) around the file.
 _MULTIPART_SLACK_BYTES = 64 * 1024
 
@@ -99,6 +105,10 @@ def create_app(
     timeout_s: float = 10.0,
     triton_outage: Callable[[], str | None] | None = None,
     max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
+    max_video_bytes: int = DEFAULT_MAX_VIDEO_BYTES,
+    max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS,
+    max_video_pixels: int = DEFAULT_MAX_VIDEO_PIXELS,
+    video_timeout_s: float = DEFAULT_VIDEO_TIMEOUT_S,
 ) -> Flask:
     """The Flask app answering the page (``/``) and the API (``/api/...``) for ``models`` on Triton.
 
@@ -110,18 +120,28 @@ def create_app(
     take at most ``max_decode_bytes`` at once: each reserves its peak, computed from its header before
     decoding, and waits up to ``timeout_s`` for it (then 503); one that needs more than the whole budget
     is refused with 413.
+
+    Videos (told from images by their content): up to ``max_video_bytes`` (``max_upload_bytes`` bounds
+    images only), ``max_video_seconds`` of declared duration and ``max_video_pixels`` a frame (over any of
+    them: 413), analysed by ``models[0]`` alone within ``video_timeout_s`` (then 504). Each reserves the
+    fixed :func:`~deepfake_edge.webapp.decode_budget.video_scoring_bytes` figure for ``max_video_pixels``.
     """
     if protocol not in ("grpc", "http"):
         raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
     app = Flask(__name__)
     app.request_class = InMemoryRequest
+    too_large = _too_large_message(max_upload_bytes, max_video_bytes)
     app.config.update(
-        MAX_CONTENT_LENGTH=max_upload_bytes + _MULTIPART_SLACK_BYTES,
+        MAX_CONTENT_LENGTH=max(max_upload_bytes, max_video_bytes) + _MULTIPART_SLACK_BYTES,
+        UPLOAD_TOO_LARGE_MESSAGE=too_large,  # also the web server's answer to a body over MAX_CONTENT_LENGTH
     )
     app.json.sort_keys = False  # keep the documented field order
     app.json.ensure_ascii = False  # "Fake – 97.3%" stays readable in curl output
     service = DetectionService(triton_url, protocol, tuple(models), timeout_s)
     decode_budget = DecodeBudget(max_decode_bytes)
+    video_limits = VideoLimits(max_duration_s=max_video_seconds, max_bytes=max_video_bytes,
+                               max_frame_pixels=max_video_pixels)
+    video_bytes = video_scoring_bytes(max_video_pixels, VIDEO_CONCURRENCY)
     unmap_freed_images()  # else freed image blocks stay in the process and RSS outgrows the budget
 
     @app.get("/")
@@ -130,21 +150,33 @@ def create_app(
             "index.html",
             max_upload_bytes=max_upload_bytes,
             max_upload_text=_format_bytes(max_upload_bytes),
+            max_video_bytes=max_video_bytes,
+            max_video_text=_format_bytes(max_video_bytes),
+            max_video_seconds=f"{max_video_seconds:g}",
         )
 
     @app.post("/api/detect")
     def detect() -> Any:
         upload = request.files.get("file")
         if upload is None:
-            raise ApiError(400, "No image received: send the image file in the multipart form field 'file'.")
+            raise ApiError(400, "No image received: send the image or video file in the multipart form field "
+                                "'file'.")
         name = (upload.filename or "upload")[:120]
-        data = upload.stream.read(max_upload_bytes + 1)
-        if len(data) > max_upload_bytes:
-            raise ApiError(413, _too_large_message(max_upload_bytes))
+        data = upload.stream.read(max(max_upload_bytes, max_video_bytes) + 1)
+        upload.stream.close()  # the parser's copy: only ``data`` is needed from here
+        if len(data) > max(max_upload_bytes, max_video_bytes):
+            raise ApiError(413, too_large)
         if not data:
-            raise ApiError(400, f"'{name}' is empty (0 bytes). Please choose an image file.")
+            raise ApiError(400, f"'{name}' is empty (0 bytes). Please choose an image or a video file.")
         alpha = _heatmap_alpha(request.values.get("heatmap_alpha"), request.values.get("heatmap"))
         mode = _analysis_mode(request.values.get("mode"))
+        kind = sniff_kind(data)  # by content: a video named .jpg is a video, a photo named .mp4 a photo
+        if kind == "video":
+            return jsonify(detect_video(name, data, alpha, mode))
+        if len(data) > max_upload_bytes:
+            raise ApiError(413, f"'{name}' is too large: it is an image of {_format_bytes(len(data))}, and images "
+                                f"up to {_format_bytes(max_upload_bytes)} are accepted (videos up to "
+                                f"{_format_bytes(max_video_bytes)}).")
         # One deadline for the whole request: waiting for the budget and every call to Triton share it.
         deadline = time.monotonic() + timeout_s
         try:
@@ -159,6 +191,10 @@ def create_app(
                     # decode, would keep them alive while the next upload decodes.
                     image.close()
         except BadImageError as error:
+            if Path(name).suffix.lower() in VIDEO_EXTENSIONS:
+                raise ApiError(400, f"'{name}' could not be read: it is not a video this server reads (MP4/MOV, "
+                                    "AVI, Matroska/WebM or animated GIF), and as an image: "
+                                    f"{str(error).rstrip('.')}.") from None
             raise ApiError(400, f"'{name}' could not be read as an image: {str(error).rstrip('.')}.") from None
         except BudgetExceededError:
             raise ApiError(413, f"'{name}' is too large to process: its {image.width}x{image.height} pixels "
@@ -168,8 +204,51 @@ def create_app(
         except BudgetBusyError:
             raise ApiError(503, "The server is busy decoding other images. Try again in a moment.",
                            retry_after_s=2) from None
+        if note := name_note(name, "image"):
+            result["notes"].insert(0, note)
         result["filename"] = name
         return jsonify(result)
+
+    def detect_video(name: str, data: bytes, alpha: float | None, mode: str) -> dict[str, Any]:
+        """A video upload's answer. The bytes stay in memory: PyAV reads them from a ``BytesIO``."""
+        if len(data) > max_video_bytes:
+            raise ApiError(413, f"'{name}' is too large: it is a video of {_format_bytes(len(data))}, and videos "
+                                f"up to {_format_bytes(max_video_bytes)} are accepted.")
+        try:
+            # The budget is waited for within the per-call timeout; the analysis has the video deadline.
+            with decode_budget.reserve(video_bytes, wait_s=timeout_s):
+                # Opened once before Triton is asked: a video that cannot be used (not a video, audio only,
+                # too long, frames too large, no decodable frame) is a 4xx whatever the server's state.
+                probe(data, video_limits)
+                result = service.detect_video(data, video_limits, heatmap_alpha=alpha, mode=mode,
+                                              timeout_s=video_timeout_s)
+        except BadVideoError as error:
+            raise _bad_video(name, error, max_video_seconds, max_video_bytes) from None
+        except BudgetExceededError:
+            raise ApiError(413, f"'{name}' cannot be analysed: a video with frames of up to "
+                                f"{max_video_pixels:,} pixels takes about {_format_bytes(video_bytes)} of memory "
+                                f"to decode, more than this server allows ({_format_bytes(max_decode_bytes)}). "
+                                "Please send a photo instead, or ask the administrator to raise the "
+                                "memory limit.") from None
+        except BudgetBusyError:
+            raise ApiError(503, "The server is busy decoding other uploads. Try again in a moment.",
+                           retry_after_s=5) from None
+        except VideoTimeoutError as error:
+            raise ApiError(504, f"Analysing '{name}' took longer than the {error.timeout_s:g} s allowed: the "
+                                "detection server is busy or the video is long. Try a shorter clip, "
+                                "mode=fast, or again in a moment.") from None
+        except Exception as error:
+            # deepfake_edge.video turns decoder errors into BadVideoError; one it missed is still this file's
+            # fault, not the server's: a 400, logged with its traceback so that the gap gets fixed.
+            if not type(error).__module__.startswith("av."):
+                raise
+            log.exception("PyAV error not turned into BadVideoError while analysing a video")
+            raise ApiError(400, f"'{name}' could not be read as a video: the decoder failed "
+                                f"({type(error).__name__}).") from None
+        if note := name_note(name, "video"):
+            result["notes"].insert(0, note)
+        result["filename"] = name
+        return result
 
     @app.get("/api/health")
     def health() -> Any:
@@ -183,7 +262,8 @@ def create_app(
 
     @app.get("/api/openapi.json")
     def openapi() -> Any:
-        return jsonify(openapi_spec(max_upload_bytes, service.models))
+        return jsonify(openapi_spec(max_upload_bytes, service.models, max_video_bytes=max_video_bytes,
+                                    max_video_seconds=max_video_seconds, max_video_pixels=max_video_pixels))
 
     @app.after_request
     def secure_headers(response: Any) -> Any:
@@ -193,11 +273,26 @@ def create_app(
             response.headers["Cache-Control"] = "no-store"
         return response
 
-    _register_error_handlers(app, triton_url, max_upload_bytes, triton_outage)
+    _register_error_handlers(app, triton_url, too_large, triton_outage)
     return app
 
 
-def _register_error_handlers(app: Flask, triton_url: str, max_upload_bytes: int,
+def _bad_video(name: str, error: BadVideoError, max_seconds: float, max_bytes: int) -> ApiError:
+    """413 for a video over a limit (the limit named), 400 for one that cannot be used."""
+    message = str(error).rstrip(".")
+    if error.over_limit == "duration":
+        return ApiError(413, f"'{name}' is too long: {message.removeprefix('video too long: ')}. Please send a "
+                             f"clip of at most {max_seconds:g} s.")
+    if error.over_limit == "frame_pixels":
+        return ApiError(413, f"'{name}' has frames too large for this server: "
+                             f"{message.removeprefix('video frames too large: ')}. Please send a smaller version "
+                             "of the video.")
+    if error.over_limit is not None:
+        return ApiError(413, f"'{name}' is too large: {message} (videos up to {_format_bytes(max_bytes)}).")
+    return ApiError(400, f"'{name}' could not be read as a video: {message}.")
+
+
+def _register_error_handlers(app: Flask, triton_url: str, too_large_message: str,
                              triton_outage: Callable[[], str | None] | None) -> None:
     def answer(status: int, message: str) -> Any:
         return jsonify({"error": message}), status
@@ -211,7 +306,7 @@ def _register_error_handlers(app: Flask, triton_url: str, max_upload_bytes: int,
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(error: RequestEntityTooLarge) -> Any:
-        return answer(413, _too_large_message(max_upload_bytes))
+        return answer(413, too_large_message)
 
     @app.errorhandler(ServerUnreachableError)
     def unreachable(error: ServerUnreachableError) -> Any:
@@ -276,8 +371,9 @@ def _analysis_mode(mode: str | None) -> str:
     return mode.strip()
 
 
-def _too_large_message(max_upload_bytes: int) -> str:
-    return f"The upload is too large: images up to {_format_bytes(max_upload_bytes)} are accepted."
+def _too_large_message(max_upload_bytes: int, max_video_bytes: int | None = None) -> str:
+    videos = "" if max_video_bytes is None else f" and videos up to {_format_bytes(max_video_bytes)}"
+    return f"The upload is too large: images up to {_format_bytes(max_upload_bytes)}{videos} are accepted."
 
 
 def _format_bytes(size: int) -> str:
@@ -311,7 +407,8 @@ def make_web_server(
     return WebServer(
         app, host, port, request_timeout_s=request_timeout_s, idle_timeout_s=socket_timeout_s, threads=threads,
         connection_limit=connection_limit, max_body_bytes=max_body,
-        too_large_message=_too_large_message(max(0, (max_body or 0) - _MULTIPART_SLACK_BYTES)),
+        too_large_message=app.config.get("UPLOAD_TOO_LARGE_MESSAGE")
+        or _too_large_message(max(0, (max_body or 0) - _MULTIPART_SLACK_BYTES)),
         extra_headers=_SECURITY_HEADERS.items(),
     )
 

@@ -7,6 +7,8 @@ import signal
 
 from deepfake_edge.cli import CommandError, add_triton_address, add_verb
 from deepfake_edge.serving_contract import default_url
+from deepfake_edge.webapp.limits import (DEFAULT_MAX_VIDEO_BYTES, DEFAULT_MAX_VIDEO_PIXELS, DEFAULT_MAX_VIDEO_SECONDS,
+                                         DEFAULT_VIDEO_TIMEOUT_S)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,6 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-decode-mb", type=float, default=256.0,
                         help="memory that uploads being decoded and scored may take at once, in MB; each reserves "
                         "its peak from its header, larger ones are refused (default 256)")
+    parser.add_argument("--max-video-mb", type=float, default=DEFAULT_MAX_VIDEO_BYTES / 2**20,
+                        help=f"largest accepted video upload in MB (default {DEFAULT_MAX_VIDEO_BYTES / 2**20:g}); "
+                        "--max-upload-mb bounds images")
+    parser.add_argument("--max-video-seconds", type=float, default=DEFAULT_MAX_VIDEO_SECONDS,
+                        help=f"longest accepted video, by its declared duration (default {DEFAULT_MAX_VIDEO_SECONDS:g})")
+    parser.add_argument("--max-video-pixels", type=int, default=DEFAULT_MAX_VIDEO_PIXELS,
+                        help=f"largest accepted video frame in pixels (default {DEFAULT_MAX_VIDEO_PIXELS:,}: 1080p; "
+                        "each video reserves its decode peak from this, so 4K needs a larger --max-decode-mb)")
+    parser.add_argument("--video-timeout", type=float, default=DEFAULT_VIDEO_TIMEOUT_S,
+                        help=f"seconds allowed to analyse one whole video (default {DEFAULT_VIDEO_TIMEOUT_S:g})")
 
 
 def run_web(args: argparse.Namespace) -> int:
@@ -39,12 +51,16 @@ def run_web(args: argparse.Namespace) -> int:
     from deepfake_edge.webapp.app import create_app, make_web_server
 
     max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
-    if min(args.max_upload_mb, max_pixels, args.timeout, args.max_decode_mb) <= 0:
-        raise CommandError("--max-upload-mb, --max-pixels, --timeout and --max-decode-mb must be positive")
+    limits = (args.max_upload_mb, max_pixels, args.timeout, args.max_decode_mb, args.max_video_mb,
+              args.max_video_seconds, args.max_video_pixels, args.video_timeout)
+    if min(limits) <= 0:
+        raise CommandError("--max-upload-mb, --max-pixels, --timeout, --max-decode-mb and the --max-video-* and "
+                           "--video-timeout limits must be positive")
     triton_url = args.triton_url or default_url(args.protocol)
-    app = create_app(triton_url, protocol=args.protocol, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-                     max_pixels=max_pixels, timeout_s=args.timeout,
-                     max_decode_bytes=int(args.max_decode_mb * 1024 * 1024))
+    app = create_app(triton_url, protocol=args.protocol, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                     max_pixels=max_pixels, timeout_s=args.timeout, max_decode_bytes=int(args.max_decode_mb * 2**20),
+                     max_video_bytes=int(args.max_video_mb * 2**20), max_video_seconds=args.max_video_seconds,
+                     max_video_pixels=args.max_video_pixels, video_timeout_s=args.video_timeout)
     try:
         server = make_web_server(app, host=args.host, port=args.port)
     except OSError as error:

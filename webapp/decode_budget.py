@@ -3,7 +3,8 @@
 A count of concurrent decodes did not bound memory: a few KB of PNG can declare 40 M pixels, and eight of
 them at once grew the web app by gigabytes. Each upload now reserves what decoding and scoring it takes at
 its peak, computed from its header before any pixel is decoded (:func:`scoring_bytes`), and waits, first
-come first served, until that much of the budget is free.
+come first served, until that much of the budget is free. A video reserves one fixed figure for the largest
+frames the app accepts (:func:`video_scoring_bytes`) for as long as it is decoded and scored.
 """
 
 from __future__ import annotations
@@ -27,6 +28,31 @@ DEFAULT_MAX_DECODE_BYTES = 256 * 2**20
 # 512 covers the resize sizes of models with inputs up to 448 pixels.
 _RESIZE_BYTES_PER_LONG_SIDE_PIXEL = 4 * 512
 
+# Videos. PyAV (FFmpeg) holds the decoder's reference and reordering frames, one more per decoding thread,
+# in the stream's own format: memory proportional to the frame size, whatever the video's length. Measured
+# 2026-12 on the build machine (av 18.1.0, deepfake_edge.video.VideoReader with its 2 decoder threads, frames
+# sampled at 2 fps and shrunk to 1280 px): the peak RSS (ru_maxrss) of a fresh process decoding the whole
+# clip, over its RSS after decoding a small clip once (codec libraries loaded), in bytes per frame pixel:
+#   3840x2160 H.264 8-bit, x264 ref=1 ............... 86 MB  (10.4 B/px)
+#   3840x2160 H.264 8-bit, ref=3 bframes=3 .......... 152 MB (18.3 B/px)  (a camera/x264-medium-like stream)
+#   3840x2160 HEVC 8-bit, x265 ...................... 147 MB (17.7 B/px)
+#   3840x2160 HEVC 10-bit, x265 fast ................ 263 MB (31.7 B/px)  (a phone's HDR video)
+#   3840x2160 H.264 8-bit, ref=16 bframes=3 ......... 266 MB (32.1 B/px)  (crafted: the most reference frames)
+#   1920x1080 H.264 8-bit, ref=16 bframes=16 ........ 56 MB  (27 B/px)
+#   7680x4320 H.264 8-bit, ref=16 bframes=3 ......... 1009 MB (30.4 B/px): why the app's frame limit is far below 8K
+#   384x288 H.264 ................................... 2 MB
+# The clips were made with PyAV from a grey frame with a moving square (decoder memory follows the frame
+# size and the reference structure, not the content). 32 B/px covers every one of them.
+VIDEO_DECODE_BYTES_PER_PIXEL = 32
+VIDEO_DECODE_SLACK_BYTES = 8 << 20  # codec and thread contexts, swscale, the demuxer's index
+# Each sampled frame being analysed: the RGB frame (at most 1280 x 1280, 4.9 MB) and its whole-image regions
+# cut to the model's input (measured: 30 regions of 224 px, 4.3 MB, for a 1280x720 frame; 49 tiles at
+# 1280 x 1280), with room for the face detector's copy.
+VIDEO_FRAME_SCORING_BYTES = 12 << 20
+# Frames alive at once: the client's ``concurrency`` requests in flight plus one being prepared
+# (iter_detect), the frame being decoded, and the peak frame kept for its heatmap.
+_VIDEO_FRAMES_BESIDES_IN_FLIGHT = 3
+
 
 class BudgetExceededError(Exception):
     """The reservation is larger than the whole budget: it could never be granted."""
@@ -49,6 +75,17 @@ def scoring_bytes(image: Image.Image, models: int, mode: str = DEFAULT_MODE) -> 
     if mode == "whole":
         per_long_side_pixel += 4 * min(MAX_ANALYSED_SIDE, max(image.size))
     return decoded_bytes_estimate(image) + models * per_long_side_pixel * max(image.size)
+
+
+def video_scoring_bytes(max_frame_pixels: int, concurrency: int) -> int:
+    """Peak memory of decoding a video whose frames have up to ``max_frame_pixels`` pixels and scoring its
+    sampled frames with ``concurrency`` requests in flight: the figure each video upload reserves.
+
+    Fixed per app, not per video: the frame size is only known once FFmpeg has opened the stream, which
+    already decodes. Measured figures and how: the comment on :data:`VIDEO_DECODE_BYTES_PER_PIXEL`.
+    """
+    decoding = max_frame_pixels * VIDEO_DECODE_BYTES_PER_PIXEL + VIDEO_DECODE_SLACK_BYTES
+    return decoding + (concurrency + _VIDEO_FRAMES_BESIDES_IN_FLIGHT) * VIDEO_FRAME_SCORING_BYTES
 
 
 class DecodeBudget:

@@ -5,6 +5,9 @@ per Triton model, shared by every request (the client is thread-safe: concurrent
 concurrently, one connection per concurrent caller), asks the primary model for its verdict and heatmap
 and every other model for its score (on scoring threads, so that a request stops waiting at its
 deadline), and renders the heatmap with :func:`deepfake_edge.heatmap.overlay_heatmap`.
+
+Videos (:meth:`DetectionService.detect_video`) are scored by the primary model alone, frame by frame through
+:func:`deepfake_edge.client.video.detect_video`, on the request's own thread.
 """
 
 from __future__ import annotations
@@ -33,9 +36,11 @@ from deepfake_edge.client import (
     ServerUnreachableError,
 )
 from deepfake_edge.client.results import format_verdict, region_record
+from deepfake_edge.client.video import VideoDetection, detect_video, video_record
 from deepfake_edge.heatmap import overlay_heatmap
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.regions import DEFAULT_MODE
+from deepfake_edge.video import VideoLimits, VideoSource
 
 # Longest side of the images the page shows: enough for a sharp view, small enough to send as PNG.
 DISPLAY_MAX_SIDE = 512
@@ -57,6 +62,50 @@ _REPLACE_AFTER = (ModelNotReadyError, ServerError, ServerUnreachableError)
 # one fresh client per second is enough to pick up the restarted server.
 _MIN_CLIENT_AGE_S = 1.0
 _HEALTH_TIMEOUT_S = 5.0
+# Requests in flight per video: the frames of one video are scored two at a time (client/video.py's
+# default), so that one video cannot take every Triton instance from the other uploads.
+VIDEO_CONCURRENCY = 2
+
+
+class VideoTimeoutError(Exception):
+    """A video's analysis passed its deadline; it was stopped between two frames."""
+
+    def __init__(self, timeout_s: float):
+        super().__init__(f"the video was not analysed within {timeout_s:g} s")
+        self.timeout_s = timeout_s
+
+
+class _DeadlineClient:
+    """The shared client as :func:`detect_video` uses it, stopping the video at ``deadline``.
+
+    :func:`detect_video` takes no deadline and each frame's call is only bounded by the client's timeout, so
+    120 frames against a stalled server could take 120 timeouts. Past ``deadline`` the frame results stop
+    with :class:`VideoTimeoutError` (the frames still in flight are cancelled as the iterator closes), and
+    no heatmap is asked for.
+    """
+
+    def __init__(self, client: DeepfakeClient, deadline: float, timeout_s: float):
+        self._client, self._deadline, self._timeout_s = client, deadline, timeout_s
+
+    def _check(self) -> None:
+        if time.monotonic() > self._deadline:
+            raise VideoTimeoutError(self._timeout_s)
+
+    def model_info(self) -> Any:
+        return self._client.model_info()
+
+    def iter_detect(self, sources: Any, **options: Any) -> Iterator[Any]:
+        results = self._client.iter_detect(sources, **options)
+        try:
+            for result in results:
+                self._check()
+                yield result
+        finally:
+            results.close()
+
+    def detect(self, source: Any, **options: Any) -> Detection:
+        self._check()
+        return self._client.detect(source, **options)
 
 
 def data_url(image: Image.Image, image_format: str = "PNG") -> str:
@@ -182,6 +231,7 @@ class DetectionService:
         primary, detection, card = self._result_by(primary_future, deadline)
         scores = [primary] + [self._other_by(future, name, deadline) for future, name in zip(others, self.models[1:])]
         result: dict[str, Any] = {
+            "kind": "image",
             "label": primary.label,
             "confidence": primary.confidence,
             "fake_probability": primary.fake_probability,
@@ -203,6 +253,49 @@ class DetectionService:
         }
         if heatmap_alpha is not None and detection.heatmap is not None:
             result["heatmap"] = self._render_heatmap(image, detection, heatmap_alpha)
+        result["elapsed_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
+        return result
+
+    def detect_video(self, source: VideoSource, limits: VideoLimits, heatmap_alpha: float | None = 0.5,
+                     deadline: float | None = None, mode: str = DEFAULT_MODE,
+                     timeout_s: float | None = None) -> dict[str, Any]:
+        """The JSON-ready result for one video: :func:`video_record` of the primary model's verdict, plus what
+        the page shows (``filename`` is the caller's to add).
+
+        Only the primary model scores videos: the comparison models are skipped (a note says so). Added to the
+        record: ``model_title``, ``models`` and ``raw_scores`` (the primary's entry, as for an image),
+        ``regions`` (the peak frame's, boxes in video pixels), ``heatmap`` (the peak frame and its overlay, as
+        an image's ``heatmap``; None when ``heatmap_alpha`` is None) and ``elapsed_ms``. Raises
+        ``BadVideoError``, the client's errors, and :class:`VideoTimeoutError` past ``deadline``
+        (``time.monotonic()`` seconds, ``timeout_s`` after the start by default; ``timeout_s`` is named in
+        the error).
+        """
+        started = time.perf_counter()
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        deadline = time.monotonic() + timeout_s if deadline is None else deadline
+        name = self.models[0]
+        with self._clients[name].use() as client:
+            detection = detect_video(_DeadlineClient(client, deadline, timeout_s), source, limits,
+                                     heatmap=heatmap_alpha is not None, mode=mode, concurrency=VIDEO_CONCURRENCY)
+            card = client.model_info().card.for_mode(mode)
+        result = video_record(detection)
+        title = _ARCH_TITLES.get(card.arch, card.arch)
+        score = ModelScore(name=name, title=title, role="primary", version=detection.model_version,
+                           label=detection.label, confidence=float(detection.confidence),
+                           fake_probability=float(detection.fake_probability), logit=float(detection.logit),
+                           threshold=float(detection.threshold), verdict=detection.verdict)
+        if len(self.models) > 1:
+            result["notes"].append(f"only {name} analyses videos: {', '.join(self.models[1:])} "
+                                   f"{'was' if len(self.models) == 2 else 'were'} not run")
+        result.update({
+            "model_title": title,
+            "models": [asdict(score)],
+            "raw_scores": {name: {"logit": score.logit, "fake_probability": score.fake_probability}},
+            "regions": [region_record(region) for region in detection.peak.regions],
+            "heatmap": None,
+        })
+        if heatmap_alpha is not None and detection.heatmap is not None and detection.peak_image is not None:
+            result["heatmap"] = self._render_video_heatmap(detection, heatmap_alpha)
         result["elapsed_ms"] = round((time.perf_counter() - started) * 1000.0, 1)
         return result
 
@@ -248,22 +341,36 @@ class DetectionService:
 
     @staticmethod
     def _render_heatmap(image: Image.Image, detection: Detection, alpha: float) -> dict[str, Any]:
-        # Downscale first: the heatmap's box is scaled to the copy, so the overlay lines up the same.
-        # resize(), not thumbnail(): that needs a full-size copy first, which doubled the web app's decode
-        # memory (4 bytes a pixel: 144 MB for 6000 x 6000).
-        scale = DISPLAY_MAX_SIDE / max(image.size)
-        shown = image if scale >= 1 else image.resize(
-            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-            Image.Resampling.LANCZOS, reducing_gap=2.0)
-        overlay = overlay_heatmap(shown, detection.heatmap, detection.heatmap_box, alpha, box_of_size=image.size)
-        return {
-            "alpha": alpha,
-            "width": shown.width,
-            "height": shown.height,
-            # The plain picture only sits under the overlay in the page: JPEG is 5x smaller and faster.
-            "image": data_url(shown, "JPEG"),
-            "overlay": data_url(overlay, "PNG"),
-        }
+        return _heatmap_record(image, detection.heatmap, detection.heatmap_box, image.size, alpha)
+
+    @staticmethod
+    def _render_video_heatmap(detection: VideoDetection, alpha: float) -> dict[str, Any]:
+        # The peak frame as analysed (at most 1280 px); its heatmap box, like every box of a video, is in
+        # the video's own pixels.
+        return _heatmap_record(detection.peak_image, detection.heatmap, detection.heatmap_box,
+                               (detection.video.width, detection.video.height), alpha)
+
+
+def _heatmap_record(image: Image.Image, heatmap: Any, heatmap_box: Any, box_of_size: tuple[int, int],
+                    alpha: float) -> dict[str, Any]:
+    """``image`` (at most ``DISPLAY_MAX_SIDE``) and its heatmap overlay as data URLs; ``heatmap_box`` is in
+    pixels of an image of ``box_of_size``."""
+    # Downscale first: the heatmap's box is scaled to the copy, so the overlay lines up the same.
+    # resize(), not thumbnail(): that needs a full-size copy first, which doubled the web app's decode
+    # memory (4 bytes a pixel: 144 MB for 6000 x 6000).
+    scale = DISPLAY_MAX_SIDE / max(image.size)
+    shown = image if scale >= 1 else image.resize(
+        (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+        Image.Resampling.LANCZOS, reducing_gap=2.0)
+    overlay = overlay_heatmap(shown, heatmap, heatmap_box, alpha, box_of_size=box_of_size)
+    return {
+        "alpha": alpha,
+        "width": shown.width,
+        "height": shown.height,
+        # The plain picture only sits under the overlay in the page: JPEG is 5x smaller and faster.
+        "image": data_url(shown, "JPEG"),
+        "overlay": data_url(overlay, "PNG"),
+    }
 
 
 def _score(name: str, role: str, detection: Detection, card: ModelCard) -> ModelScore:

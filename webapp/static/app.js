@@ -1,5 +1,6 @@
-// deepfake-edge web page: send one image to POST /api/detect and show the verdict.
-// Page state lives on <body>: data-state = idle | loading | result | error, data-verdict = none | real | fake.
+// deepfake-edge web page: send one image or video to POST /api/detect and show the verdict.
+// Page state lives on <body>: data-state = idle | loading | result | error, data-verdict = none | real | fake,
+// data-kind = image | video once there is a result.
 (function () {
   "use strict";
 
@@ -7,7 +8,10 @@
   var body = document.body;
   var $ = function (id) { return document.getElementById(id); };
   var maxUploadBytes = Number(body.dataset.maxUploadBytes);
+  var maxVideoBytes = Number(body.dataset.maxVideoBytes) || maxUploadBytes;
+  var SVG_NS = "http://www.w3.org/2000/svg";
   var busy = false;
+  var lastVideo = null;  // the video answer shown, so that its timeline can be redrawn at a new width
 
   // ---------- theme ----------
   function applyTheme(theme) {
@@ -40,7 +44,7 @@
   function showError(message, title) {
     setState("error");
     $("result").hidden = true;
-    $("error-title").textContent = title || "We couldn't check that image.";
+    $("error-title").textContent = title || "We couldn't check that file.";
     $("error-message").textContent = message;
     $("error").hidden = false;
   }
@@ -59,23 +63,52 @@
   function formatThreshold(value) { return (value * 100).toFixed(1) + "%"; }
 
   // ---------- upload ----------
+  // What the file is, from its first bytes, as the server decides it (deepfake_edge/video.py: sniff_kind):
+  // "video" (MP4/MOV, AVI, Matroska/WebM), "image", or "gif" (a video when animated: the server tells).
+  function sniffKind(file) {
+    if (!file.slice || !window.Response) { return Promise.resolve("gif"); }
+    return new Response(file.slice(0, 64)).arrayBuffer().then(function (buffer) {
+      var b = new Uint8Array(buffer);
+      var text = function (start, end) { return String.fromCharCode.apply(null, b.subarray(start, end)); };
+      if (text(4, 8) === "ftyp") {
+        return ["heic", "heix", "heim", "heis", "mif1", "avif"].indexOf(text(8, 12)) >= 0 ? "image" : "video";
+      }
+      if (text(0, 4) === "RIFF" && text(8, 12) === "AVI ") { return "video"; }
+      if (b[0] === 0x1a && b[1] === 0x45 && b[2] === 0xdf && b[3] === 0xa3) { return "video"; }
+      if (text(0, 6) === "GIF87a" || text(0, 6) === "GIF89a") { return "gif"; }
+      return "image";
+    }, function () { return "gif"; });
+  }
+
   function analyse(file) {
     if (!file || busy) { return; }
+    busy = true;
+    sniffKind(file).then(function (kind) { send(file, kind); }, function () { send(file, "gif"); });
+  }
+
+  function send(file, kind) {
     clearError();
     $("file-name").hidden = false;
     $("file-name").textContent = "📎 " + file.name + " (" + formatSize(file.size) + ")";
-    if (file.size > maxUploadBytes) {
-      // Refuse before sending: the server would answer 413 only after receiving the whole body.
-      showError("The upload is too large: images up to " + body.dataset.maxUploadText + " are accepted.");
+    // Refuse before sending: the server would answer 413 only after receiving the whole body.
+    var limit = kind === "video" ? maxVideoBytes : kind === "image" ? maxUploadBytes
+      : Math.max(maxUploadBytes, maxVideoBytes);
+    if (file.size > limit) {
+      busy = false;
+      $("file-input").value = "";
+      showError(kind === "video"
+        ? "The video is too large: videos up to " + body.dataset.maxVideoText + " are accepted."
+        : "The upload is too large: images up to " + body.dataset.maxUploadText + " are accepted" +
+          (kind === "image" ? "." : ", videos up to " + body.dataset.maxVideoText + "."));
       return;
     }
-    busy = true;
     $("upload-button").disabled = true;
     setState("loading");
     $("result").hidden = false;
     $("viewer").hidden = true;
     $("details").hidden = true;
-    $("verdict").textContent = "Analysing…";
+    $("timeline").hidden = true;
+    $("verdict").textContent = kind === "video" ? "Analysing the video…" : "Analysing…";
     $("verdict-explain").textContent = "";
     $("verdict-scope").textContent = "";
     $("verdict-notes").hidden = true;
@@ -109,9 +142,10 @@
 
   function describeStatus(status) {
     if (status === 413) { return "The upload is too large."; }
+    if (status === 504) { return "The analysis took too long. Please try again in a moment, or a shorter video."; }
     if (status === 503) { return "The detection server is not available right now. Please try again in a moment."; }
     if (status >= 500) { return "Something went wrong on the server (HTTP " + status + "). Please try again."; }
-    return "The image was refused (HTTP " + status + ").";
+    return "The file was refused (HTTP " + status + ").";
   }
 
   function formatSize(bytes) {
@@ -122,37 +156,165 @@
 
   // ---------- result ----------
   function showResult(r) {
+    var video = r.kind === "video";
     var verdict = r.label === "Fake" ? "fake" : "real";
     setState("result", verdict);
+    body.dataset.kind = video ? "video" : "image";
+    $("result").classList.toggle("is-video", video);
     $("verdict").textContent = r.label + " – " + formatConfidence(r.confidence);
     var regions = r.regions || [];
     var deciding = decidingRegion(regions);
-    $("verdict-explain").textContent = verdict === "fake"
-      ? "⚠️ This model found signs of an edit" + whereText(deciding) + "."
-      : "✅ No edit found by this model.";
-    $("verdict-scope").textContent = scopeText(r, regions, verdict);
+    if (video) {
+      $("verdict-explain").textContent = verdict === "fake"
+        ? "⚠️ This model found signs of an edit in this video, most clearly at " + formatTime(r.peak.time_s) +
+          (deciding && FRAME_WHERE[deciding.kind] ? FRAME_WHERE[deciding.kind] : "") + "."
+        : "✅ No edit found by this model in the frames it checked.";
+      $("verdict-scope").textContent = videoScopeText(r, verdict);
+    } else {
+      $("verdict-explain").textContent = verdict === "fake"
+        ? "⚠️ This model found signs of an edit" + whereText(deciding) + "."
+        : "✅ No edit found by this model.";
+      $("verdict-scope").textContent = scopeText(r, regions, verdict);
+    }
     renderNotes(r.notes || []);
     $("verdict-model").textContent = r.model_title + " (" + r.model + ", version " + r.model_version +
-      ") · fake probability " + formatPercent(r.fake_probability) + " · threshold " + formatThreshold(r.threshold);
+      ") · " + (video ? "video " : "") + "fake probability " + formatPercent(r.fake_probability) +
+      " · threshold " + formatThreshold(r.threshold);
     $("meter-fill").style.left = (r.fake_probability * 100).toFixed(1) + "%";
     $("meter-threshold").style.left = (r.threshold * 100).toFixed(1) + "%";
+
+    lastVideo = video ? r : null;
+    $("timeline").hidden = !video;
+    if (video) { renderTimeline(r); }
 
     var viewer = $("viewer");
     if (r.heatmap) {
       $("viewer-image").src = r.heatmap.image;
       $("viewer-overlay").src = r.heatmap.overlay;
+      $("viewer-image").alt = video ? "The frame at " + formatTime(r.peak.time_s) +
+        ", where the fake probability peaked" : "The uploaded image";
+      $("viewer-kicker").hidden = !video;
+      $("viewer-kicker").textContent = video ? "Peak frame · " + formatTime(r.peak.time_s) + " · fake probability " +
+        formatPercent(r.peak.fake_probability) : "";
+      $("viewer-caption").textContent = video
+        ? "The frame with the highest fake probability. Warmer colours mark the regions that weighed most " +
+          "towards “Fake”, relative to the rest of this frame."
+        : "Warmer colours mark the regions that weighed most towards “Fake”, relative to the rest of this image.";
       viewer.hidden = false;
-      renderRegions(r, regions, deciding, verdict);
+      var size = video ? r.video : r.image;
+      renderRegions(r, regions, deciding, verdict, size && size.width, size && size.height);
       applyHeatmapControls();
       applyRegionsControl();
     } else {
       viewer.hidden = true;
     }
+    $("scores-title").textContent = video ? "The model's score (videos are scored by the verdict model only)"
+      : "Every model's score";
     renderScores(r);
     $("details").hidden = false;
     $("dropzone").classList.add("is-compact");
     $("result").scrollIntoView({ behavior: "smooth", block: "nearest" });
   }
+
+  // Seconds as the page shows them: "1.5 s", "1 min 05 s".
+  function formatTime(seconds) {
+    if (seconds < 60) { return seconds.toFixed(1) + " s"; }
+    var whole = Math.round(seconds);
+    return Math.floor(whole / 60) + " min " + String(whole % 60).padStart(2, "0") + " s";
+  }
+
+  var RULE_TEXT = {
+    peak: "its highest-scoring frame",
+    top3_mean: "the mean of its 3 highest-scoring frames",
+    track_median: "the faces followed through it (and the rest of each frame)"
+  };
+
+  // What was checked, so that "Real" on a video does not read as "proven authentic" either.
+  function videoScopeText(r, verdict) {
+    var frames = r.timeline.length;
+    var last = frames ? r.timeline[frames - 1].time_s : 0;
+    var span = r.video.duration_s || last;
+    var caveat = verdict === "fake"
+      ? "it was trained on synthetic edits of photos: treat this as a hint, not proof."
+      : "it was trained on synthetic edits of photos, so it can miss real-world fakes, and it does not check " +
+        "the sound or the motion between frames.";
+    return "It checked " + plural(frames, "frame") + " sampled over " + formatTime(span) +
+      " of video, each for pasted, spliced, retouched or blended regions, and scored the video by " +
+      (RULE_TEXT[r.rule] || "its frame scores") + "; " + caveat;
+  }
+
+  // ---------- timeline: fake probability over time, an inline SVG drawn at the width it is shown ----------
+  function svg(name, attributes, parent) {
+    var element = document.createElementNS(SVG_NS, name);
+    Object.keys(attributes || {}).forEach(function (key) { element.setAttribute(key, attributes[key]); });
+    if (parent) { parent.appendChild(element); }
+    return element;
+  }
+
+  function renderTimeline(r) {
+    var plot = $("timeline-plot");
+    plot.textContent = "";
+    var frames = r.timeline;
+    var width = Math.max(260, Math.round(plot.clientWidth || 600));
+    var height = width < 480 ? 150 : 180;
+    var pad = { left: 44, right: 14, top: 16, bottom: 30 };
+    var lastTime = frames.length ? frames[frames.length - 1].time_s : 0;
+    var span = Math.max(r.video.duration_s || 0, lastTime) || 1;
+    var x = function (t) { return pad.left + (width - pad.left - pad.right) * Math.min(t / span, 1); };
+    var y = function (p) { return pad.top + (height - pad.top - pad.bottom) * (1 - p); };
+    var round = function (v) { return Math.round(v * 10) / 10; };
+    var peak = frames.filter(function (f) { return f.index === r.peak.index; })[0];
+    var over = frames.filter(function (f) { return f.fake_probability >= r.threshold; }).length;
+
+    var chart = svg("svg", { "class": "timeline__svg", viewBox: "0 0 " + width + " " + height, width: width,
+      height: height, role: "img", "aria-labelledby": "timeline-svg-title timeline-svg-desc" }, plot);
+    svg("title", { id: "timeline-svg-title" }, chart).textContent = "Fake probability over time";
+    svg("desc", { id: "timeline-svg-desc" }, chart).textContent = plural(frames.length, "sampled frame") +
+      " from " + formatTime(frames.length ? frames[0].time_s : 0) + " to " + formatTime(lastTime) + ". Peak " +
+      formatPercent(r.peak.fake_probability) + " at " + formatTime(r.peak.time_s) + ". Threshold " +
+      formatThreshold(r.threshold) + ": " + plural(over, "frame") + " at or above it.";
+
+    var grid = svg("g", { "class": "timeline__grid", "aria-hidden": "true" }, chart);
+    [0, 0.5, 1].forEach(function (p) {
+      svg("line", { x1: pad.left, x2: width - pad.right, y1: round(y(p)), y2: round(y(p)) }, grid);
+      var label = svg("text", { x: pad.left - 6, y: round(y(p)) + 4, "text-anchor": "end" }, grid);
+      label.textContent = Math.round(p * 100) + "%";
+    });
+    [0, span / 2, span].forEach(function (t, i) {
+      var label = svg("text", { x: round(x(t)), y: height - 8, "text-anchor": ["start", "middle", "end"][i] }, grid);
+      label.textContent = formatTime(t);
+    });
+    var threshold = svg("line", { "class": "timeline__threshold", x1: pad.left, x2: width - pad.right,
+      y1: round(y(r.threshold)), y2: round(y(r.threshold)), "aria-hidden": "true" }, chart);
+    svg("title", {}, threshold).textContent = "threshold " + formatThreshold(r.threshold);
+
+    svg("polyline", { "class": "timeline__line", "aria-hidden": "true", points: frames.map(function (f) {
+      return round(x(f.time_s)) + "," + round(y(f.fake_probability));
+    }).join(" ") }, chart);
+    var points = svg("g", { "class": "timeline__points" }, chart);
+    frames.forEach(function (f) {
+      var isPeak = f === peak;
+      var point = svg("circle", { "class": "timeline__point" + (isPeak ? " is-peak" : "") +
+        (f.fake_probability >= r.threshold ? " is-over" : ""), cx: round(x(f.time_s)), cy: round(y(f.fake_probability)),
+        r: isPeak ? 6 : 3.5, "data-index": f.index, "data-time": f.time_s }, points);
+      svg("title", {}, point).textContent = formatTime(f.time_s) + ": " + formatPercent(f.fake_probability) +
+        " fake probability" + (isPeak ? " (peak frame)" : "");
+    });
+    if (peak) {
+      var px = x(peak.time_s), py = y(peak.fake_probability);
+      var anchor = px > width * 0.7 ? "end" : px < width * 0.3 ? "start" : "middle";
+      var below = py < pad.top + 18;
+      var text = svg("text", { "class": "timeline__peak-label", x: round(px), y: round(below ? py + 20 : py - 11),
+        "text-anchor": anchor, "aria-hidden": "true" }, chart);
+      text.textContent = "peak " + formatPercent(peak.fake_probability);
+    }
+  }
+
+  var resizeTimer = null;
+  window.addEventListener("resize", function () {
+    window.clearTimeout(resizeTimer);
+    resizeTimer = window.setTimeout(function () { if (lastVideo) { renderTimeline(lastVideo); } }, 150);
+  });
 
   function renderScores(r) {
     var rows = $("scores-body");
@@ -196,6 +358,8 @@
   // ---------- regions: wording and boxes ----------
   var KIND_WHERE = { face: " in a face", tile: " in one part of the image", global: " in the image as a whole" };
   var KIND_NAME = { face: "face", tile: "region", global: "whole view" };
+  var FRAME_WHERE = { face: ", in a face (marked in red on the frame below)",
+    tile: ", in one part of the frame (marked in red below)" };
 
   // The region that decided the verdict: the highest-scoring one (the image score is their maximum).
   function decidingRegion(regions) {
@@ -254,10 +418,10 @@
     return suspects;
   }
 
-  function renderRegions(r, regions, deciding, verdict) {
+  // Boxes are in pixels of a picture of width x height (the image, or the video for its peak frame).
+  function renderRegions(r, regions, deciding, verdict, width, height) {
     var layer = $("viewer-regions");
     layer.textContent = "";
-    var width = r.image && r.image.width, height = r.image && r.image.height;
     var faces = regions.filter(function (region) { return region.kind === "face"; });
     var suspects = suspiciousRegions(r, regions, deciding, verdict);
     var drawn = 0;
