@@ -12,6 +12,7 @@ examples:
   deepfake-edge data synth                      # self-blended set from packaged photos -> data/synth
   deepfake-edge data synth ~/photos --count 20000 --image-size 224 --out data/my_sbi
   deepfake-edge data edits --out data/synth      # then: full-size edited photos + their region crops
+  deepfake-edge data videos --out data/videos    # test videos: edited clips + unedited twins (validation, test)
   deepfake-edge data info data/synth            # layout, class counts, skipped files
   deepfake-edge data info ~/datasets/deepfake-and-real-images
 
@@ -93,6 +94,10 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
     edits.add_argument("--input-size", type=int, default=224, metavar="PX", help="side of the region crops")
     edits.add_argument("--seed", type=int, default=0, help="random seed (use data synth's for the same splits)")
     edits.add_argument("--workers", type=int, default=1, help="processes making pairs in parallel")
+
+    from deepfake_edge.training import video_synth
+
+    video_synth.register_videos_command(verbs, _HelpFormatter)
 
     info = add_verb(verbs, "info", "show a dataset's layout, class counts and unreadable files",
                     "Read a dataset folder exactly as 'deepfake-edge train' will, and report what it finds.",

@@ -34,6 +34,7 @@ Box = tuple[int, int, int, int]  # x, y, width, height
 
 EDIT_FAMILIES = ("splice", "copy_move", "inpaint", "graphic", "face_swap")
 SHAPES = ("rectangle", "rounded", "ellipse", "polygon", "blob")
+GRAPHIC_KINDS = ("caption", "logo", "sticker", "watermark")
 _MIN_ALPHA = 1.0 / 255.0  # weights below one 8-bit level are cut: "inside the mask" has a crisp meaning
 _POISSON_MAX_PIXELS = 350_000  # seamlessClone solves on the whole patch: bigger ones are colour-matched
 _INPAINT_MAX_HOLE = 12_000  # holes with more pixels are inpainted at reduced resolution
@@ -99,8 +100,8 @@ def _jsonable(value):
     return value
 
 
-def _paste(base: np.ndarray, patch: np.ndarray, alpha: np.ndarray, x0: int, y0: int
-           ) -> tuple[np.ndarray, np.ndarray]:
+def paste(base: np.ndarray, patch: np.ndarray, alpha: np.ndarray, x0: int, y0: int
+          ) -> tuple[np.ndarray, np.ndarray]:
     """Alpha-composite ``patch`` (h, w, 3) with weights ``alpha`` (h, w) onto ``base`` at (x0, y0), which
     may hang over the borders (the outside part is dropped). Returns (image, mask): the mask is the
     weight actually used, so the image equals ``base`` exactly where it is 0."""
@@ -189,8 +190,8 @@ def _shape_mask(h: int, w: int, shape: str, rng: np.random.Generator, inset: int
     return canvas.astype(np.float32) / 255.0
 
 
-def _soft_region(h: int, w: int, rng: np.random.Generator, shapes=SHAPES, feather_chance: float = 0.5
-                 ) -> tuple[np.ndarray, dict]:
+def soft_region(h: int, w: int, rng: np.random.Generator, shapes=SHAPES, feather_chance: float = 0.5
+                ) -> tuple[np.ndarray, dict]:
     """A region mask for a (h, w) box: a random shape, hard or feathered (the feather stays inside)."""
     shape = str(rng.choice(shapes))
     feathered = bool(rng.random() < feather_chance)
@@ -212,8 +213,8 @@ def _lab(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2Lab)
 
 
-def _match_colour(patch: np.ndarray, patch_weight: np.ndarray, target: np.ndarray, target_weight: np.ndarray,
-                  strength: float = 1.0) -> np.ndarray:
+def match_colour(patch: np.ndarray, patch_weight: np.ndarray, target: np.ndarray, target_weight: np.ndarray,
+                 strength: float = 1.0) -> np.ndarray:
     """``patch`` with its Lab mean and standard deviation (weighted) moved towards ``target``'s."""
     source_lab, target_lab = _lab(patch), _lab(target)
 
@@ -265,15 +266,15 @@ def _blend_in(photo: np.ndarray, patch: np.ndarray, alpha: np.ndarray, x0: int, 
             region = (mask8 > 0).astype(np.float32)
             # The clone's own output is taken inside the hard mask only: outside it the photo is untouched.
             patch_out = cloned[y0:y0 + h, x0:x0 + w]
-            image, mask = _paste(photo, patch_out, region, x0, y0)
+            image, mask = paste(photo, patch_out, region, x0, y0)
             return image, mask, {"blend": "poisson_mixed" if mode == cv2.MIXED_CLONE else "poisson"}
     if rng.random() < match_chance:
         target, inside_map = _under(photo, x0, y0, h, w)
         strength = float(rng.uniform(0.6, 1.0))
-        patch = _match_colour(patch, alpha, target, alpha * inside_map + 1e-6, strength)
-        image, mask = _paste(photo, patch, alpha, x0, y0)
+        patch = match_colour(patch, alpha, target, alpha * inside_map + 1e-6, strength)
+        image, mask = paste(photo, patch, alpha, x0, y0)
         return image, mask, {"blend": "lab_match", "match_strength": strength}
-    image, mask = _paste(photo, patch, alpha, x0, y0)
+    image, mask = paste(photo, patch, alpha, x0, y0)
     return image, mask, {"blend": "none"}
 
 
@@ -290,7 +291,7 @@ def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 def _splice(photo: np.ndarray, donor: np.ndarray, rng: np.random.Generator):
     height, width = photo.shape[:2]
     h, w = _region_size(rng, height, width, (0.03, 0.30))
-    alpha, detail = _soft_region(h, w, rng)
+    alpha, detail = soft_region(h, w, rng)
     # Content from the donor at a random scale (the donor's own pixels per pasted pixel).
     donor_h, donor_w = donor.shape[:2]
     scale = float(rng.uniform(0.6, 1.6))
@@ -313,7 +314,7 @@ def _copy_move(photo: np.ndarray, rng: np.random.Generator):
     height, width = photo.shape[:2]
     h, w = _region_size(rng, height, width, (0.02, 0.15))
     h, w = min(h, int(height * 0.6)), min(w, int(width * 0.6))
-    alpha_src, detail = _soft_region(h, w, rng)
+    alpha_src, detail = soft_region(h, w, rng)
     sx = int(rng.integers(0, width - w + 1))
     sy = int(rng.integers(0, height - h + 1))
     scale = 1.0 if rng.random() < 0.4 else float(rng.uniform(0.7, 1.4))
@@ -344,13 +345,13 @@ def _copy_move(photo: np.ndarray, rng: np.random.Generator):
         if distance >= 0.6 * max(h, w):
             break
     x0, y0 = best
-    image, mask = _paste(photo, patch, alpha, x0, y0)
+    image, mask = paste(photo, patch, alpha, x0, y0)
     detail.update({"source_box": [sx, sy, int(alpha_src.shape[1]), int(alpha_src.shape[0])], "box": [x0, y0, w, h],
                    "scale": scale, "angle": angle, "area": float(mask.sum()) / (height * width)})
     return image, mask, detail
 
 
-def _hole(h: int, w: int, kind: str, rng: np.random.Generator) -> np.ndarray:
+def hole_mask(h: int, w: int, kind: str, rng: np.random.Generator) -> np.ndarray:
     """A hard 0/1 uint8 (h, w) hole: an elastic blob, an ellipse or a brush stroke."""
     if kind == "stroke":
         canvas = np.zeros((h, w), np.uint8)
@@ -392,7 +393,7 @@ def _inpaint(photo: np.ndarray, rng: np.random.Generator):
     height, width = photo.shape[:2]
     kind = str(rng.choice(("blob", "ellipse", "stroke")))
     h, w = _region_size(rng, height, width, (0.01, 0.12) if kind == "stroke" else (0.005, 0.06))
-    hole_box = _hole(h, w, kind, rng)
+    hole_box = hole_mask(h, w, kind, rng)
     if rng.random() < 0.5:  # removal tools usually take a little more than the object
         k = 2 * int(rng.integers(1, 4)) + 1
         hole_box = cv2.dilate(hole_box, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
@@ -426,7 +427,7 @@ def _inpaint(photo: np.ndarray, rng: np.random.Generator):
         result = cv2.inpaint(np.ascontiguousarray(work), work_hole, radius, flag)
     if factor < 1.0:
         result = cv2.resize(result, (crop.shape[1], crop.shape[0]), interpolation=cv2.INTER_LINEAR)
-    image, mask = _paste(photo, result, crop_hole.astype(np.float32), cxa, cya)
+    image, mask = paste(photo, result, crop_hole.astype(np.float32), cxa, cya)
     return image, mask, {"shape": kind, "method": method, "radius": radius, "work_scale": factor,
                          "box": [x0, y0, w, h], "edge": "hard", "area": float(mask.sum()) / (height * width)}
 
@@ -568,7 +569,7 @@ def _sticker(rng, height, width) -> tuple[Image.Image, dict]:
     return layer, {"kind": "sticker", "size": side, "face": face}
 
 
-def _watermark(rng, height, width) -> tuple[Image.Image, dict, bool]:
+def _watermark(rng, height, width) -> tuple[Image.Image, dict]:
     text = str(rng.choice(("© ", "(c) ", "", "Photo by "))) + _text(rng)
     size = int(min(height, width) * rng.uniform(0.04, 0.14))
     opacity = float(rng.uniform(0.15, 0.55))
@@ -582,34 +583,38 @@ def _watermark(rng, height, width) -> tuple[Image.Image, dict, bool]:
             for col in range(cols):
                 tile.alpha_composite(layer, (col * layer.width + (row % 2) * layer.width // 2, row * 2 * layer.height))
         layer = tile
-    return layer, {"kind": "watermark", "text": text, "font_size": size, "opacity": opacity, "tiled": tiled}, tiled
+    return layer, {"kind": "watermark", "text": text, "font_size": size, "opacity": opacity, "tiled": tiled}
+
+
+def graphic_layer(rng: np.random.Generator, height: int, width: int) -> tuple[Image.Image, dict]:
+    """A caption, logo, sticker or watermark (one of GRAPHIC_KINDS, named by the detail's ``kind``) drawn for
+    a (height, width) picture: an RGBA layer at its drawn size, and its detail."""
+    kind = str(rng.choice(GRAPHIC_KINDS))
+    return {"caption": _caption, "logo": _logo, "sticker": _sticker, "watermark": _watermark}[kind](rng, height, width)
+
+
+def layer_pixels(layer: Image.Image, height: int, width: int, fill: float) -> tuple[np.ndarray, np.ndarray]:
+    """``layer`` shrunk, if need be, to at most ``fill`` of a (height, width) picture's sides (a long caption
+    on a small picture), as an RGB patch (h, w, 3) and its alpha (h, w) in [0, 1]."""
+    fit = min(1.0, fill * width / layer.width, fill * height / layer.height)
+    if fit < 1.0:
+        layer = layer.resize((max(1, int(layer.width * fit)), max(1, int(layer.height * fit))), Image.LANCZOS)
+    rgba = np.asarray(layer, dtype=np.uint8)
+    return np.ascontiguousarray(rgba[..., :3]), rgba[..., 3].astype(np.float32) / 255.0
 
 
 def _graphic(photo: np.ndarray, rng: np.random.Generator):
     height, width = photo.shape[:2]
-    kind = str(rng.choice(("caption", "logo", "sticker", "watermark")))
-    if kind == "caption":
-        layer, detail = _caption(rng, height, width)
-    elif kind == "logo":
-        layer, detail = _logo(rng, height, width)
-    elif kind == "sticker":
-        layer, detail = _sticker(rng, height, width)
-    else:
-        layer, detail, _ = _watermark(rng, height, width)
+    layer, detail = graphic_layer(rng, height, width)
+    kind = detail["kind"]
     angle = 0.0
     if rng.random() < (0.5 if kind in ("sticker", "watermark") else 0.15):
         angle = float(rng.uniform(-45, 45) if kind == "watermark" else rng.uniform(-20, 20))
         layer = layer.rotate(angle, resample=Image.BICUBIC, expand=True)
-    # Never larger than the photo (a long caption on a small photo is shrunk).
-    fit = min(1.0, 0.95 * width / layer.width, 0.95 * height / layer.height)
-    if fit < 1.0:
-        layer = layer.resize((max(1, int(layer.width * fit)), max(1, int(layer.height * fit))), Image.LANCZOS)
-    rgba = np.asarray(layer, dtype=np.uint8)
-    patch = np.ascontiguousarray(rgba[..., :3])
-    alpha = rgba[..., 3].astype(np.float32) / 255.0
+    patch, alpha = layer_pixels(layer, height, width, 0.95)
     lh, lw = alpha.shape
     x0, y0 = _place(rng, height, width, lh, lw, overhang=0.15, border_chance=0.45)
-    image, mask = _paste(photo, patch, alpha, x0, y0)
+    image, mask = paste(photo, patch, alpha, x0, y0)
     detail.update({"angle": angle, "box": [x0, y0, lw, lh], "edge": "alpha",
                    "area": float((mask > 0).sum()) / (height * width)})
     return image, mask, detail
@@ -672,8 +677,8 @@ def _face_swap(photo: np.ndarray, donor: np.ndarray, rng: np.random.Generator, f
     strength = float(rng.uniform(0.7, 1.0)) if matched else 0.0
     if matched:
         target, inside_map = _under(photo, x0, y0, out_h, out_w)
-        patch = _match_colour(patch, alpha, target, alpha * inside_map + 1e-6, strength)
-    image, mask = _paste(photo, patch, alpha, x0, y0)
+        patch = match_colour(patch, alpha, target, alpha * inside_map + 1e-6, strength)
+    image, mask = paste(photo, patch, alpha, x0, y0)
     return image, mask, {"mode": mode, "intra_photo": intra, "scale": float(scale), "box": [x0, y0, out_w, out_h],
                          "face_box": [int(round(centre_x - face_w / 2)), int(round(centre_y - face_h / 2)),
                                       int(round(face_w)), int(round(face_h))],

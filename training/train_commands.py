@@ -118,6 +118,10 @@ def _register_evaluate(subparsers: argparse._SubParsersAction) -> None:
                    help="score the split's full-size photos (data edits' <split>/full/) by whole-image analysis "
                         "at the card's image threshold: ROC-AUC, caught, false alarms, pointing game per edit "
                         "family (--out: whole_image.json)")
+    p.add_argument("--videos", action="store_true",
+                   help="score the split's videos (from 'data videos'; DATA is that set) frame by frame under the "
+                        "card's video rule and threshold: ROC-AUC per edit family and footage, caught, false alarms "
+                        "(--out: video_report.json, video_timelines.png)")
 
 
 def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
@@ -125,9 +129,13 @@ def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
 
     p = _verb(subparsers, "calibrate", "set a checkpoint's whole-image threshold on full-size validation photos",
               run_calibrate, checkpoint="a .safetensors checkpoint (rewritten with the threshold)")
-    p.add_argument("data", type=Path, help="a set with <split>/full/ photos, from 'data edits'")
+    p.add_argument("data", type=Path, help="a set with <split>/full/ photos, from 'data edits' (with --videos: a "
+                                           "set from 'data videos')")
     p.add_argument("--max-false-alarm", type=float, default=DEFAULT_MAX_FALSE_ALARM,
-                   help="share of unedited validation photos allowed to be called Fake")
+                   help="share of unedited validation photos (or videos) allowed to be called Fake")
+    p.add_argument("--videos", action="store_true",
+                   help="calibrate the video verdict instead: on DATA's validation videos pick the frame-aggregation "
+                        "rule with the best ROC-AUC and its threshold (the card's video_rule, video_threshold)")
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -136,6 +144,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
     at most --max-false-alarm of the unedited photos Fake."""
     from deepfake_edge.training.whole_image import calibrate, format_whole_image_report
 
+    if args.videos:
+        from deepfake_edge.training.video_eval import run_calibrate_videos
+
+        return run_calibrate_videos(args)
     log_to_terminal()
     try:
         validation = calibrate(args.checkpoint, args.data, args.max_false_alarm)
@@ -198,6 +210,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from deepfake_edge.training.evaluate import evaluate_checkpoint, format_report, to_json
 
     log_to_terminal()
+    if args.videos:
+        from deepfake_edge.training.video_eval import run_evaluate_videos
+
+        return run_evaluate_videos(args)
     if args.whole_images:
         return _evaluate_whole_images(args)
     try:
