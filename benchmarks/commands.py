@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Triton service through the project's client (gRPC/HTTP, FP32/INT8, concurrency 1-32), the naive "
         "Flask + PyTorch server (and Flask + onnxruntime without batching) under the same load, Triton's "
         "perf_analyzer against our server, and whole-image analysis of full-size photos (DeepfakeClient "
-        "mode whole vs fast, concurrency 1-16, with the batch sizes Triton executed). Writes bench.json, "
+        "mode whole vs fast, concurrency 1-16, with the batch sizes Triton executed) and of a 10 s 720p video clip "
+        "(detect_video at 2 fps, whole vs fast, frame concurrency 1 and 2, where the time goes). Writes bench.json, "
         "bench.md (every comparison as a same-run ratio) and PNG plots to --out, and prints the ratios that "
         "have targets. All servers run on free 127.0.0.1 ports and are stopped at the end.",
         func=run,
@@ -41,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "`--only whole-image`")
     parser.add_argument("--whole-image-model", default=None,
                         help="model the whole-image stage measures (default: the first of --models)")
+    parser.add_argument("--video-repeats", type=int, default=None,
+                        help="measured runs of the clip per video point (default 3, quick 1; each after a warm-up run)")
     parser.add_argument("--whole-image-max-images", type=int, default=None,
                         help="images per whole-mode point at most (default 32, quick 8; each point is also "
                         "capped at 10 s, quick 4 s)")
@@ -66,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         settings = replace(settings, stages=tuple(s for s in STAGES if s in args.only))
     if args.whole_image_model is not None:
         settings = replace(settings, whole_image_model=args.whole_image_model)
+    if args.video_repeats is not None:
+        settings = replace(settings, video_repeats=args.video_repeats)
     if args.whole_image_max_images is not None:
         settings = replace(settings, whole_image_max_images=args.whole_image_max_images)
     _ensure_repository(settings)

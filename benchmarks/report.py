@@ -32,7 +32,8 @@ def machine_line(machine: dict) -> str:
 
 
 def markdown(results: dict) -> str:
-    """The run as Markdown: machine, engine table, service table, perf_analyzer table, whole-image, ratios."""
+    """The run as Markdown: machine, engine table, service table, perf_analyzer table, whole-image, video,
+    ratios."""
     machine, settings = results.get("machine", {}), results.get("settings", {})
     lines = [f"# deepfake-edge benchmark ({results.get('mode', 'full')} run, {results.get('started', '')})", "",
              f"Machine: {machine_line(machine)}.", "",
@@ -70,6 +71,9 @@ def markdown(results: dict) -> str:
     from deepfake_edge.benchmarks.whole_image import markdown_lines
 
     lines += markdown_lines(results.get("whole_image", {}))
+    from deepfake_edge.benchmarks.video_report import markdown_lines as video_lines
+
+    lines += video_lines(results.get("video", {}))
     ratios = results.get("ratios", [])
     if ratios:
         lines += ["## Ratios (same run)", ""]

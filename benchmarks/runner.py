@@ -1,4 +1,4 @@
-"""One benchmark run on one machine: engine, our server, perf_analyzer, whole-image analysis, the naive
+"""One benchmark run on one machine: engine, our server, perf_analyzer, whole-image analysis, video, the naive
 servers (``settings.stages``: all by default, ``bench --only`` picks); then the report.
 
 Systems are measured one at a time (only the system under test is running), all with the same
@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from deepfake_edge.benchmarks import plots, report, whole_image
+from deepfake_edge.benchmarks import plots, report, video, video_report, whole_image
 from deepfake_edge.benchmarks.machine import describe_machine, load_average
 from deepfake_edge.benchmarks.ratios import compute_ratios
 from deepfake_edge.benchmarks.served import ServedModel, read_served_model
@@ -38,7 +38,8 @@ def count_points(settings: BenchSettings) -> int:
             + (len(settings.naive_engines) * (1 + len(settings.naive_concurrencies)) if "naive" in stages else 0)
             + (models * len(settings.perf_protocols) * len(settings.perf_concurrencies)
                if settings.perf_analyzer and "perf_analyzer" in stages else 0)
-            + (whole_image.count_points(settings) if "whole-image" in stages else 0))
+            + (whole_image.count_points(settings) if "whole-image" in stages else 0)
+            + (video.count_points(settings) if "video" in stages else 0))
 
 
 def _served_models(settings: BenchSettings) -> tuple[dict[str, ServedModel], Path]:
@@ -65,7 +66,7 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
 
     started = time.perf_counter()
     settings.out.mkdir(parents=True, exist_ok=True)
-    if "whole-image" in settings.stages:
+    if {"whole-image", "video"} & set(settings.stages):
         whole_image.load_face_detector()  # before anything imports torch (see there)
     models, checkpoint = _served_models(settings)
     settings = replace(settings, checkpoint=checkpoint)
@@ -84,7 +85,7 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
             "triton_max_queue_delay_us": {name: m.max_queue_delay_us for name, m in models.items()},
         },
         "stages": list(settings.stages),
-        "engine": [], "load": [], "perf_analyzer": [], "whole_image": {}, "failures": [],
+        "engine": [], "load": [], "perf_analyzer": [], "whole_image": {}, "video": {}, "failures": [],
     }
     interrupted = False
     bar = tqdm(total=count_points(settings), desc="bench", unit="point", dynamic_ncols=True)
@@ -108,7 +109,7 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
         with ExitStack() as servers:
             triton = (attempt("triton start", lambda: [servers.enter_context(TritonServer(
                 settings.repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()))])
-                if {"served", "perf_analyzer", "whole-image"} & set(stages) else [])
+                if {"served", "perf_analyzer", "whole-image", "video"} & set(stages) else [])
             if triton:
                 grpc_url, http_url = triton[0].grpc_url, triton[0].http_url
                 if "served" in stages:
@@ -123,6 +124,10 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
                     attempt("whole-image", lambda: whole_image.whole_image_stage(
                         settings, grpc_url, http_url, triton[0].pid, settings.whole_image_target, progress,
                         results["whole_image"], admin_key=triton[0].admin_key))
+                if "video" in stages:
+                    attempt("video", lambda: video.video_stage(
+                        settings, grpc_url, http_url, triton[0].pid, settings.whole_image_target, progress,
+                        results["video"], admin_key=triton[0].admin_key))
         if "naive" in stages:
             fp32 = next((m.onnx_path for name, m in models.items() if precision_of(name) == "fp32"), None)
             attempt("naive", lambda: naive_stage(settings, fp32, workload, progress, results["load"]))
@@ -142,7 +147,8 @@ def _finish(results: dict, settings: BenchSettings, started: float) -> None:
     results["machine"]["load_average_after"] = load_average()
     results["duration_s"] = round(time.perf_counter() - started, 1)
     results["ratios"] = [r.to_dict() for r in compute_ratios(results)]
-    results["plots"] = [str(p) for p in plots.write_plots(results, settings.out)]
+    results["plots"] = [str(p) for p in [*plots.write_plots(results, settings.out),
+                                         *video_report.write_plots(results, settings.out)]]
     report.write_json(results, settings.out / "bench.json")
     report.write_markdown(results, settings.out / "bench.md")
 
@@ -159,6 +165,7 @@ def summary_lines(results: dict) -> list[str]:
     if results["ratios"]:
         lines.append(f"  ({len(results['ratios']) - len(headline)} more ratios in bench.md)")
     lines += whole_image.summary_lines(results.get("whole_image", {}))
+    lines += video_report.summary_lines(results.get("video", {}))
     lines += [f"  FAILED {failure}" for failure in results["failures"]]
     return lines
 

@@ -9,7 +9,9 @@ from deepfake_edge.serving_contract import DEFAULT_MODEL, INT8_MODEL
 
 DEFAULT_REPOSITORY = Path("model_repository/embedded")
 DEFAULT_MODELS = (DEFAULT_MODEL, INT8_MODEL)
-STAGES = ("engine", "served", "perf_analyzer", "whole-image", "naive")  # in the order a run measures them
+STAGES = ("engine", "served", "perf_analyzer", "whole-image", "video", "naive")  # in the order a run measures them
+# The video stage's source footage (Debian's opencv-doc package); the stage is skipped without it.
+VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,9 @@ class BenchSettings:
     their precision is read from the name (``_int8``, ``_fp16`` suffix, else fp32). ``stages`` picks
     which of :data:`STAGES` run. The whole-image stage measures ``whole_image_model`` (default: the
     first of ``models``); its points are bounded by ``whole_image_max_images`` (fast:
-    ``whole_image_fast_max_images``) AND the matching seconds.
+    ``whole_image_fast_max_images``) AND the matching seconds. The video stage analyses a
+    ``video_clip_seconds`` clip made from ``video_source`` at ``video_sample_fps``, ``video_repeats`` times
+    per (mode, frame concurrency of ``video_concurrencies``), with the whole-image stage's model.
     """
 
     out: Path = Path("runs/bench")
@@ -53,6 +57,11 @@ class BenchSettings:
     whole_image_fast_max_images: int = 400
     whole_image_fast_max_seconds: float = 3.0
     whole_image_split_repeats: int = 1
+    video_source: Path = VTEST
+    video_clip_seconds: float = 10.0
+    video_sample_fps: float = 2.0
+    video_concurrencies: tuple[int, ...] = (1, 2)
+    video_repeats: int = 3
     quick: bool = False
 
     def to_dict(self) -> dict:
@@ -67,6 +76,7 @@ class BenchSettings:
             perf_interval_ms=800, perf_max_trials=4, perf_stability=60.0,
             whole_image_concurrencies=(1, 4), whole_image_max_images=8, whole_image_max_seconds=4.0,
             whole_image_fast_max_images=100, whole_image_fast_max_seconds=1.0,
+            video_clip_seconds=2.0, video_concurrencies=(2,), video_repeats=1,
         )
 
     @property

@@ -203,6 +203,27 @@ def load_face_detector() -> None:
     detect_faces(np.zeros((64, 64, 3), np.uint8))
 
 
+def round_trip(triton, model: str, info, rows: np.ndarray, timeout_s: float) -> None:
+    """The rows of one request of the client, sent as it sends them: split over the model's instances,
+    the parts at once."""
+    import tritonclient.grpc
+
+    from deepfake_edge.client.analysis import request_slices
+    from deepfake_edge.client.triton_io import make_inputs, make_outputs, read_outputs
+
+    answers: queue.Queue = queue.Queue()
+    parts = [rows[part] for part in request_slices(len(rows), info)]
+    for batch in parts:
+        triton.async_infer(model, make_inputs(tritonclient.grpc, batch),
+                           lambda result, error: answers.put((result, error)),
+                           outputs=make_outputs(tritonclient.grpc, False), client_timeout=timeout_s)
+    for _ in parts:
+        result, error = answers.get(timeout=timeout_s)
+        if error is not None:
+            raise error
+        read_outputs(result, len(result.as_numpy("logit")), info, False)
+
+
 def time_split(grpc_url: str, model: str, photos: PhotoSet, repeats: int, timeout_s: float = 60.0) -> dict:
     """One whole-image detect at concurrency 1, step by step, ``repeats`` times per photo (after one
     untimed ``detect`` of each, which also counts its faces and regions): mean ms per image of each
@@ -210,8 +231,7 @@ def time_split(grpc_url: str, model: str, photos: PhotoSet, repeats: int, timeou
     import tritonclient.grpc
 
     from deepfake_edge.client import DeepfakeClient
-    from deepfake_edge.client.analysis import read_image, request_slices
-    from deepfake_edge.client.triton_io import make_inputs, make_outputs, read_outputs
+    from deepfake_edge.client.analysis import read_image
     from deepfake_edge.faces import detect_faces
     from deepfake_edge.regions import cut_regions, plan_regions
 
@@ -221,21 +241,7 @@ def time_split(grpc_url: str, model: str, photos: PhotoSet, repeats: int, timeou
         info = client.model_info()
         triton = tritonclient.grpc.InferenceServerClient(grpc_url)
         try:
-            def round_trip(rows: np.ndarray) -> None:
-                """The rows sent as the client sends them: split over the model's instances, all at once."""
-                answers: queue.Queue = queue.Queue()
-                parts = [rows[part] for part in request_slices(len(rows), info)]
-                for batch in parts:
-                    triton.async_infer(model, make_inputs(tritonclient.grpc, batch),
-                                       lambda result, error: answers.put((result, error)),
-                                       outputs=make_outputs(tritonclient.grpc, False), client_timeout=timeout_s)
-                for _ in parts:
-                    result, error = answers.get(timeout=timeout_s)
-                    if error is not None:
-                        raise error
-                    read_outputs(result, len(result.as_numpy("logit")), info, False)
-
-            round_trip(np.zeros((1, *info.input_shape), np.uint8))  # untimed: the connection
+            round_trip(triton, model, info, np.zeros((1, *info.input_shape), np.uint8), timeout_s)  # untimed
             for name, data in zip(photos.names, photos.encoded):  # untimed: yuface, the client's lanes
                 detection = client.detect(data, mode="whole")
                 per_photo.append({"name": name, "faces": sum(r.kind == "face" for r in detection.regions),
@@ -251,7 +257,7 @@ def time_split(grpc_url: str, model: str, photos: PhotoSet, repeats: int, timeou
                     plan = plan_regions(image.size, info.preprocessor, faces)
                     rows = cut_regions(image, plan, info.preprocessor)
                     clock.append(time.perf_counter())
-                    round_trip(rows)
+                    round_trip(triton, model, info, rows, timeout_s)
                     clock.append(time.perf_counter())
                     client.detect(data, mode="whole")
                     clock.append(time.perf_counter())

@@ -315,3 +315,147 @@ def test_whole_image_stage_runs_against_triton(triton_server):
         else:
             assert point["triton_requests"] == point["requests"]
             assert point["regions_per_image"] == 1
+
+
+# -- video stage ------------------------------------------------------------------------------------------
+
+def _video_point(mode, concurrency, totals, regions, sizes, requests):
+    from statistics import median
+
+    frames = 20
+    p50 = median(totals)
+    return {"mode": mode, "concurrency": concurrency, "repeats": len(totals), "totals_s": totals,
+            "total_p50_s": p50, "frames_per_run": frames, "frames_per_s": frames / p50, "regions_per_frame": regions,
+            "timings_s": {"open": 0.05, "decode": 0.5, "inference_wait": p50 - 0.6, "heatmap": 0.0, "total": p50,
+                          "rest": 0.05},
+            "requests_per_frame": requests, "batch_sizes": sizes, "triton_executions": sum(sizes.values()),
+            "client_cpu_ms_per_frame": 70.0, "server_cpu_ms_per_frame": 300.0}
+
+
+def test_video_stage_report_counts_and_skip(tmp_path):
+    import argparse
+    from dataclasses import replace
+
+    from deepfake_edge.benchmarks import commands, report
+    from deepfake_edge.benchmarks.runner import count_points
+    from deepfake_edge.benchmarks.settings import STAGES, BenchSettings
+    from deepfake_edge.benchmarks.video import verdict, video_stage
+    from deepfake_edge.benchmarks.video_report import POINT_HEADER, markdown_lines, summary_lines, write_plots
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers())
+    assert parser.parse_args(["bench", "--only", "video"]).only == ["video"] and "video" in STAGES
+    only = BenchSettings(stages=("video",))
+    assert count_points(only) == 2 + 2 * 2 and count_points(only.with_quick()) == 2 + 2 * 1
+    assert only.video_sample_fps == 2.0 and only.video_clip_seconds == 10.0
+
+    section = {"model": "deepfake_b0", "protocol": "grpc", "sample_fps": 2.0, "repeats": 3, "target_s": 10.0,
+               "clip": {"source": "/x/vtest.avi", "width": 1280, "height": 720, "fps": 25.0, "duration_s": 10.0,
+                        "codec": "h264", "bytes": 963426, "sha256": "0d9940b14e86f887" + "0" * 48},
+               "points": [_video_point("whole", 1, [7.9, 8.1, 8.0], 29.0, {"14": 30, "15": 30}, 2.0),
+                          _video_point("whole", 2, [11.0, 10.4, 10.6], 29.0, {"14": 20, "29": 20}, 2.0),
+                          _video_point("fast", 1, [0.9, 0.8, 0.85], 1.0, {"4": 15}, 0.25),
+                          _video_point("fast", 2, [0.7, 0.75, 0.8], 1.0, {"4": 15}, 0.25)],
+               "time_split": {"frames": 20, "open_s": 0.05, "fast_images_per_request": 8, "regions_per_frame": 29.0,
+                              "faces_per_frame": 0.0,
+                              "whole": {"sum_s": 7.55, "steps": [
+                                  {"step": "decode", "s_per_clip": 0.5, "ms_per_frame": 25.0},
+                                  {"step": "face detection", "s_per_clip": 0.6, "ms_per_frame": 30.0},
+                                  {"step": "region plan + cut", "s_per_clip": 0.4, "ms_per_frame": 20.0},
+                                  {"step": "Triton round trip", "s_per_clip": 6.0, "ms_per_frame": 300.0}]},
+                              "fast": {"sum_s": 0.85, "steps": [
+                                  {"step": "decode", "s_per_clip": 0.5, "ms_per_frame": 25.0},
+                                  {"step": "fast view (resize + crop)", "s_per_clip": 0.1, "ms_per_frame": 5.0},
+                                  {"step": "Triton round trip", "s_per_clip": 0.2, "ms_per_frame": 10.0}]}}}
+    answer = verdict(section)
+    assert answer["met"] is True and answer["whole_fastest_concurrency"] == 1 and answer["whole_best_p50_s"] == 8.0
+    assert answer["fast_fastest_concurrency"] == 2
+    section["verdict"] = answer
+    lines = markdown_lines(section)
+    assert lines[0] == ("## Video (10 s 1280x720 H264 clip, 25 fps, sampled at 2 fps = 20 frames, `deepfake_b0`, "
+                        "grpc)")
+    table = [line for line in lines if line.startswith(("| whole |", "| fast |"))]
+    assert len(table) == 4 and all(len(row.split(" | ")) == len(POINT_HEADER) for row in table)
+    assert table[0].split(" | ")[:6] == ["| whole", "1", "8.00", "7.90, 8.10, 8.00", "20", "2.50"]
+    assert "14:30, 15:30" in table[0] and "70 + 300" in table[0]
+    assert "| Triton round trip | 300.0 | 6.00 | 10.0 | 0.20 |" in lines and "| sum | 377.5 | 7.55 | 42.5 | 0.85 |" in lines
+    assert any(line.startswith("**The issue's target") and "is met**: 8.00 s (p50, frame concurrency 1" in line
+               for line in lines)
+    printed = summary_lines(section)
+    assert "whole c=1" in printed[1] and "2.50 frames/s" in printed[1] and "met (8.00 s)" in printed[-1]
+    assert "## Video (10 s" in report.markdown({"video": section})
+    [path] = write_plots({"video": section}, tmp_path)
+    with Image.open(path) as image:
+        assert path.name == "video.png" and image.format == "PNG" and image.width > 300
+
+    short = dict(section, clip=dict(section["clip"], duration_s=4.0))
+    assert verdict(short)["met"] is None and "not judged" in "\n".join(markdown_lines(short))
+    slow = dict(section, points=[_video_point("whole", 2, [12.0], 29.0, {}, 2.0)])
+    assert verdict(slow)["met"] is False and verdict(slow)["whole_fastest_concurrency"] is None
+
+    # without vtest.avi the stage says so and measures nothing (no server is reached)
+    settings = replace(only, video_source=tmp_path / "vtest.avi")
+    skipped = video_stage(settings, "127.0.0.1:1", "127.0.0.1:1", None, "deepfake_b0", lambda step: None,
+                          admin_key="unused")
+    assert "vtest.avi not found" in skipped["skipped"] and "points" not in skipped
+    assert summary_lines(skipped)[0].startswith("  video: SKIPPED") and "Skipped:" in markdown_lines(skipped)[2]
+    assert markdown_lines({}) == summary_lines({}) == write_plots({"video": skipped}, tmp_path) == []
+
+
+def test_video_clip_is_deterministic_720p(tmp_path):
+    from deepfake_edge.benchmarks.settings import VTEST
+    from deepfake_edge.benchmarks.video import make_clip
+    from deepfake_edge.video import probe
+
+    if not VTEST.is_file():
+        pytest.skip(f"{VTEST} not installed (opencv-doc)")
+    first = make_clip(tmp_path / "a.mp4", seconds=1.0).read_bytes()
+    assert make_clip(tmp_path / "b.mp4", seconds=1.0).read_bytes() == first
+    info = probe(tmp_path / "a.mp4")
+    assert (info.width, info.height, info.fps, info.duration_s, info.codec) == (1280, 720, 25.0, 1.0, "h264")
+
+
+@pytest.mark.server
+@pytest.mark.slow
+def test_video_stage_runs_against_triton(triton_server):
+    from dataclasses import replace
+    from statistics import median
+
+    from deepfake_edge.benchmarks.settings import BenchSettings
+    from deepfake_edge.benchmarks.video import video_stage
+
+    settings = replace(BenchSettings(), video_clip_seconds=2.0, video_concurrencies=(1, 2), video_repeats=2)
+    if not settings.video_source.is_file():
+        pytest.skip(f"{settings.video_source} not installed (opencv-doc)")
+    steps: list[str] = []
+    section = video_stage(settings, triton_server.grpc_url, triton_server.http_url, triton_server.pid,
+                          "deepfake_b0", steps.append, admin_key=triton_server.admin_key)
+    assert len(steps) == 2 + 2 * 2 and steps[0].startswith("video: making") and steps[-1] == "video time split"
+    clip = section["clip"]
+    assert (clip["width"], clip["height"], clip["duration_s"], clip["codec"]) == (1280, 720, 2.0, "h264")
+    assert [(p["mode"], p["concurrency"]) for p in section["points"]] == [("whole", 1), ("whole", 2), ("fast", 1),
+                                                                          ("fast", 2)]
+    split = section["time_split"]
+    for point in section["points"]:
+        frames = 2 * point["frames_per_run"]
+        assert point["frames_per_run"] == 4 and len(point["totals_s"]) == 2, point  # 2 s at 2 fps
+        assert point["total_p50_s"] == pytest.approx(median(point["totals_s"]), abs=1e-3)
+        assert point["frames_per_s"] == pytest.approx(4 / point["total_p50_s"], rel=1e-2)
+        timings = point["timings_s"]
+        assert timings["inference_wait"] > 0 and timings["decode"] > 0 and timings["rest"] > -0.05
+        assert timings["open"] + timings["decode"] + timings["inference_wait"] <= timings["total"] + 1e-3
+        # Triton's counts cover exactly the measured runs: every row sent, once
+        assert point["triton_inferences"] == point["rows_sent"] == round(point["regions_per_frame"] * frames), point
+        assert sum(point["batch_sizes"].values()) == point["triton_executions"]
+        if point["mode"] == "whole":
+            # 1280x720: 7 x 4 native tiles + the global view (+ faces); the rows of a frame go out as two
+            # requests at once, one per model instance
+            assert point["regions_per_frame"] == split["regions_per_frame"] >= 29
+            assert point["triton_requests"] == 2 * frames and point["requests_per_frame"] == 2.0
+        else:
+            assert point["regions_per_frame"] == 1 and point["triton_requests"] == 2  # 4 frames: one request a run
+        assert point["client_cpu_ms_per_frame"] > 0 and point["server_cpu_ms_per_frame"] > 0
+    assert split["frames"] == 4 and [s["step"] for s in split["whole"]["steps"]] == [
+        "decode", "face detection", "region plan + cut", "Triton round trip"]
+    assert all(s["s_per_clip"] > 0 for mode in ("whole", "fast") for s in split[mode]["steps"])
+    assert section["verdict"]["met"] is None and section["verdict"]["full_clip"] is False  # a 2 s clip

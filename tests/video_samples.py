@@ -67,16 +67,11 @@ def real_clip(folder: Path, name: str = "clip.mp4", seconds: float = 3.0, fastst
 
 
 def hd_clip(folder: Path) -> Path:
-    """10 s of 1280x720 H.264 at 25 fps made from vtest.avi's first 250 frames (benchmark input, ~10 s to make)."""
-    frames = vtest_frames(25.0, size=(1280, 720))
-    with av.open(str(folder / "hd_10s.mp4"), "w") as output:
-        stream = output.add_stream("libx264", rate=25)
-        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
-        stream.options = {"preset": "veryfast", "crf": "23"}
-        for array in frames:
-            output.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
-        output.mux(stream.encode(None))
-    return folder / "hd_10s.mp4"
+    """10 s of 1280x720 H.264 at 25 fps made from vtest.avi's first 250 frames (benchmark input, ~10 s to make):
+    the clip of ``bench --only video``, made by the same maker (benchmarks/video.py)."""
+    from deepfake_edge.benchmarks.video import make_clip
+
+    return make_clip(folder / "hd_10s.mp4", seconds=10.0, size=(1280, 720), fps=25, source=VTEST)
 
 
 def truncated(folder: Path) -> Path:
