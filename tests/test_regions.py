@@ -107,3 +107,15 @@ def test_the_stitched_heatmap_is_hottest_in_the_deciding_region_and_covers_the_i
     assert heat.shape == (256, 512) and heat.min() == pytest.approx(0.1) and heat.max() == pytest.approx(0.9)
     x0, y0, x1, y1 = (round(v * 512 / 1000) for v in plan.regions[decider].box)
     assert heat[(y0 + y1) // 2, (x0 + x1) // 2] == pytest.approx(0.9)
+
+
+def test_faces_too_small_for_a_face_crop_are_left_to_the_tiles():
+    from deepfake_edge.regions import MIN_FACE_CROP_SIDE
+
+    tiny = (100, 100, 16, 16)  # a pedestrian's face: a 21-px crop, upscaled ~10x to 224 px
+    plan = plan_regions((1024, 768), PRE, faces=[tiny, (400, 100, 120, 150)])
+    faces = [region for region in plan.regions if region.kind == "face"]
+    assert len(faces) == 1 and faces[0].box[2] - faces[0].box[0] >= MIN_FACE_CROP_SIDE
+    assert any(f"1 face(s) under {MIN_FACE_CROP_SIDE} px left to the tiles" in note for note in plan.notes)
+    tiles = [region.box for region in plan.regions if region.kind == "tile"]
+    assert any(x0 <= 100 and y0 <= 100 and x1 >= 116 and y1 >= 116 for x0, y0, x1, y1 in tiles)
