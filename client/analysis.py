@@ -51,6 +51,7 @@ from deepfake_edge.client.triton_io import (
     read_outputs,
 )
 from deepfake_edge.preprocessing import BadImageError, ImageSource, load_image
+from deepfake_edge.provenance import Provenance, provenance_for
 from deepfake_edge.regions import MODES, RegionPlan, analyse, stitch_heatmap, strongest
 from deepfake_edge.server.admin_key import admin_headers
 
@@ -65,12 +66,13 @@ T = TypeVar("T")
 @dataclass(frozen=True)
 class Prepared:
     """One source ready to send: its UINT8 (N, 3, S, S) ``rows``; ``plan`` in whole mode, else the crop
-    box of the single view (for the heatmap)."""
+    box of the single view (for the heatmap); its ``provenance`` when it was read."""
 
     source: ImageSource
     rows: np.ndarray
     plan: Optional[RegionPlan]
     crop_box: tuple[int, int, int, int]
+    provenance: Optional[Provenance] = None
 
     @property
     def mode(self) -> str:
@@ -98,27 +100,43 @@ def check_options(concurrency: int, batch_size: Optional[int], mode: str) -> Non
     check_mode(mode)
 
 
-def prepare(info: ModelInfo, source: ImageSource, mode: str, max_pixels: int) -> Prepared:
+def prepare(info: ModelInfo, source: ImageSource, mode: str, max_pixels: int, provenance: bool = False) -> Prepared:
     """Decode ``source`` and cut its rows; every way a source can be unusable (missing file, not an image,
-    too large ...) is a BadImageError naming the reason."""
-    image = read_image(source, max_pixels)
+    too large ...) is a BadImageError naming the reason. With ``provenance``, also read what the file says
+    about where it came from (:func:`read_source_provenance`)."""
+    decoded, found = read_source_provenance(source) if provenance else (source, None)
+    image = read_image(decoded, max_pixels)
     preprocessor = info.preprocessor
     if mode == "fast":
         view = preprocessor.resize_and_crop(image, max_pixels=max_pixels)
         rows = np.asarray(view, dtype=np.uint8).transpose(2, 0, 1)[None]
         box = tuple(round(v) for v in preprocessor.crop_box(image.size))
-        return Prepared(source, np.ascontiguousarray(rows), None, box)  # type: ignore[arg-type]
+        return Prepared(source, np.ascontiguousarray(rows), None, box, found)  # type: ignore[arg-type]
     plan, rows = analyse(image, preprocessor)
-    return Prepared(source, rows, plan, (0, 0, *image.size))
+    return Prepared(source, rows, plan, (0, 0, *image.size), found)
 
 
-def prepare_chunk(info: ModelInfo, chunk: list[ImageSource], mode: str,
-                  max_pixels: int) -> tuple[list[Prepared], list[Optional[Failure]]]:
+def read_source_provenance(source: ImageSource) -> tuple[ImageSource, Optional[Provenance]]:
+    """The source to decode and its provenance (None for a decoded image), from the same bytes: a file object
+    is read once, into memory, for both; a path is memory-mapped. Never raises: the decoder reports errors."""
+    if hasattr(source, "read") and not isinstance(source, Image.Image):
+        try:
+            data = source.read()  # type: ignore[union-attr]
+        except (OSError, ValueError):
+            return source, None  # the decoder says why it cannot be read
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            return source, provenance_for(source)  # not a binary file: the reader says so
+        source = bytes(data)
+    return source, provenance_for(source)
+
+
+def prepare_chunk(info: ModelInfo, chunk: list[ImageSource], mode: str, max_pixels: int,
+                  provenance: bool = False) -> tuple[list[Prepared], list[Optional[Failure]]]:
     """The sources of ``chunk`` that could be prepared, and a Failure (or None) per source."""
     prepared, failures = [], []
     for source in chunk:
         try:
-            prepared.append(prepare(info, source, mode, max_pixels))
+            prepared.append(prepare(info, source, mode, max_pixels, provenance))
             failures.append(None)
         except BadImageError as error:
             failures.append(Failure(source, error))
@@ -181,7 +199,7 @@ def to_detections(prepared: list[Prepared], outputs: Outputs, info: ModelInfo) -
             source=item.source, label=card.label_for(probability), confidence=card.confidence_for(probability),
             fake_probability=probability, logit=float(logits[decider]), model=info.name,
             model_version=outputs.version, mode=item.mode, regions=regions, notes=notes, heatmap=heatmap,
-            heatmap_box=item.crop_box if heatmap is not None else None))
+            heatmap_box=item.crop_box if heatmap is not None else None, provenance=item.provenance))
     return detections
 
 
@@ -198,12 +216,14 @@ class ClientSettings:
 
     ``url`` is ``host:port`` (default 127.0.0.1 and the protocol's default port); every call is bounded by
     ``timeout_s``; connection failures are retried ``retries`` times with back-off; ``admin_key`` (optional)
-    is sent where an admin API needs it.
+    is sent where an admin API needs it; ``provenance``: read each file's Content Credentials and metadata
+    into ``Detection.provenance`` (off: None).
     """
 
     def __init__(self, url: Optional[str], protocol: str, model: str, timeout_s: float, retries: int,
-                 max_pixels: int, admin_key: Optional[str]):
+                 max_pixels: int, admin_key: Optional[str], provenance: bool = True):
         self.protocol = protocol
+        self.provenance = bool(provenance)
         self.url = normalize_url(url, protocol)
         self.model = model
         self.timeout_s = float(timeout_s)
@@ -326,7 +346,7 @@ def infer(settings: ClientSettings, info: ModelInfo, prepared: list[Prepared], h
 def detect(settings: ClientSettings, source: ImageSource, heatmap: bool, mode: str) -> Plan[Detection]:
     """``detect``: raises BadImageError or a DeepfakeClientError."""
     info = yield from model_info(settings)
-    prepared = [(yield Compute(prepare, (info, source, check_mode(mode), settings.max_pixels)))]
+    prepared = [(yield Compute(prepare, (info, source, check_mode(mode), settings.max_pixels, settings.provenance)))]
     detections = yield from retried(settings, partial(infer, settings, info, prepared, heatmap))
     return detections[0]
 
@@ -335,7 +355,7 @@ def run_chunk(settings: ClientSettings, info: ModelInfo, chunk: list[ImageSource
               unreachable: list[ServerUnreachableError]) -> Plan[list[Result]]:
     """One result per source of ``chunk``, in order; nothing raises. Once the server was found unreachable
     (``unreachable``, shared by a run's chunks), a chunk fails with that error without being sent."""
-    prepared, failures = yield Compute(prepare_chunk, (info, chunk, mode, settings.max_pixels))
+    prepared, failures = yield Compute(prepare_chunk, (info, chunk, mode, settings.max_pixels, settings.provenance))
     if not prepared:
         return failures
     outcome: "list[Result] | DeepfakeClientError"

@@ -30,13 +30,14 @@ T = TypeVar("T")
 class AsyncDeepfakeClient(analysis.ClientSettings):
     """Asyncio client for one model on one Triton server; use it from one event loop.
 
-    ``admin_key`` (optional) lets a not-ready error list the server's models (an admin API).
+    ``admin_key`` (optional) lets a not-ready error list the server's models (an admin API). ``provenance``
+    as in ``DeepfakeClient`` (read in the worker thread that decodes, never on the event loop).
     """
 
     def __init__(self, url: Optional[str] = None, protocol: str = "grpc", model: str = DEFAULT_MODEL,
                  timeout_s: float = analysis.DEFAULT_TIMEOUT_S, retries: int = 2,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, admin_key: Optional[str] = None):
-        super().__init__(url, protocol, model, timeout_s, retries, max_pixels, admin_key)
+                 max_pixels: int = DEFAULT_MAX_PIXELS, admin_key: Optional[str] = None, provenance: bool = True):
+        super().__init__(url, protocol, model, timeout_s, retries, max_pixels, admin_key, provenance)
         if protocol == "grpc":
             import tritonclient.grpc.aio as aio_module
         else:

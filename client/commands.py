@@ -59,6 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Classify image and video files (and the images and videos in folders) with a deepfake-edge model "
         "served by Triton. Prints one line per file, e.g. 'photo.jpg  Fake – 97.3%', in input order; a video "
         "is sampled at --sample-fps and gets one verdict, its peak frame and a per-frame timeline (--json). "
+        "Under each verdict, what the file itself says about its origin, read beside the model and never part "
+        "of its score: its Content Credentials (C2PA: the tool that made it, who signed it, whether the "
+        "signature is valid, AI-generated) and EXIF/XMP metadata (docs/provenance.md). "
         "Inputs that are not usable images or videos are reported with the reason and do not stop the run.",
         func=run_detect, epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -82,6 +85,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="seconds allowed per request (default 30)")
     parser.add_argument("--shared-memory", action="store_true",
                         help="pass images through system shared memory (server on this machine only)")
+    parser.add_argument("--no-provenance", dest="provenance", action="store_false",
+                        help="do not read the files' Content Credentials (C2PA) and EXIF/XMP metadata "
+                             "(\"provenance\": null in --json)")
     parser.add_argument("--sample-fps", type=_positive_float, default=DEFAULT_SAMPLE_FPS,
                         help=f"video frames analysed per second of footage (default {DEFAULT_SAMPLE_FPS:g})")
     parser.add_argument("--max-frames", type=_positive_int, default=DEFAULT_MAX_FRAMES,
@@ -134,7 +140,7 @@ def _detect(args: argparse.Namespace) -> int:
     try:
         heatmap_dir = HeatmapDirectory(args.heatmaps) if args.heatmaps else None
         client = DeepfakeClient(args.url, protocol=args.protocol, model=args.model, timeout_s=args.timeout,
-                                shared_memory=args.shared_memory)
+                                shared_memory=args.shared_memory, provenance=args.provenance)
     except (HeatmapWriteError, AdminKeyError) as error:
         raise CommandError(str(error), EXIT_USAGE) from error
     with client, heatmap_dir or nullcontext():
@@ -246,13 +252,23 @@ def _line(result: Any, heatmap_file: Optional[Path]) -> str:
         line += (f"  [{len(result.regions)} regions, {faces} face(s); highest: {decider.kind} "
                  f"{','.join(map(str, decider.box))} at {format_confidence(decider.fake_probability)}]")
     line += "".join(f"  ({note})" for note in result.notes)
-    return f"{line}  (heatmap: {heatmap_file})" if heatmap_file else line
+    line = f"{line}  (heatmap: {heatmap_file})" if heatmap_file else line
+    return line + "".join(f"\n  {text}" for text in _provenance_lines(result.provenance))
+
+
+def _provenance_lines(provenance: Any) -> list[str]:
+    """The lines under a verdict: its Content Credentials, and its metadata when it has any."""
+    if provenance is None:
+        return []
+    lines = [f"Content Credentials: {provenance.credentials_text()}"]
+    metadata = provenance.metadata_summary()
+    return lines + [f"metadata: {metadata}"] if metadata else lines
 
 
 def _record(result: Any, heatmap_file: Optional[Path]) -> dict[str, Any]:
     """The JSON Lines schema: every key always present, null where it does not apply. A video's record is
     ``video_record``'s (timeline, peak, tracks) with the same path/heatmap/error keys."""
-    from deepfake_edge.client.results import region_record
+    from deepfake_edge.client.results import provenance_record, region_record
     from deepfake_edge.client.video import video_record
 
     ok = result.ok
@@ -272,6 +288,7 @@ def _record(result: Any, heatmap_file: Optional[Path]) -> dict[str, Any]:
         "regions": [region_record(region) for region in result.regions] if ok else None,
         "notes": list(result.notes) if ok else None,
         "heatmap": str(heatmap_file) if heatmap_file else None,
+        "provenance": provenance_record(result.provenance) if ok else None,
         "error": None if ok else result.reason,
         "error_type": None if ok else result.kind,
     }

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 
 from deepfake_edge.preprocessing import ImageSource
+
+if TYPE_CHECKING:
+    from deepfake_edge.provenance import Provenance
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,11 @@ class Detection(Verdict):
     ``notes`` what was capped (a shrunk image, too many faces). ``heatmap`` (float32 [h, w] in [0, 1]) is
     present only when requested and covers ``heatmap_box`` of the original image: the whole image in
     whole mode, the centre crop in fast mode.
+
+    ``provenance`` is what the file itself says about where it came from: its Content Credentials (C2PA)
+    and EXIF/XMP metadata (deepfake_edge/provenance.py), read from the same source. It is evidence beside
+    the verdict, never part of the score; None for a decoded image (no file bytes) or when the client was
+    made with ``provenance=False``; ``status="error"`` when it could not be read (the verdict stands).
     """
 
     mode: str = "fast"
@@ -58,6 +66,7 @@ class Detection(Verdict):
     notes: tuple[str, ...] = ()
     heatmap: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
     heatmap_box: Optional[tuple[int, int, int, int]] = None
+    provenance: Optional["Provenance"] = None
 
     kind = "image"  # what was analysed (a VideoDetection says "video")
 
@@ -98,3 +107,8 @@ def format_verdict(label: str, confidence: float) -> str:
 def region_record(region: RegionScore) -> dict:
     """A region as JSON: ``{"kind", "box": [x0, y0, x1, y1], "fake_probability"}``."""
     return {"kind": region.kind, "box": list(region.box), "fake_probability": round(region.fake_probability, 6)}
+
+
+def provenance_record(provenance: "Optional[Provenance]") -> Optional[dict]:
+    """A verdict's provenance as JSON (``Provenance.provenance_record()``), None when it was not read."""
+    return None if provenance is None else provenance.provenance_record()

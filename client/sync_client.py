@@ -71,14 +71,16 @@ class DeepfakeClient(analysis.ClientSettings):
     ``shared_memory=True`` passes inputs through system shared memory (server on this host only); registering
     a region is an admin API, so it needs ``admin_key`` (default: ``find_admin_key()``, which raises
     ``AdminKeyError`` when there is none). A given ``admin_key`` also lets a not-ready error list the models.
+    ``provenance`` (default on): read each file's Content Credentials (C2PA) and EXIF/XMP metadata into
+    ``Detection.provenance``, beside the verdict (docs/provenance.md); off, it is None.
     """
 
     def __init__(self, url: Optional[str] = None, protocol: str = "grpc", model: str = DEFAULT_MODEL,
                  timeout_s: float = analysis.DEFAULT_TIMEOUT_S, retries: int = 2, shared_memory: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, admin_key: Optional[str] = None):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, admin_key: Optional[str] = None, provenance: bool = True):
         if shared_memory and admin_key is None:
             admin_key = find_admin_key(required_for="shared-memory mode (it registers regions with Triton)")
-        super().__init__(url, protocol, model, timeout_s, retries, max_pixels, admin_key)
+        super().__init__(url, protocol, model, timeout_s, retries, max_pixels, admin_key, provenance)
         self.shared_memory = shared_memory
         self._pool: LanePool[_Lane] = LanePool(self._make_lane)
         self._lock = threading.Lock()

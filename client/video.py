@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 import numpy as np
 
 from deepfake_edge.client.errors import ServerUnreachableError
-from deepfake_edge.client.results import RegionScore, Verdict, format_verdict, region_record
+from deepfake_edge.client.results import RegionScore, Verdict, format_verdict, provenance_record, region_record
 from deepfake_edge.model_card import ModelCard
+from deepfake_edge.provenance import Provenance, provenance_for
 from deepfake_edge.regions import DEFAULT_MODE
 from deepfake_edge.tracks import DEFAULT_VIDEO_RULE, VIDEO_RULES, FaceTracker, Track, associate, video_score
 from deepfake_edge.video import VideoInfo, VideoLimits, VideoReader
@@ -81,7 +82,8 @@ class VideoDetection(Verdict):
     With a heatmap requested: ``peak_image`` is the peak frame as analysed (shrunk to at most
     ``VideoLimits.max_side``), ``heatmap`` its stitched heatmap over ``heatmap_box``, which like every box
     here is in video pixels (overlay: :meth:`peak_overlay`). ``timings_s``: wall time per stage ("open",
-    "decode", "inference_wait": waiting for answers beyond decoding, "heatmap", "total").
+    "decode", "inference_wait": waiting for answers beyond decoding, "heatmap", "total"). ``provenance``:
+    the video file's Content Credentials (C2PA, MP4/MOV) and metadata, as ``Detection.provenance``.
     """
 
     rule: str
@@ -96,6 +98,7 @@ class VideoDetection(Verdict):
     heatmap: Optional[np.ndarray] = field(default=None, repr=False, compare=False)
     heatmap_box: Optional[Box] = None
     timings_s: dict[str, float] = field(default_factory=dict, compare=False)
+    provenance: Optional[Provenance] = None
 
     kind = "video"
 
@@ -156,8 +159,13 @@ def _logit(probability: float) -> float:
 
 
 def detect_video(client: "DeepfakeClient", source: Any, limits: VideoLimits = VideoLimits(), heatmap: bool = False,
-                 mode: str = DEFAULT_MODE, concurrency: int = DEFAULT_VIDEO_CONCURRENCY) -> VideoDetection:
+                 mode: str = DEFAULT_MODE, concurrency: int = DEFAULT_VIDEO_CONCURRENCY,
+                 provenance: Optional[bool] = None) -> VideoDetection:
     """Analyse a video (path, bytes or binary file object) with ``client`` (a sync :class:`DeepfakeClient`).
+
+    ``provenance`` (default: the client's setting) reads the file's Content Credentials and metadata into
+    ``VideoDetection.provenance`` first (a file object is put back where it was; one that cannot seek is not
+    read twice: its provenance says so).
 
     Raises ``BadVideoError`` (a ``BadImageError``) when the video cannot be used, a ``DeepfakeClientError``
     when the server cannot be asked (raised at once when it becomes unreachable: a verdict on part of a
@@ -168,6 +176,8 @@ def detect_video(client: "DeepfakeClient", source: Any, limits: VideoLimits = Vi
     timings = {"open": 0.0, "decode": 0.0, "inference_wait": 0.0, "heatmap": 0.0}
     info = client.model_info()  # raises when the server cannot be asked, before anything is decoded
     rule, card, card_note = video_card(info.card, mode)
+    wanted = getattr(client, "provenance", False) if provenance is None else provenance
+    found = _video_provenance(source) if wanted else None
 
     opened = time.perf_counter()
     with VideoReader(source, limits) as reader:
@@ -259,8 +269,23 @@ def detect_video(client: "DeepfakeClient", source: Any, limits: VideoLimits = Vi
                                              for t in tracks),
         peak_index=peak_frame.index, peak_time_s=peak_frame.time_s, video=video, notes=tuple(notes),
         peak_image=peak_image, heatmap=heatmap_map, heatmap_box=heatmap_box,
-        timings_s={name: round(seconds, 4) for name, seconds in timings.items()},
+        timings_s={name: round(seconds, 4) for name, seconds in timings.items()}, provenance=found,
     )
+
+
+def _video_provenance(source: Any) -> Optional[Provenance]:
+    """What the video file says about its origin, read before its frames are (a stream that cannot be put
+    back where it was is not read: the frames need it)."""
+    if hasattr(source, "read") and not _seekable(source):
+        return Provenance(status="error", error="not checked: the video stream cannot be read twice")
+    return provenance_for(source)
+
+
+def _seekable(stream: Any) -> bool:
+    try:
+        return bool(stream.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def video_record(detection: VideoDetection) -> dict[str, Any]:
@@ -293,4 +318,5 @@ def video_record(detection: VideoDetection) -> dict[str, Any]:
                   "rotation": info.rotation, "codec": info.codec},
         "notes": list(detection.notes),
         "timings_s": dict(detection.timings_s),
+        "provenance": provenance_record(detection.provenance),
     }

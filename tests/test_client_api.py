@@ -301,3 +301,54 @@ def test_threads_sharing_one_client_run_concurrently(triton_server):
         assert len(lanes) >= 2, f"concurrent callers were serialised on one connection: {sorted(t.name for t in lanes)}"
     assert not any(lane.is_alive() for lane in lanes), "close() ends the client's threads"
     assert scores == pytest.approx([expected] * 12, abs=SCORE_TOLERANCE)
+
+
+def test_detection_carries_the_provenance_of_its_source(triton_server, tmp_path):
+    """Content Credentials and metadata read from the same source as the verdict: a path, bytes, a file object
+    (read once; a non-seekable one too), none for a decoded image or when turned off; the asyncio client and
+    detect_many alike, and a video. Never blended into the score."""
+    import provenance_samples as samples
+    from PIL import Image
+
+    from deepfake_edge.client.video import detect_video
+
+    ai = samples.ai_png(tmp_path)
+    tampered = samples.tampered_jpeg(tmp_path)
+    data = ai.read_bytes()
+
+    class Pipe(io.RawIOBase):  # a stream that cannot seek, like a socket or a pipe
+        def __init__(self, payload: bytes):
+            self._stream = io.BytesIO(payload)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            return self._stream.readinto(buffer)
+
+    with DeepfakeClient(triton_server.grpc_url, model=MODEL) as client:
+        by_path = client.detect(ai, mode="fast")
+        sources = [str(ai), data, io.BytesIO(data), Pipe(data), Image.open(ai), tampered]
+        many = client.detect_many(sources, mode="fast")
+        video = detect_video(client, samples.signed_mp4(tmp_path), mode="fast")
+    assert (by_path.provenance.status, by_path.provenance.ai_generated) == ("valid", True)
+    assert by_path.provenance.claim_generator == f"{samples.AI_APP} 2.1"
+    assert all(result.ok for result in many), many
+    assert [result.provenance and result.provenance.status for result in many] == [
+        "valid", "valid", "valid", "valid", None, "invalid"]
+    assert many[0].provenance == by_path.provenance and many[5].provenance.validation == "tampered"
+    scores = [result.fake_probability for result in many[:5]]
+    assert scores == pytest.approx([by_path.fake_probability] * 5, abs=SCORE_TOLERANCE), "never part of the score"
+    assert video.provenance.status == "valid" and video.provenance.format == "video/mp4"
+
+    with DeepfakeClient(triton_server.grpc_url, model=MODEL, provenance=False) as client:
+        off = client.detect(ai, mode="fast")
+        off_video = detect_video(client, tmp_path / "camera.mp4", mode="fast")
+    assert off.provenance is None and off_video.provenance is None
+    assert off.fake_probability == pytest.approx(by_path.fake_probability, abs=SCORE_TOLERANCE)
+
+    async def run() -> Detection:
+        async with AsyncDeepfakeClient(triton_server.grpc_url, model=MODEL) as client:
+            return await client.detect(data, mode="fast")
+
+    assert asyncio.run(run()).provenance == by_path.provenance

@@ -28,7 +28,8 @@ VERDICT = re.compile(r"^(?P<path>.+?)  (?P<label>Real|Fake) – (?P<percent>\d{1
                      r"  \[(?P<regions>\d+) regions, (?P<faces>\d+) face\(s\); highest: (?P<kind>face|tile|global) "
                      r"\d+,\d+,\d+,\d+ at \d{1,3}\.\d%\]")
 JSON_KEYS = {"path", "kind", "label", "confidence", "fake_probability", "logit", "model", "model_version", "mode",
-             "regions", "notes", "heatmap", "error", "error_type"}
+             "regions", "notes", "heatmap", "provenance", "error", "error_type"}
+PROVENANCE_LINE = "  Content Credentials: "
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +78,11 @@ def run_cli(*args: str, timeout_s: float = 120.0) -> tuple[int, str, str, float]
 def test_every_good_image_is_classified_and_every_bad_one_named(triton_server, mixed_folder, protocol):
     url = triton_server.grpc_url if protocol == "grpc" else triton_server.http_url
     code, out, err, peak_mb = run_cli("detect", mixed_folder, "--url", url, "--protocol", protocol)
-    lines = out.splitlines()
+    lines = [line for line in out.splitlines() if not line.startswith("  ")]  # the provenance lines under each
     expected_files = sorted(p.name for p in mixed_folder.iterdir() if p.suffix != ".txt" and p.is_file())
     assert [Path(line.split("  ")[0]).name for line in lines] == expected_files, "one line per image, in order"
+    # Under each verdict (not under an error), what the file says about its origin: these photos say nothing.
+    assert out.count(f"\n{PROVENANCE_LINE}none\n") == len(expected_files) - len(BAD_FILES)
     for line in lines:
         name = Path(line.split("  ")[0]).name
         if name in BAD_FILES:
@@ -115,8 +118,10 @@ def test_json_lines_schema(triton_server, mixed_folder, capsys):
         if Path(record["path"]).name in BAD_FILES:
             assert record["label"] is None and record["fake_probability"] is None
             assert record["error_type"] == "BadImageError" and record["error"]
+            assert record["provenance"] is None
         else:
             assert record["error"] is None and record["error_type"] is None
+            assert record["provenance"]["status"] == "none" and not record["provenance"]["ai_generated"]
             assert record["label"] in ("Real", "Fake") and record["model"] == "deepfake_b0" and record["model_version"]
             assert 0.0 <= record["fake_probability"] <= 1.0 and 0.5 <= record["confidence"] <= 1.0
             whole_card = SERVED_B0_CARD.for_mode("whole")
@@ -229,3 +234,79 @@ def test_videos_and_images_in_one_folder(triton_server, video_folder, tmp_path, 
         assert records[bad]["error_type"] == "BadVideoError" and records[bad]["error"], records[bad]
     assert records["g_photo.jpg"]["kind"] == "image" and records["g_photo.jpg"]["label"]
     assert code == EXIT_BAD_INPUT and "Traceback" not in out + err
+
+
+# ---------------------------------------------------------------- provenance beside the verdict
+
+
+@pytest.fixture(scope="module")
+def signed_folder(tmp_path_factory) -> Path:
+    """Files signed offline (tests/provenance_samples.py): a camera photo, an AI-generated PNG, the photo
+    tampered with after signing, stripped of its credentials, with a corrupt manifest, a photo with EXIF/XMP
+    only, and a signed MP4 video (made in a scratch folder and moved in)."""
+    import provenance_samples as samples
+
+    folder, scratch = tmp_path_factory.mktemp("signed"), tmp_path_factory.mktemp("signed-scratch")
+    made = {"a_camera.jpg": samples.camera_jpeg(scratch), "b_ai.png": samples.ai_png(scratch),
+            "c_tampered.jpg": samples.tampered_jpeg(scratch), "d_stripped.jpg": samples.stripped_jpeg(scratch),
+            "e_corrupt.jpg": samples.corrupt_jpeg(scratch), "f_exif.jpg": samples.exif_jpeg(scratch),
+            "g_camera.mp4": samples.signed_mp4(scratch)}
+    for name, path in made.items():
+        path.rename(folder / name)
+    return folder
+
+
+def test_content_credentials_are_shown_beside_each_verdict(triton_server, signed_folder, capsys):
+    import provenance_samples as samples
+
+    signed = f"Made with {samples.CAMERA_APP} 2.1, signed by {samples.SIGNER_ORG}, signature valid (untrusted signer)"
+    code = detect(signed_folder, "--mode", "fast", "--url", triton_server.grpc_url)
+    out = capsys.readouterr().out
+    assert code == EXIT_OK, out
+    blocks: dict[str, list[str]] = {}  # file name -> the lines under its verdict
+    under: list[str] = []
+    for line in out.splitlines():
+        if line.startswith("  "):
+            under.append(line)
+        else:
+            assert re.search(r"  (Real|Fake) – \d{1,2}\.\d%", line), line  # the verdict line is unchanged
+            under = blocks[Path(line.split("  ")[0]).name] = []
+    assert blocks == {
+        "a_camera.jpg": [PROVENANCE_LINE + signed],
+        "b_ai.png": [f"{PROVENANCE_LINE}AI-generated: Made with {samples.AI_APP} 2.1, signed by {samples.SIGNER_ORG}, "
+                     "signature valid (untrusted signer)"],
+        "c_tampered.jpg": [PROVENANCE_LINE + "present but invalid (tampered)"],
+        "d_stripped.jpg": [PROVENANCE_LINE + "none"],
+        "e_corrupt.jpg": [PROVENANCE_LINE + "could not be checked: corrupt manifest store (the c2pa library finds no "
+                          "manifest in it)"],
+        "f_exif.jpg": [PROVENANCE_LINE + "none", "  metadata: camera Canon EOS 5D Mark IV; software Adobe Lightroom "
+                       "7.1; creator tool Adobe Photoshop 25.0 (Windows); taken 2023-05-17 14:32:09"],
+        "g_camera.mp4": [PROVENANCE_LINE + signed],
+    }
+
+    code = detect(signed_folder, "--mode", "fast", "--json", "--url", triton_server.grpc_url)
+    records = {Path(record["path"]).name: record for record in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert code == EXIT_OK
+    for name, record in records.items():
+        assert record["label"] in ("Real", "Fake"), "the verdict stands, whatever the credentials say"
+        if record["kind"] == "image":
+            assert set(record) == JSON_KEYS
+    found = {name: record["provenance"] for name, record in records.items()}
+    status = {name: (record["status"], record["validation"], record["ai_generated"]) for name, record in found.items()}
+    assert status == {"a_camera.jpg": ("valid", "untrusted signer", False),
+                      "b_ai.png": ("valid", "untrusted signer", True),
+                      "c_tampered.jpg": ("invalid", "tampered", False), "d_stripped.jpg": ("none", None, False),
+                      "e_corrupt.jpg": ("error", None, False), "f_exif.jpg": ("none", None, False),
+                      "g_camera.mp4": ("valid", "untrusted signer", False)}
+    assert records["b_ai.png"]["provenance"]["digital_source_types"] == ["trainedAlgorithmicMedia"]
+    assert records["b_ai.png"]["provenance"]["claim_generator"] == f"{samples.AI_APP} 2.1"
+    assert "assertion.dataHash.mismatch" in records["c_tampered.jpg"]["provenance"]["validation_codes"]
+    assert records["e_corrupt.jpg"]["provenance"]["error"].startswith("corrupt manifest store")
+    assert records["f_exif.jpg"]["provenance"]["metadata"]["camera_model"] == "Canon EOS 5D Mark IV"
+    assert records["g_camera.mp4"]["kind"] == "video" and records["g_camera.mp4"]["provenance"]["format"] == "video/mp4"
+
+    code = detect(signed_folder, "--mode", "fast", "--json", "--no-provenance", "--url", triton_server.grpc_url)
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == EXIT_OK and [record["provenance"] for record in records] == [None] * 7
+    code = detect(signed_folder / "a_camera.jpg", "--no-provenance", "--url", triton_server.grpc_url)
+    assert code == EXIT_OK and "Content Credentials" not in capsys.readouterr().out

@@ -31,9 +31,12 @@ from PIL import Image
 from web_support import (VERDICT_PATTERN, DiskWriteAudit, get_json, jpeg_bytes, png_bomb, post_file,
                          post_file_raw, running_web_server)
 
+from deepfake_edge.checkpoint import read_card
+from deepfake_edge.export.commands import DEMO_CHECKPOINTS
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.regions import MODES, REGION_KINDS
 from deepfake_edge.server.triton import free_port
+from deepfake_edge.tracks import video_score
 from deepfake_edge.webapp.app import (DEFAULT_MAX_UPLOAD_BYTES, DEFAULT_MAX_VIDEO_BYTES, InMemoryRequest,
                                       create_app)
 
@@ -454,6 +457,87 @@ def test_503_while_triton_is_down_then_recovery_after_restart(demo_repository, t
         assert _upload(client, jpeg_bytes(), heatmap="0").status_code == 200
 
 
+# ---------------------------------------------------------------- provenance beside the verdict
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory) -> dict[str, Path]:
+    """Files signed offline with c2pa-python (tests/provenance_samples.py)."""
+    import provenance_samples
+
+    folder = tmp_path_factory.mktemp("signed")
+    makers = {"ai": provenance_samples.ai_png, "camera": provenance_samples.camera_jpeg,
+              "tampered": provenance_samples.tampered_jpeg, "corrupt": provenance_samples.corrupt_jpeg,
+              "exif": provenance_samples.exif_jpeg, "mp4": provenance_samples.signed_mp4}
+    return {name: maker(folder) for name, maker in makers.items()}
+
+
+def test_provenance_is_described(offline_client):
+    spec = offline_client.get("/api/openapi.json").get_json()
+    schemas = spec["components"]["schemas"]
+    for name in ("Detection", "VideoDetection"):
+        assert schemas[name]["properties"]["provenance"] == {"$ref": "#/components/schemas/Provenance"}
+        assert "provenance" in schemas[name]["required"]
+    assert schemas["Provenance"]["nullable"] is True
+    assert {"status", "summary", "ai_generated", "validation", "metadata"} <= set(schemas["Provenance"]["required"])
+
+
+@pytest.mark.server
+def test_content_credentials_are_reported_beside_the_verdict(live_web_url, live_spec, signed):
+    """A signed AI-generated PNG, a signed photo, the photo tampered with after signing, one with a corrupt
+    manifest, one with EXIF only, a plain JPEG and a signed MP4: each answer is the model's verdict, with
+    what the file says about itself beside it (validated against the served description)."""
+    import provenance_samples
+
+    detect = f"{live_web_url}/api/detect"
+    answers = {}
+    for name, path in signed.items():
+        status, answers[name] = _post_checked(live_spec, detect, path.name, path.read_bytes(),
+                                              fields={"heatmap": "0", "mode": "fast"})
+        assert status == 200, answers[name]
+        assert re.match(VERDICT_PATTERN, answers[name]["verdict"]), "the verdict stands, whatever the credentials say"
+    status, answers["plain"] = _post_checked(live_spec, detect, "plain.jpg", jpeg_bytes(), fields={"heatmap": "0"})
+    assert status == 200
+    found = {name: answer["provenance"] for name, answer in answers.items()}
+
+    ai = found["ai"]
+    assert (ai["status"], ai["validation"], ai["ai_generated"]) == ("valid", "untrusted signer", True)
+    assert ai["claim_generator"] == f"{provenance_samples.AI_APP} 2.1" and ai["signer"] == provenance_samples.SIGNER_ORG
+    assert ai["digital_source_types"] == ["trainedAlgorithmicMedia"] and ai["format"] == "image/png"
+    assert ai["summary"].startswith("AI-generated (per its Content Credentials): Made with Imaginator AI 2.1")
+    assert found["camera"]["summary"] == (f"Made with {provenance_samples.CAMERA_APP} 2.1, signed by "
+                                          f"{provenance_samples.SIGNER_ORG}, signature valid (untrusted signer)")
+    assert (found["tampered"]["status"], found["tampered"]["validation"]) == ("invalid", "tampered")
+    assert found["tampered"]["summary"] == "Content Credentials present but invalid (tampered)"
+    corrupt = found["corrupt"]
+    assert corrupt["status"] == "error" and corrupt["error"].startswith("corrupt manifest store")
+    assert corrupt["manifest_bytes"] > 0, "the credentials are there, unreadable"
+    assert found["exif"]["status"] == "none" and found["exif"]["metadata"]["camera_make"] == "Canon"
+    assert found["plain"]["status"] == "none" and found["plain"]["summary"] == "no Content Credentials"
+    assert found["plain"]["metadata"]["summary"] == ""
+    assert answers["mp4"]["kind"] == "video" and found["mp4"]["status"] == "valid"
+    assert found["mp4"]["format"] == "video/mp4"
+
+
+@pytest.mark.server
+def test_provenance_never_changes_the_score_and_can_be_turned_off(triton_server, spec_checker, signed):
+    data = signed["ai"].read_bytes()
+    stripped = io.BytesIO()
+    Image.open(io.BytesIO(data)).save(stripped, format="PNG")  # the same pixels, no Content Credentials
+    with_reading = create_app(triton_server.grpc_url).test_client()
+    without = create_app(triton_server.grpc_url, provenance=False).test_client()
+    answers = [_upload(client, payload, "ai.png", heatmap="0", mode="fast")
+               for client in (with_reading, without) for payload in (data, stripped.getvalue())]
+    for response in answers:
+        assert response.status_code == 200, response.get_json()
+        spec_checker.check_flask(response)
+    results = [response.get_json() for response in answers]
+    assert [result["provenance"] and result["provenance"]["status"] for result in results] == [
+        "valid", "none", None, None]
+    scores = [result["fake_probability"] for result in results]
+    assert scores == pytest.approx([scores[0]] * 4, abs=1e-5), "never blended into the score"
+
+
 # ---------------------------------------------------------------- videos
 
 
@@ -576,12 +660,14 @@ def test_a_short_video_gets_a_verdict_a_timeline_and_its_peak_frame(live_web_url
 
     _assert_video_answer(result, frames=6)
     assert result["filename"] == "clip.mp4" and result["mode"] == "whole"
-    assert result["rule"] == "top3_mean"
+    served_card = read_card(Path(__file__).resolve().parents[1] / DEMO_CHECKPOINTS[0])  # what conftest serves
+    assert result["rule"] == served_card.video_rule, "the rule calibrated on validation videos travels with the model"
+    assert result["threshold"] == pytest.approx(served_card.video_threshold, abs=1e-6)
     assert (result["video"]["width"], result["video"]["height"]) == (384, 288)
     assert result["video"]["codec"] == "h264" and result["video"]["duration_s"] == pytest.approx(3.0, abs=0.15)
     assert [frame["time_s"] for frame in result["timeline"]] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5])
-    top3 = sorted((frame["fake_probability"] for frame in result["timeline"]), reverse=True)[:3]
-    assert result["fake_probability"] == pytest.approx(sum(top3) / 3, abs=1e-5)
+    frame_scores = [frame["fake_probability"] for frame in result["timeline"]]
+    assert result["fake_probability"] == pytest.approx(video_score(result["rule"], frame_scores), abs=1e-5)
     heatmap = result["heatmap"]
     image, overlay = _decode_data_url(heatmap["image"], "JPEG"), _decode_data_url(heatmap["overlay"], "PNG")
     assert image.size == overlay.size == (heatmap["width"], heatmap["height"]) == (384, 288)

@@ -513,6 +513,75 @@ def test_fake_verdict_marks_the_suspicious_regions_and_never_reads_100_percent(b
         context.close()
 
 
+# ---------------------------------------------------------------- Content Credentials
+
+
+@pytest.fixture(scope="module")
+def ai_signed_png(tmp_path_factory) -> Path:
+    """A PNG signed offline as made by an AI app (C2PA, IPTC trainedAlgorithmicMedia): tests/provenance_samples.py."""
+    import provenance_samples
+
+    return provenance_samples.ai_png(tmp_path_factory.mktemp("signed"))
+
+
+def _panel_fits(page, width: int) -> bool:
+    return page.evaluate("""(width) => {
+        const panel = document.getElementById("provenance").getBoundingClientRect();
+        return document.documentElement.scrollWidth <= width && panel.left >= 0 && panel.right <= width
+            && [...document.querySelectorAll("#provenance *")].every((element) => element.scrollWidth
+                <= element.clientWidth + 1 || getComputedStyle(element).display === "inline");
+    }""", width)
+
+
+def test_content_credentials_panel_beside_the_verdict(browser, web_url, ai_signed_png):
+    """A signed AI-generated upload: the panel says who made and signed it, with an AI-generated badge, beside an
+    unchanged verdict, at 1280x800 and 390 px; a hostile answer's strings stay text."""
+    import provenance_samples
+
+    for viewport, name in ((LAPTOP, "laptop"), (PHONE, "phone")):
+        context, page = _new_page(browser, web_url, viewport=viewport)
+        try:
+            result = _upload_and_read_answer(page, ai_signed_png)
+            assert result["provenance"]["ai_generated"] and result["provenance"]["status"] == "valid"
+            assert page.inner_text("#verdict").strip() == result["verdict"]  # the verdict is the model's alone
+            _assert_verdict_on_one_line(page)
+            assert page.is_visible("#provenance") and page.get_attribute("#provenance", "data-status") == "valid"
+            assert page.inner_text("#provenance-title").strip().lower() == "content credentials"
+            assert page.is_visible("#provenance-ai") and page.inner_text("#provenance-ai").strip() == "AI-generated"
+            assert page.inner_text("#provenance-status").strip() == (
+                f"Made with {provenance_samples.AI_APP} 2.1, signed by {provenance_samples.SIGNER_ORG}, "
+                "signature valid (untrusted signer)")
+            detail = page.inner_text("#provenance-detail")
+            assert "unchanged since it was signed" in detail and "Recorded: created." in detail
+            assert "does not change the model's score" in page.inner_text("#provenance")
+            assert _panel_fits(page, viewport["width"]), "the panel overflows"
+            page.locator("#provenance").scroll_into_view_if_needed()
+            page.wait_for_timeout(1900)
+            _screenshot(page, f"provenance-ai-{name}")
+        finally:
+            context.close()
+
+    # Strings from the file are attacker-controlled: a canned answer carrying markup shows it as text.
+    answer = dict(result)
+    hostile = '<img src=x onerror="window.__pwned = 1">'
+    answer["provenance"] = {**result["provenance"], "status": "invalid", "validation": "tampered",
+                            "claim_generator": hostile, "signer": hostile, "actions": [hostile],
+                            "metadata": {**result["provenance"]["metadata"], "summary": "software " + hostile}}
+    context, page = _new_page(browser, web_url, viewport=PHONE)
+    try:
+        page.route("**/api/detect", lambda route: route.fulfill(json=answer))
+        page.set_input_files("#file-input", str(ai_signed_png))
+        _wait_for_state(page, "result")
+        assert page.inner_text("#provenance-status").strip() == "Credentials present but invalid (tampered)"
+        assert "changed after it was signed" in page.inner_text("#provenance-detail")
+        assert hostile in page.inner_text("#provenance-metadata")
+        assert page.locator("#provenance img").count() == 0 and page.evaluate("() => window.__pwned") is None
+        assert page.get_attribute("#provenance", "data-status") == "invalid" and page.is_visible("#provenance-ai")
+        assert _panel_fits(page, PHONE["width"])
+    finally:
+        context.close()
+
+
 # ---------------------------------------------------------------- videos
 
 

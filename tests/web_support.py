@@ -9,7 +9,6 @@ import signal
 import struct
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -21,6 +20,7 @@ from pathlib import Path
 from flask import Flask
 
 from deepfake_edge.webapp.app import make_web_server
+from deepfake_edge.webapp.wsgi_server import serving_in_thread
 
 VERDICT_PATTERN = r"^(Real|Fake) – \d{1,3}\.\d%$"
 # scikit-image photos the browser tests synthesize their Real and Fake samples from (see synthetic_test_images).
@@ -31,15 +31,8 @@ DEMO_B0 = Path(__file__).resolve().parents[1] / "models" / "demo" / "efficientne
 @contextmanager
 def running_web_server(app: Flask, **server_options) -> Iterator[str]:
     """Serve ``app`` on a free 127.0.0.1 port in a thread; yields the base URL; always shuts down."""
-    server = make_web_server(app, host="127.0.0.1", port=0, **server_options)
-    thread = threading.Thread(target=server.serve_forever, name="test-web-server", daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serving_in_thread(make_web_server(app, host="127.0.0.1", port=0, **server_options), "test-web-server") as url:
+        yield url
 
 
 def stop_process(process: subprocess.Popen, timeout_s: float = 15.0) -> None:

@@ -33,7 +33,9 @@ from deepfake_edge.client import (
     ServerError,
     ServerUnreachableError,
 )
+from deepfake_edge.client.results import provenance_record
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, load_image, open_image
+from deepfake_edge.provenance import provenance_for
 from deepfake_edge.regions import DEFAULT_MODE, MODES
 from deepfake_edge.serving_contract import CNN_MODEL, DEFAULT_MODEL, VIDEO_EXTENSIONS
 from deepfake_edge.video import BadVideoError, VideoLimits, name_note, probe, sniff_kind
@@ -109,6 +111,7 @@ def create_app(
     max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS,
     max_video_pixels: int = DEFAULT_MAX_VIDEO_PIXELS,
     video_timeout_s: float = DEFAULT_VIDEO_TIMEOUT_S,
+    provenance: bool = True,
 ) -> Flask:
     """The Flask app answering the page (``/``) and the API (``/api/...``) for ``models`` on Triton.
 
@@ -125,6 +128,9 @@ def create_app(
     images only), ``max_video_seconds`` of declared duration and ``max_video_pixels`` a frame (over any of
     them: 413), analysed by ``models[0]`` alone within ``video_timeout_s`` (then 504). Each reserves the
     fixed :func:`~deepfake_edge.webapp.decode_budget.video_scoring_bytes` figure for ``max_video_pixels``.
+
+    ``provenance``: answers carry the upload's Content Credentials (C2PA) and EXIF/XMP metadata, read from
+    its bytes after the verdict, beside it (``"provenance": null`` when off; docs/provenance.md).
     """
     if protocol not in ("grpc", "http"):
         raise ValueError(f"protocol must be 'grpc' or 'http', not {protocol!r}")
@@ -206,6 +212,7 @@ def create_app(
                            retry_after_s=2) from None
         if note := name_note(name, "image"):
             result["notes"].insert(0, note)
+        result["provenance"] = provenance_record(provenance_for(data)) if provenance else None
         result["filename"] = name
         return jsonify(result)
 
@@ -247,6 +254,7 @@ def create_app(
                                 f"({type(error).__name__}).") from None
         if note := name_note(name, "video"):
             result["notes"].insert(0, note)
+        result["provenance"] = provenance_record(provenance_for(data)) if provenance else None
         result["filename"] = name
         return result
 

@@ -44,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "each video reserves its decode peak from this, so 4K needs a larger --max-decode-mb)")
     parser.add_argument("--video-timeout", type=float, default=DEFAULT_VIDEO_TIMEOUT_S,
                         help=f"seconds allowed to analyse one whole video (default {DEFAULT_VIDEO_TIMEOUT_S:g})")
+    parser.add_argument("--no-provenance", dest="provenance", action="store_false",
+                        help="do not read uploads' Content Credentials (C2PA) and EXIF/XMP metadata "
+                        "(\"provenance\": null in answers; the page shows no Content Credentials panel)")
 
 
 def run_web(args: argparse.Namespace) -> int:
@@ -60,7 +63,8 @@ def run_web(args: argparse.Namespace) -> int:
     app = create_app(triton_url, protocol=args.protocol, max_upload_bytes=int(args.max_upload_mb * 2**20),
                      max_pixels=max_pixels, timeout_s=args.timeout, max_decode_bytes=int(args.max_decode_mb * 2**20),
                      max_video_bytes=int(args.max_video_mb * 2**20), max_video_seconds=args.max_video_seconds,
-                     max_video_pixels=args.max_video_pixels, video_timeout_s=args.video_timeout)
+                     max_video_pixels=args.max_video_pixels, video_timeout_s=args.video_timeout,
+                     provenance=args.provenance)
     try:
         server = make_web_server(app, host=args.host, port=args.port)
     except OSError as error:

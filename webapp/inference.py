@@ -263,7 +263,8 @@ class DetectionService:
         the page shows (``filename`` is the caller's to add).
 
         Only the primary model scores videos: the comparison models are skipped (a note says so). Added to the
-        record: ``model_title``, ``models`` and ``raw_scores`` (the primary's entry, as for an image),
+        record (whose ``provenance`` is None: the app adds it): ``model_title``, ``models`` and ``raw_scores``
+        (the primary's entry, as for an image),
         ``regions`` (the peak frame's, boxes in video pixels), ``heatmap`` (the peak frame and its overlay, as
         an image's ``heatmap``; None when ``heatmap_alpha`` is None) and ``elapsed_ms``. Raises
         ``BadVideoError``, the client's errors, and :class:`VideoTimeoutError` past ``deadline``
@@ -276,7 +277,8 @@ class DetectionService:
         name = self.models[0]
         with self._clients[name].use() as client:
             detection = detect_video(_DeadlineClient(client, deadline, timeout_s), source, limits,
-                                     heatmap=heatmap_alpha is not None, mode=mode, concurrency=VIDEO_CONCURRENCY)
+                                     heatmap=heatmap_alpha is not None, mode=mode, concurrency=VIDEO_CONCURRENCY,
+                                     provenance=False)  # the app reads it from the upload's bytes
             card = client.model_info().card.for_mode(mode)
         result = video_record(detection)
         title = _ARCH_TITLES.get(card.arch, card.arch)

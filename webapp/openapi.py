@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from deepfake_edge import __version__
+from deepfake_edge.provenance import PROVENANCE_RECORD_SCHEMA
 from deepfake_edge.serving_contract import DEFAULT_MODEL
 from deepfake_edge.tracks import VIDEO_RULES
 
@@ -52,6 +53,11 @@ _HEATMAP = {
         "overlay": {"type": "string", "format": "uri", "example": "data:image/png;base64,iVBORw0..."},
     },
 }
+
+# The upload's Content Credentials (C2PA) and EXIF/XMP metadata, beside the verdict (docs/provenance.md);
+# null when the server was started with --no-provenance.
+_PROVENANCE = {**PROVENANCE_RECORD_SCHEMA, "nullable": True}
+_PROVENANCE_REF = {"$ref": "#/components/schemas/Provenance"}
 
 _REGION = {
     "type": "object",
@@ -102,9 +108,11 @@ _DETECTION = {
                   "description": "what was capped: an image shrunk before tiling, faces beyond the limit; a "
                                  "name that says video for an image"},
         "heatmap": {"$ref": "#/components/schemas/Heatmap"},
+        "provenance": _PROVENANCE_REF,
         "elapsed_ms": _NUMBER,
     },
-    "required": ["kind", "label", "confidence", "fake_probability", "model", "model_version", "models"],
+    "required": ["kind", "label", "confidence", "fake_probability", "model", "model_version", "models",
+                 "provenance"],
 }
 
 _TIMELINE_FRAME = {
@@ -189,11 +197,12 @@ _VIDEO_DETECTION = {
         "regions": {"type": "array", "items": {"$ref": "#/components/schemas/Region"},
                     "description": "the peak frame's regions (as in its timeline entry)"},
         "heatmap": {"$ref": "#/components/schemas/Heatmap"},
+        "provenance": _PROVENANCE_REF,
         "elapsed_ms": _NUMBER,
     },
     "required": ["kind", "label", "confidence", "verdict", "fake_probability", "logit", "threshold", "rule",
                  "model", "model_title", "model_version", "mode", "peak", "timeline", "tracks", "video", "notes",
-                 "timings_s", "filename", "models", "raw_scores", "regions", "heatmap", "elapsed_ms"],
+                 "timings_s", "filename", "models", "raw_scores", "regions", "heatmap", "provenance", "elapsed_ms"],
 }
 
 _ERROR = {
@@ -228,8 +237,10 @@ def openapi_spec(max_upload_bytes: int, models: tuple[str, ...], max_video_bytes
                 f"{', '.join(f'`{m}`' for m in models[1:]) or 'no other model'}, served by Triton. "
                 f"Upload a video (MP4/MOV, AVI, Matroska/WebM or animated GIF; {video_limits or 'server limits'}), "
                 f"get `{models[0]}`'s verdict, a timeline of its frames and the peak frame's "
-                "heatmap. Image or video is decided by the content, not the file name. "
-                "Uploads are processed in memory and never stored."
+                "heatmap. Image or video is decided by the content, not the file name. Beside the verdict, never "
+                "part of its score, `provenance` says what the file itself claims about its origin: its Content "
+                "Credentials (C2PA: the tool that made or edited it, the signer, whether the signature is valid, "
+                "AI-generated) and EXIF/XMP metadata. Uploads are processed in memory and never stored."
             ),
         },
         "paths": {
@@ -314,6 +325,6 @@ def openapi_spec(max_upload_bytes: int, models: tuple[str, ...], max_video_bytes
         "components": {
             "schemas": {"Detection": _DETECTION, "VideoDetection": _VIDEO_DETECTION,
                         "TimelineFrame": _TIMELINE_FRAME, "FaceTrack": _TRACK, "ModelScore": _MODEL_SCORE,
-                        "Heatmap": _HEATMAP, "Region": _REGION, "Error": _ERROR}
+                        "Heatmap": _HEATMAP, "Region": _REGION, "Provenance": _PROVENANCE, "Error": _ERROR}
         },
     }

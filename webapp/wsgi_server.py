@@ -31,7 +31,8 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
@@ -277,3 +278,16 @@ class WebServer(TcpWSGIServer):
             channel.handle_close()
         self.close()
         self.task_dispatcher.shutdown(timeout=5)
+
+
+@contextmanager
+def serving_in_thread(server: WebServer, name: str = "web-server") -> Iterator[str]:
+    """Run ``server`` in a daemon thread; yields its base URL (``http://host:port``); always shuts it down."""
+    thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
+    thread.start()
+    try:
+        yield f"http://{server.effective_host}:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

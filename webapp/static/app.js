@@ -113,6 +113,7 @@
     $("verdict-scope").textContent = "";
     $("verdict-notes").hidden = true;
     $("verdict-model").textContent = "";
+    $("provenance").hidden = true;
 
     var form = new FormData();
     form.append("file", file, file.name);
@@ -182,6 +183,7 @@
       " · threshold " + formatThreshold(r.threshold);
     $("meter-fill").style.left = (r.fake_probability * 100).toFixed(1) + "%";
     $("meter-threshold").style.left = (r.threshold * 100).toFixed(1) + "%";
+    renderProvenance(r.provenance);
 
     lastVideo = video ? r : null;
     $("timeline").hidden = !video;
@@ -241,6 +243,73 @@
     return "It checked " + plural(frames, "frame") + " sampled over " + formatTime(span) +
       " of video, each for pasted, spliced, retouched or blended regions, and scored the video by " +
       (RULE_TEXT[r.rule] || "its frame scores") + "; " + caveat;
+  }
+
+  // ---------- Content Credentials: what the file says about its origin (deepfake_edge/provenance.py) ----------
+  // Every string of `p` comes from the uploaded file: it is set with textContent, never as HTML.
+  var PROVENANCE_ICONS = { valid: "✅", invalid: "⛔", error: "⚠️", none: "○" };
+  var INVALID_TEXT = {
+    "tampered": "the file was changed after it was signed.",
+    "invalid signature": "the signature does not match the credentials.",
+    "invalid certificate": "the signing certificate is not valid.",
+    "revoked certificate": "the signing certificate was revoked.",
+    "expired certificate": "the signing certificate had expired.",
+    "ingredient invalid": "the credentials of a file it was made from are invalid.",
+    "malformed": "the credentials are malformed.",
+    "invalid timestamp": "the signature's time-stamp is not valid."
+  };
+
+  function renderProvenance(p) {
+    var panel = $("provenance");
+    panel.hidden = !p;
+    if (!p) { return; }  // the server does not read provenance (--no-provenance)
+    panel.dataset.status = p.status;
+    $("provenance-icon").textContent = PROVENANCE_ICONS[p.status] || "";
+    $("provenance-ai").hidden = !p.ai_generated;
+    $("provenance-ai").title = p.ai_generated ? "Its Content Credentials declare generative AI (" +
+      p.digital_source_types.join(", ") + ")" : "";
+    $("provenance-status").textContent = provenanceStatus(p);
+    var detail = provenanceDetail(p);
+    $("provenance-detail").textContent = detail;
+    $("provenance-detail").hidden = !detail;
+    var metadata = p.metadata && p.metadata.summary;
+    $("provenance-metadata").textContent = metadata ? "Metadata (unsigned, easily edited): " + metadata + "." : "";
+    $("provenance-metadata").hidden = !metadata;
+    $("provenance-note").hidden = p.status === "none";  // the common case stays short: its detail says enough
+  }
+
+  function provenanceStatus(p) {
+    if (p.status === "valid") {
+      return "Made with " + (p.claim_generator || "an unnamed tool") + ", signed by " + (p.signer || "an unnamed signer") +
+        ", signature valid" + (p.trusted ? "" : " (untrusted signer)");
+    }
+    if (p.status === "invalid") { return "Credentials present but invalid (" + (p.validation || "failed validation") + ")"; }
+    if (p.status === "error") {
+      return (p.manifest_bytes !== null ? "Credentials present but could not be checked: " : "Could not be checked: ") +
+        p.error;
+    }
+    return p.remote_manifest_url ? p.summary : "No Content Credentials";
+  }
+
+  function provenanceDetail(p) {
+    var actions = p.actions.map(function (action) { return action.replace(/^c2pa\./, "").replace(/_/g, " "); });
+    var history = (actions.length ? " Recorded: " + actions.join(", ") + "." : "") +
+      (p.ingredient_count ? " Made from " + plural(p.ingredient_count, "other file") + "." : "");
+    if (p.status === "valid") {
+      var warning = p.validation === "ingredient invalid" ? " " + INVALID_TEXT[p.validation].replace(/^t/, "But t") : "";
+      var trust = p.trusted ? "The file is unchanged since it was signed."
+        : "The file is unchanged since it was signed; the signer is on no trust list this server knows, so its name is its own claim.";
+      return trust + warning + history;
+    }
+    if (p.status === "invalid") {
+      return "They fail validation: " + (INVALID_TEXT[p.validation] || "they no longer check out.") +
+        (p.ai_generated ? " They say the file is AI-generated." : "");
+    }
+    if (p.status === "none") {
+      return "The file carries no signed record of where it came from, as most photos do not: that says nothing " +
+        "about whether it was edited.";
+    }
+    return "";
   }
 
   // ---------- timeline: fake probability over time, an inline SVG drawn at the width it is shown ----------
