@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from deepfake_edge.content_credentials import AI_SOURCE_TYPES
 from deepfake_edge.provenance_input import SourceBytes, clean_text
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 _XMP_CREATOR_TOOL = re.compile(rb'xmp:CreatorTool(?:="([^"]*)"|>([^<]*)<)')
 _XMP_SOURCE_TYPE = re.compile(rb'DigitalSourceType(?:="([^"]*)"|>([^<]*)<|\s+rdf:resource="([^"]*)")')
@@ -27,6 +30,20 @@ def _exif_date(value) -> Optional[str]:
     return f"{match[1]}-{match[2]}-{match[3]}T{match[4]}:{match[5]}:{match[6]}" if match else text
 
 
+def _exif(image) -> "Image.Exif":
+    """The EXIF tags Pillow has from the header. ``getexif()`` would decode every pixel of a PNG to look for
+    an eXIf chunk after the image data (a 6000x6000 PNG: +140 MB, outside the web app's decode budget), so
+    only EXIF read at open (JPEG/WebP APP1, a PNG's eXIf before IDAT) or a TIFF's own header tags count."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    if raw := image.info.get("exif"):
+        exif.load(raw)
+    elif image.format == "TIFF":
+        exif = image.getexif()
+    return exif
+
+
 def read_metadata(source: SourceBytes, mime: Optional[str]) -> dict:
     """Camera make/model, software, date taken, XMP CreatorTool and generator tags; {} when unreadable."""
     if not mime or not mime.startswith("image/") or mime == "image/svg+xml":
@@ -34,10 +51,10 @@ def read_metadata(source: SourceBytes, mime: Optional[str]) -> dict:
     from PIL import Image
 
     try:
-        # Image.open reads headers only; no pixel is decoded here
+        # Image.open reads headers only, and _exif keeps it so: no pixel is decoded here
         stream = io.BytesIO(source.buffer) if source.path is None else open(source.path, "rb")
         with stream, Image.open(stream) as image:
-            exif = image.getexif()
+            exif = _exif(image)
             sub = exif.get_ifd(0x8769) if 0x8769 in exif else {}
             xmp = image.info.get("xmp") or image.info.get("XML:com.adobe.xmp") or b""
             if isinstance(xmp, str):

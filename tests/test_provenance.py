@@ -426,3 +426,34 @@ def test_files_without_credentials_are_fast(tmp_path):
     p50, p99 = statistics.median(times), times[int(len(times) * 0.99) - 1]
     print(f"no manifest, 1024x768 JPEG from bytes: p50 {p50:.3f} ms, p99 {p99:.3f} ms over {len(times)} reads")
     assert p50 < 5.0
+
+
+def test_metadata_of_a_large_png_decodes_no_pixel():
+    """Pillow's getexif() decodes a whole PNG to look for an eXIf chunk after the pixels (+140 MB for this
+    one, outside the web app's decode budget): reading provenance must stay at the headers."""
+    import subprocess
+    import sys
+
+    script = """
+import io, numpy as np
+from PIL import Image
+from deepfake_edge.provenance import read_provenance
+pixels = np.zeros((6000, 6000, 3), np.uint8)
+pixels[..., 0] = np.arange(6000)[None, :] % 256
+buffer = io.BytesIO()
+Image.fromarray(pixels).save(buffer, "PNG", compress_level=1)
+data = buffer.getvalue()
+del pixels, buffer
+read_provenance(b"warm")
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")
+status = open("/proc/self/status").read()
+before = int(status.split("VmRSS:")[1].split()[0])
+result = read_provenance(data)
+peak = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+print(result.status, (peak - before) // 1024)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True).stdout
+    status, growth_mb = out.split()
+    print(f"provenance of a 6000x6000 PNG: peak +{growth_mb} MB")
+    assert status == "none" and int(growth_mb) < 30
