@@ -34,17 +34,15 @@ from tqdm import tqdm
 from deepfake_edge.checkpoint import load_checkpoint, read_card, save_checkpoint
 from deepfake_edge.model_card import LABELS, ModelCard
 from deepfake_edge.regions import DEFAULT_MAX_FALSE_ALARM, analyse
-from deepfake_edge.serving_contract import INPUT_NAME, OUTPUT_NAMES
 from deepfake_edge.tracks import DEFAULT_VIDEO_RULE, VIDEO_RULES, associate, video_score
 from deepfake_edge.training.video_synth import VIDEOS_FILE
-from deepfake_edge.training.whole_image import card_threshold, false_alarm_threshold
+from deepfake_edge.training.whole_image import false_alarm_threshold, forward_rows
 from deepfake_edge.video import VideoLimits, VideoReader
 
 # Simpler first: on equal validation ROC-AUC the earlier rule is chosen.
 RULE_TIE_ORDER = ("peak", "top3_mean", "track_median")
 REPORT_FILE = "video_report.json"
 PLOT_FILE = "video_timelines.png"
-_ROWS_PER_FORWARD = 32
 _AUC_TIE = 1e-9
 
 Box = tuple[int, int, int, int]
@@ -125,7 +123,7 @@ def _score_frames(session: Any, preprocessor: Any, path: Path, limits: VideoLimi
     with VideoReader(path, limits) as reader:
         for sampled in reader.frames():
             plan, rows = analyse(sampled.image, preprocessor)
-            probabilities = _probabilities(session, rows)
+            probabilities = forward_rows(session, rows)[0]
             faces = tuple((tuple(int(round(v * sampled.scale)) for v in region.box), float(p))
                           for region, p in zip(plan.regions, probabilities) if region.kind == "face")
             others = [float(p) for region, p in zip(plan.regions, probabilities) if region.kind != "face"]
@@ -134,14 +132,6 @@ def _score_frames(session: Any, preprocessor: Any, path: Path, limits: VideoLimi
                                       faces))  # type: ignore[arg-type]
         notes = list(reader.notes)
     return frames, notes
-
-
-def _probabilities(session: Any, rows: np.ndarray) -> np.ndarray:
-    parts = []
-    for start in range(0, len(rows), _ROWS_PER_FORWARD):
-        outputs = session.run([OUTPUT_NAMES[0]], {INPUT_NAME: rows[start:start + _ROWS_PER_FORWARD]})
-        parts.append(outputs[0].reshape(-1))
-    return np.concatenate(parts)
 
 
 # -------------------------------------------------------------------------------------------- reports
@@ -253,11 +243,11 @@ def calibrate_videos(checkpoint: str | Path, root: str | Path, max_false_alarm: 
 
 
 def card_video_rule(card: ModelCard) -> tuple[str, float]:
-    """The rule and threshold video evaluation applies: the card's calibrated ones, else "top3_mean" and the
-    whole-image threshold (as client/video.py serves an uncalibrated card in whole mode)."""
-    rule = card.video_rule if card.video_rule in VIDEO_RULES else DEFAULT_VIDEO_RULE
-    threshold = card.video_threshold if card.video_threshold is not None else card_threshold(card)
-    return rule, threshold
+    """The rule and threshold video evaluation applies: exactly what client/video.py serves in whole mode."""
+    from deepfake_edge.client.video import video_card
+
+    rule, whole, _ = video_card(card, "whole")
+    return rule, whole.threshold
 
 
 def evaluate_videos(checkpoint: str | Path, root: str | Path, split: str = "test", out_dir: str | Path | None = None,

@@ -72,7 +72,7 @@ def _score_photo(session: Any, preprocessor: Preprocessor, full: Path, stem: str
                  family: str) -> PhotoScore:
     image = load_image(full / LABELS[label] / f"{stem}.jpg")
     plan, rows = analyse(image, preprocessor)
-    probabilities, heatmaps = _forward(session, rows)
+    probabilities, heatmaps = forward_rows(session, rows)
     peak = None
     if label == 1:
         heat = stitch_heatmap(plan, probabilities, heatmaps)
@@ -83,7 +83,8 @@ def _score_photo(session: Any, preprocessor: Preprocessor, full: Path, stem: str
     return PhotoScore(stem, label, family if label else None, float(probabilities.max()), peak)
 
 
-def _forward(session: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def forward_rows(session: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The served graph's fake probability (N,) and heatmap of every region row, run in chunks of 32."""
     probabilities, heatmaps = [], []
     for start in range(0, len(rows), _ROWS_PER_FORWARD):
         probability, _, heatmap = session.run(list(OUTPUT_NAMES), {INPUT_NAME: rows[start:start + _ROWS_PER_FORWARD]})
