@@ -5,6 +5,8 @@ One definition each of:
 - the exported graph's tensor names (:data:`INPUT_NAME`, :data:`OUTPUT_NAMES`);
 - Triton's default ports (:data:`HTTP_PORT`, :data:`GRPC_PORT`, :data:`METRICS_PORT`, :func:`default_url`);
 - the served model names (:func:`model_name_for_arch`, :func:`variant_name`, :func:`precision_of`);
+- the encoded-image model: encoded JPEG/PNG/WebP bytes in, the detector's outputs out (:data:`IMAGE_MODEL`,
+  :data:`IMAGE_BYTES_INPUT`, :data:`DECODE_MODEL`, :data:`IMAGE_MODEL_DETECTOR`; docs/encoded_images.md);
 - the image files the project picks up from folders (:data:`IMAGE_EXTENSIONS`, derived from the formats
   :mod:`deepfake_edge.preprocessing` opens);
 - the video files (:data:`VIDEO_EXTENSIONS`, :func:`is_video_path`; what a file *is* is decided by its
@@ -105,6 +107,23 @@ DEFAULT_MODEL = model_name_for_arch("efficientnet_b0")  # deepfake_b0
 CNN_MODEL = model_name_for_arch("small_cnn")  # deepfake_cnn, the baseline
 INT8_MODEL = variant_name(DEFAULT_MODEL, "int8")  # deepfake_b0_int8, CPU
 FP16_MODEL = variant_name(DEFAULT_MODEL, "fp16")  # deepfake_b0_fp16, GPU (ngc repository only)
+
+# --- the encoded-image model ------------------------------------------------------------------------------
+# ``deepfake_image`` takes encoded image files (TYPE_STRING / KServe BYTES, one file per batch item, shape
+# (N, 1)) and answers with the detector's OUTPUT_NAMES. It is a Triton ensemble: DECODE_MODEL (Python
+# backend, export/triton_image_model.py: header checks, decode, the fast-mode single view) feeds its UINT8
+# rows as INPUT_NAME to IMAGE_MODEL_DETECTOR. Why an ensemble and not BLS: docs/encoded_images.md.
+IMAGE_MODEL = "deepfake_image"
+IMAGE_BYTES_INPUT = "image_bytes"
+DECODE_MODEL = "deepfake_image_decode"
+IMAGE_MODEL_DETECTOR = DEFAULT_MODEL  # deepfake_b0, FP32: the model the encoded path scores with
+IMAGE_MODELS = (IMAGE_MODEL, DECODE_MODEL)  # what the export writes for it into the embedded repository
+
+
+def is_detector_model(name: str) -> bool:
+    """Whether ``name`` is a detector (UINT8 :data:`INPUT_NAME` in), not one of the encoded-image models."""
+    return name not in IMAGE_MODELS
+
 
 # --- image files --------------------------------------------------------------------------------------------
 # Every extension Pillow registers for a format preprocessing opens (SUPPORTED_FORMATS), so a folder scan

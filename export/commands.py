@@ -91,8 +91,13 @@ def run(args: argparse.Namespace) -> int:
     if args.if_missing:
         if args.checkpoints:
             raise CommandError("--if-missing builds from the demo checkpoints; give no CHECKPOINT")
-        if repository.is_complete(args.out / repository.EMBEDDED, DEFAULT_MODELS, DEMO_CHECKPOINTS):
-            print(f"{args.out / repository.EMBEDDED} is complete and newer than the demo checkpoints; nothing to do")
+        embedded = args.out / repository.EMBEDDED
+        if repository.is_complete(embedded, DEFAULT_MODELS, DEMO_CHECKPOINTS):
+            if repository.image_models_current(embedded):
+                print(f"{embedded} is complete and newer than the demo checkpoints; nothing to do")
+            else:  # a repository exported before them, or by an older model.py: seconds, not a re-export
+                written = repository.write_image_models_for(embedded, instances=args.instances)
+                print(f"{embedded}: detectors up to date; wrote the encoded-image models ({', '.join(written)})")
             return 0
     for option, value in (IF_MISSING_IMAGES if args.if_missing else FULL_IMAGES).items():
         if getattr(args, option) is None:

@@ -3,7 +3,10 @@
 ``embedded/`` targets the tritonserver inside the nvidia-pytriton wheel, which has only the Python
 backend: each model is ``backend: "python"`` with :mod:`deepfake_edge.export.triton_model` as its
 ``model.py`` running onnxruntime. ``ngc/`` targets the NGC Triton container on GPU: ``platform:
-"onnxruntime_onnx"`` with the TensorRT execution accelerator.
+"onnxruntime_onnx"`` with the TensorRT execution accelerator. Beside the FP32 detector ``deepfake_b0``,
+``embedded/`` also gets the encoded-image models (:func:`write_image_models`): the ``deepfake_image``
+ensemble and its decoding step ``deepfake_image_decode`` (:mod:`deepfake_edge.export.triton_image_model`);
+``ngc/`` does not, as the stock NGC image lacks the project's package (docs/encoded_images.md).
 
 Configs are built as ``ModelConfig`` protobuf messages (Triton's own schema, shipped in tritonclient)
 and written with ``text_format``, so a misspelt field fails here, not at server start. Every export
@@ -23,7 +26,11 @@ from tritonclient.grpc import model_config_pb2
 
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.serving_contract import (
+    DECODE_MODEL,
     HEATMAP_OUTPUT,
+    IMAGE_BYTES_INPUT,
+    IMAGE_MODEL,
+    IMAGE_MODEL_DETECTOR,
     INPUT_NAME,
     LOGIT_OUTPUT,
     PROBABILITY_OUTPUT,
@@ -45,6 +52,8 @@ MAX_QUEUE_DELAY_US = 100
 VERSIONS_KEPT = 2
 LABELS_FILE = "labels.txt"
 PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_model.py")
+IMAGE_MODEL_SOURCE = Path(__file__).with_name("triton_image_model.py")
+IMAGE_MODEL_VERSION = "1"  # stateless decoding: one version, rewritten by each export
 
 
 @dataclass(frozen=True)
@@ -58,17 +67,19 @@ class ModelSpec:
     precision: str  # "fp32", "int8" or "fp16": selects the TensorRT precision in the ngc config
 
 
+def _outputs(heatmap_size: tuple[int, int]) -> list[dict]:
+    return [
+        # label_filename: the single element of fake_probability scores labels.txt's only class, "Fake".
+        {"name": PROBABILITY_OUTPUT, "data_type": "TYPE_FP32", "dims": [1], "label_filename": LABELS_FILE},
+        {"name": LOGIT_OUTPUT, "data_type": "TYPE_FP32", "dims": [1]},
+        {"name": HEATMAP_OUTPUT, "data_type": "TYPE_FP32", "dims": list(heatmap_size)},
+    ]
+
+
 def _io(card: ModelCard, heatmap_size: tuple[int, int]) -> dict:
     side = card.input_size
-    return {
-        "input": [{"name": INPUT_NAME, "data_type": "TYPE_UINT8", "dims": [3, side, side]}],
-        "output": [
-            # label_filename: the single element of fake_probability scores labels.txt's only class, "Fake".
-            {"name": PROBABILITY_OUTPUT, "data_type": "TYPE_FP32", "dims": [1], "label_filename": LABELS_FILE},
-            {"name": LOGIT_OUTPUT, "data_type": "TYPE_FP32", "dims": [1]},
-            {"name": HEATMAP_OUTPUT, "data_type": "TYPE_FP32", "dims": list(heatmap_size)},
-        ],
-    }
+    return {"input": [{"name": INPUT_NAME, "data_type": "TYPE_UINT8", "dims": [3, side, side]}],
+            "output": _outputs(heatmap_size)}
 
 
 def _warmup(card: ModelCard) -> list[dict]:
@@ -148,6 +159,87 @@ def ngc_config(spec: ModelSpec, instances: int = 1) -> model_config_pb2.ModelCon
     return json_format.ParseDict(config, model_config_pb2.ModelConfig())
 
 
+# -- the encoded-image models (docs/encoded_images.md) ---------------------------------------------------------
+_IMAGE_BYTES = {"name": IMAGE_BYTES_INPUT, "data_type": "TYPE_STRING", "dims": [1]}  # one encoded file per item
+
+
+def decode_config(card: ModelCard, instances: int = DEFAULT_CPU_INSTANCES) -> model_config_pb2.ModelConfig:
+    """``deepfake_image_decode``: encoded files in, the detector's UINT8 rows out (Python backend)."""
+    side = card.input_size
+    config = {
+        "name": DECODE_MODEL, "backend": "python", "max_batch_size": MAX_BATCH_SIZE,
+        "input": [_IMAGE_BYTES],
+        "output": [{"name": INPUT_NAME, "data_type": "TYPE_UINT8", "dims": [3, side, side]}],
+        # Decoding costs the same per file in any batch: batching only saves IPC, so no preferred sizes.
+        "dynamic_batching": {"max_queue_delay_microseconds": MAX_QUEUE_DELAY_US},
+        # As many instances as the detector: each decodes one file at a time, on its own core.
+        "instance_group": [{"count": instances, "kind": "KIND_CPU"}],
+        # The card tells model.py the input size, resize and interpolation (and clients the threshold).
+        "parameters": {"model_card": {"string_value": card.to_json()}},
+    }
+    return json_format.ParseDict(config, model_config_pb2.ModelConfig())
+
+
+def image_ensemble_config(card: ModelCard, heatmap_size: tuple[int, int],
+                          detector: str = IMAGE_MODEL_DETECTOR) -> model_config_pb2.ModelConfig:
+    """``deepfake_image``: the ensemble decode -> ``detector``, with the detector's outputs."""
+    outputs = _outputs(heatmap_size)
+    config = {
+        "name": IMAGE_MODEL, "platform": "ensemble", "max_batch_size": MAX_BATCH_SIZE,
+        "input": [_IMAGE_BYTES], "output": outputs,
+        "ensemble_scheduling": {"step": [
+            {"model_name": DECODE_MODEL, "model_version": -1,
+             "input_map": {IMAGE_BYTES_INPUT: IMAGE_BYTES_INPUT}, "output_map": {INPUT_NAME: INPUT_NAME}},
+            # model_version -1: the detector's latest version, so a re-export rolls this model forward too.
+            {"model_name": detector, "model_version": -1, "input_map": {INPUT_NAME: INPUT_NAME},
+             "output_map": {output["name"]: output["name"] for output in outputs}},
+        ]},
+        "parameters": {"model_card": {"string_value": card.to_json()}},
+    }
+    return json_format.ParseDict(config, model_config_pb2.ModelConfig())
+
+
+def _write_config(model_dir: Path, config: model_config_pb2.ModelConfig) -> None:
+    # Written atomically: a concurrently (re)loading server never sees half a config.
+    staging = model_dir / "config.pbtxt.tmp"
+    staging.write_text(text_format.MessageToString(config))
+    staging.replace(model_dir / "config.pbtxt")
+
+
+def write_image_models(root: Path, card: ModelCard, heatmap_size: tuple[int, int],
+                       instances: int = DEFAULT_CPU_INSTANCES) -> list[str]:
+    """(Re)write ``deepfake_image`` and ``deepfake_image_decode`` under ``root`` for the detector with ``card``
+    and ``heatmap_size``; returns their version directories."""
+    written = []
+    for name, config in ((DECODE_MODEL, decode_config(card, instances)),
+                         (IMAGE_MODEL, image_ensemble_config(card, heatmap_size))):
+        version_dir = root / name / IMAGE_MODEL_VERSION
+        version_dir.mkdir(parents=True, exist_ok=True)  # an ensemble needs its (empty) version folder too
+        if name == DECODE_MODEL:
+            shutil.copyfile(IMAGE_MODEL_SOURCE, version_dir / "model.py")
+        else:
+            (root / name / LABELS_FILE).write_text(card.labels[1] + "\n")
+        _write_config(root / name, config)
+        written.append(str(version_dir))
+    return written
+
+
+def image_models_current(root: Path) -> bool:
+    """Whether ``root`` holds both encoded-image models, the decode step with this version's model.py."""
+    model_py = root / DECODE_MODEL / IMAGE_MODEL_VERSION / "model.py"
+    return (all((root / name / "config.pbtxt").is_file() for name in (IMAGE_MODEL, DECODE_MODEL))
+            and model_py.is_file() and model_py.read_bytes() == IMAGE_MODEL_SOURCE.read_bytes())
+
+
+def write_image_models_for(root: Path, detector: str = IMAGE_MODEL_DETECTOR,
+                           instances: int = DEFAULT_CPU_INSTANCES) -> list[str]:
+    """:func:`write_image_models` for the ``detector`` already in ``root``, read from its config.pbtxt."""
+    config = text_format.Parse((root / detector / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+    card = ModelCard.from_json(config.parameters["model_card"].string_value)
+    [heatmap] = [output for output in config.output if output.name == HEATMAP_OUTPUT]
+    return write_image_models(root, card, tuple(heatmap.dims), instances)
+
+
 def _is_compatible(model_dir: Path, new: model_config_pb2.ModelConfig) -> bool:
     """Whether the versions already in ``model_dir`` have the tensors of ``new`` (true when there are none)."""
     config_path = model_dir / "config.pbtxt"
@@ -179,10 +271,7 @@ def write_model(root: Path, spec: ModelSpec, config: model_config_pb2.ModelConfi
     if python_backend:
         shutil.copyfile(PYTHON_MODEL_SOURCE, version_dir / "model.py")
     (model_dir / LABELS_FILE).write_text(spec.card.labels[1] + "\n")
-    # Written last, atomically: a concurrently (re)loading server never sees half a config.
-    staging = model_dir / "config.pbtxt.tmp"
-    staging.write_text(text_format.MessageToString(config))
-    staging.replace(model_dir / "config.pbtxt")
+    _write_config(model_dir, config)  # last: the version folder is complete before the config names it
     return version_dir
 
 
@@ -191,7 +280,9 @@ def write_repositories(out: Path, specs: list[ModelSpec], ngc_specs: list[ModelS
                        replace_incompatible: bool = False) -> dict[str, list[str]]:
     """Write ``specs`` into ``out/embedded`` and ``ngc_specs`` (default: ``specs``) into ``out/ngc``.
 
-    Returns the version directories written, per target. ``replace_incompatible``: see ``write_model``.
+    When ``specs`` hold the FP32 detector ``deepfake_b0``, ``out/embedded`` also gets the encoded-image
+    models for it (:func:`write_image_models`). Returns the version directories written, per target.
+    ``replace_incompatible``: see ``write_model``.
     """
     written: dict[str, list[str]] = {EMBEDDED: [], NGC: []}
     for spec in specs:
@@ -199,6 +290,8 @@ def write_repositories(out: Path, specs: list[ModelSpec], ngc_specs: list[ModelS
         version_dir = write_model(out / EMBEDDED, spec, config, python_backend=True,
                                   replace_incompatible=replace_incompatible)
         written[EMBEDDED].append(str(version_dir))
+        if spec.name == IMAGE_MODEL_DETECTOR:
+            written[EMBEDDED] += write_image_models(out / EMBEDDED, spec.card, spec.heatmap_size, cpu_instances)
     for spec in ngc_specs if ngc_specs is not None else specs:
         version_dir = write_model(out / NGC, spec, ngc_config(spec), python_backend=False,
                                   replace_incompatible=replace_incompatible)

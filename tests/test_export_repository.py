@@ -31,6 +31,8 @@ from deepfake_edge.model_card import INPUT_NAME, OUTPUT_NAMES, ModelCard
 from deepfake_edge.models import build_model
 
 EMBEDDED_MODELS = {"deepfake_b0": "fp32", "deepfake_b0_int8": "int8", "deepfake_cnn": "fp32"}
+# The encoded-image ensemble and its decoding step, embedded only (tests/test_encoded_images.py serves them).
+IMAGE_MODELS = {"deepfake_image", "deepfake_image_decode"}
 NGC_MODELS = {**EMBEDDED_MODELS, "deepfake_b0_fp16": "fp16"}
 ROOT = Path(__file__).resolve().parents[1]
 # Which demo checkpoint each served model comes from.
@@ -44,6 +46,11 @@ def parse_config(path: Path) -> model_config_pb2.ModelConfig:
 
 def every_config(root: Path) -> list[Path]:
     return sorted(root.glob("*/*/config.pbtxt"))
+
+
+def detector_configs(target: Path) -> list[Path]:
+    """The detectors' configs in one target (``embedded`` or ``ngc``): every model but the encoded-image ones."""
+    return sorted(path for path in target.glob("*/config.pbtxt") if path.parent.name not in IMAGE_MODELS)
 
 
 # -- an independent reader of protobuf text format ------------------------------------------------------------
@@ -182,7 +189,7 @@ def _sha256(path: Path) -> str:
 
 def test_every_model_has_a_config_readable_without_the_schema(demo_repository: Path) -> None:
     configs = every_config(demo_repository)
-    assert {p.parent.name for p in configs if p.parent.parent.name == "embedded"} == set(EMBEDDED_MODELS)
+    assert {p.parent.name for p in configs if p.parent.parent.name == "embedded"} == set(EMBEDDED_MODELS) | IMAGE_MODELS
     assert {p.parent.name for p in configs if p.parent.parent.name == "ngc"} == set(NGC_MODELS)
     for path in configs:
         config = read_pbtxt(path.read_text())
@@ -194,7 +201,7 @@ def test_every_model_has_a_config_readable_without_the_schema(demo_repository: P
 def test_configs_follow_the_serving_contract(demo_repository: Path, target: str) -> None:
     """Each value is checked against a source other than the writer: the checkpoint's card, the ONNX graph
     that Triton will feed, and literal serving settings."""
-    configs = sorted((demo_repository / target).glob("*/config.pbtxt"))
+    configs = detector_configs(demo_repository / target)
     # (This test used to glob two levels below the target, found no config and checked nothing.)
     assert {path.parent.name for path in configs} == set(EMBEDDED_MODELS if target == "embedded" else NGC_MODELS)
     for path in configs:
@@ -267,7 +274,7 @@ def test_triton_reads_each_config_as_written(triton_server, demo_repository: Pat
 
     client = httpclient.InferenceServerClient(triton_server.http_url)
     try:
-        configs = sorted((demo_repository / "embedded").glob("*/config.pbtxt"))
+        configs = detector_configs(demo_repository / "embedded")
         assert {path.parent.name for path in configs} == set(EMBEDDED_MODELS)
         for path in configs:
             written = read_pbtxt(path.read_text())
@@ -333,7 +340,9 @@ def test_python_backend_model_runs_without_the_project_package(demo_repository: 
         "assert callable(module.TritonPythonModel().initialize)\n"
         "assert not [m for m in sys.modules if m.split('.')[0] == 'deepfake_edge']\n"
     )
-    models = sorted((demo_repository / "embedded").glob("*/*/model.py"))
+    # Not deepfake_image_decode: decoding with the package's preprocessing is its point (test below).
+    models = sorted(path for path in (demo_repository / "embedded").glob("*/*/model.py")
+                    if path.parent.parent.name not in IMAGE_MODELS)
     assert len(models) == len(EMBEDDED_MODELS)
     for model_py in models:
         result = subprocess.run([sys.executable, "-c", script, str(model_py)], capture_output=True, text=True,

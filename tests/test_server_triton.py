@@ -27,7 +27,7 @@ from deepfake_edge.preprocessing import Preprocessor
 from deepfake_edge.server.admin_key import admin_headers
 from deepfake_edge.server.perf import run_perf_analyzer
 from deepfake_edge.server.triton import TritonServer, has_cuda_gpu
-from deepfake_edge.serving_contract import latest_version_dir
+from deepfake_edge.serving_contract import is_detector_model, latest_version_dir
 
 pytestmark = pytest.mark.server
 
@@ -42,7 +42,8 @@ def http_get_json(url: str, headers: dict[str, str] | None = None) -> dict:
 
 
 def served_models(server: TritonServer) -> list[str]:
-    return sorted({entry["name"] for entry in server.repository_index()})
+    """The detectors served (UINT8 ``image`` in); the encoded-image models: tests/test_encoded_images.py."""
+    return sorted({entry["name"] for entry in server.repository_index() if is_detector_model(entry["name"])})
 
 
 def model_card(server: TritonServer, model: str) -> ModelCard:
