@@ -25,8 +25,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-# Debian packages serve needs: nginx in front of Triton's HTTP port (bounds request bodies, cuts slow clients).
-SERVE_PACKAGES := nginx-light
+# Debian packages serve needs: nginx in front of Triton's HTTP port (bounds request bodies, cuts slow clients),
+# and HAProxy in front of the replicas of `serve --replicas N` (health checks, failover; docs/replicas.md).
+SERVE_PACKAGES := nginx-light haproxy
 # ... and those the tests drive besides: Chromium for the Playwright browser tests (Playwright's own browser
 # download cannot work offline) and docker-compose 1.29 to validate docker-compose.yml (no Docker engine here).
 # fonts-noto-color-emoji: headless Chromium has no emoji font otherwise (the page's 👋 renders as a box).

@@ -19,10 +19,12 @@ to retry is written once, here.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import threading
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterable, Iterator, Optional, TypedDict, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypedDict, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -45,7 +47,7 @@ from deepfake_edge.client.triton_io import (
     Reconnect,
     Send,
     config_as_dict,
-    normalize_url,
+    normalize_urls,
     not_ready_message,
     parse_model_config,
     read_outputs,
@@ -61,6 +63,7 @@ MIN_ROWS_TO_SPLIT = 8
 MAX_PARALLEL_PARTS = 4
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -214,17 +217,20 @@ def images_per_request(mode: str, batch_size: Optional[int], info: ModelInfo) ->
 class ClientSettings:
     """What both clients are configured with, and the tritonclient call options that follow from it.
 
-    ``url`` is ``host:port`` (default 127.0.0.1 and the protocol's default port); every call is bounded by
-    ``timeout_s``; connection failures are retried ``retries`` times with back-off; ``admin_key`` (optional)
-    is sent where an admin API needs it; ``provenance``: read each file's Content Credentials and metadata
-    into ``Detection.provenance`` (off: None).
+    ``url`` is ``host:port`` (default 127.0.0.1 and the protocol's default port), or several, in failover
+    order (``urls``; :attr:`url` is the one in use, :meth:`fail_over` moves on); every call is bounded by
+    ``timeout_s``; connection failures are retried ``retries`` times with back-off (and on every other
+    endpoint at least once); ``admin_key`` (optional) is sent where an admin API needs it; ``provenance``:
+    read each file's Content Credentials and metadata into ``Detection.provenance`` (off: None).
     """
 
-    def __init__(self, url: Optional[str], protocol: str, model: str, timeout_s: float, retries: int,
-                 max_pixels: int, admin_key: Optional[str], provenance: bool = True):
+    def __init__(self, url: "Optional[str] | Sequence[str]", protocol: str, model: str, timeout_s: float,
+                 retries: int, max_pixels: int, admin_key: Optional[str], provenance: bool = True):
         self.protocol = protocol
         self.provenance = bool(provenance)
-        self.url = normalize_url(url, protocol)
+        self.urls = normalize_urls(url, protocol)
+        self._endpoint = 0  # index in urls of the endpoint in use; moved by fail_over, from any thread
+        self._endpoint_lock = threading.Lock()
         self.model = model
         self.timeout_s = float(timeout_s)
         self.retries = int(retries)
@@ -239,6 +245,21 @@ class ClientSettings:
         self._call_options = {"client_timeout": self.timeout_s} if protocol == "grpc" else {}
         self._json_options = {"as_json": True, **self._call_options} if protocol == "grpc" else {}
         self._info: Optional[ModelInfo] = None
+
+    @property
+    def url(self) -> str:
+        """The endpoint new requests go to: the first of :attr:`urls` until one fails."""
+        return self.urls[self._endpoint]
+
+    def fail_over(self, failed: str) -> str:
+        """The endpoint to try after ``failed`` could not be reached: the next of :attr:`urls`, in a ring.
+        New requests go there too, unless another request has moved them on already (concurrent failures
+        on the same endpoint move the client once, not once each)."""
+        following = self.urls[(self.urls.index(failed) + 1) % len(self.urls)]
+        with self._endpoint_lock:
+            if self.urls[self._endpoint] == failed:
+                self._endpoint = self.urls.index(following)
+        return following
 
 
 def backoff_s(attempt: int) -> float:
@@ -276,21 +297,39 @@ def merge_chunk(prepared: list[Prepared], failures: list[Optional[Failure]],
 
 def retried(settings: ClientSettings, attempt: Callable[[], Plan[T]], retries: Optional[int] = None) -> Plan[T]:
     """``attempt()`` again after each failure :func:`retry_delay` retries, at most ``retries`` times (default
-    the client's); then its error as the client reports it."""
-    retries = settings.retries if retries is None else retries
-    number = 0
+    the client's, and at least once on every other endpoint); then its error as the client reports it.
+
+    The plan pins the endpoint it talks to (``Reconnect(url, broken=False)``; with one endpoint there is
+    nothing to pin). An attempt that cannot reach its endpoint goes on to the next one (:meth:`fail_over`) at
+    once; the back-off comes only before an endpoint this plan has already tried. Once every endpoint has
+    failed, the error names them all."""
+    if retries is None:
+        retries = max(settings.retries, len(settings.urls) - 1)
+    number, url = 0, settings.url
+    following, tried = url, [url]
+    if len(settings.urls) > 1:
+        yield Reconnect(url, broken=False)
     while True:
         try:
             return (yield from attempt())
         except Exception as caught:
             raw = caught
-        error, delay = retry_delay(raw, settings.url, settings.timeout_s, number, retries)
+        error, delay = retry_delay(raw, url, settings.timeout_s, number, retries)
         if isinstance(error, ServerUnreachableError):
-            yield Reconnect()
+            following = settings.fail_over(url) if is_transient(error) else url
+            yield Reconnect(following)
         if delay is None:
+            if isinstance(error, ServerUnreachableError) and is_transient(error) and len(tried) > 1:
+                error = ServerUnreachableError(" or ".join(tried), error.detail)
             raise error from (None if error is raw else raw)
-        yield Pause(delay)
-        number += 1
+        detail = getattr(error, "detail", error)
+        if following in tried:
+            log.debug("cannot reach %s (%s); trying again in %.2f s", url, detail, delay)
+            yield Pause(delay)
+        else:
+            log.info("cannot reach %s (%s); trying %s", url, detail, following)
+            tried.append(following)
+        url, number = following, number + 1
 
 
 def model_info(settings: ClientSettings) -> Plan[ModelInfo]:

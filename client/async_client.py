@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any, AsyncIterator, Awaitable, Iterable, Optional, TypeVar, Unpack
+from typing import Any, AsyncIterator, Awaitable, Iterable, Optional, Sequence, TypeVar, Unpack
 
 import numpy as np
 
@@ -28,7 +28,8 @@ T = TypeVar("T")
 
 
 class AsyncDeepfakeClient(analysis.ClientSettings):
-    """Asyncio client for one model on one Triton server; use it from one event loop.
+    """Asyncio client for one model on a Triton server, or several with failover (``urls``, as in
+    ``DeepfakeClient``); use it from one event loop.
 
     ``admin_key`` (optional) lets a not-ready error list the server's models (an admin API). ``provenance``
     as in ``DeepfakeClient`` (read in the worker thread that decodes, never on the event loop).
@@ -36,14 +37,19 @@ class AsyncDeepfakeClient(analysis.ClientSettings):
 
     def __init__(self, url: Optional[str] = None, protocol: str = "grpc", model: str = DEFAULT_MODEL,
                  timeout_s: float = analysis.DEFAULT_TIMEOUT_S, retries: int = 2,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, admin_key: Optional[str] = None, provenance: bool = True):
-        super().__init__(url, protocol, model, timeout_s, retries, max_pixels, admin_key, provenance)
+                 max_pixels: int = DEFAULT_MAX_PIXELS, admin_key: Optional[str] = None, provenance: bool = True,
+                 urls: Optional[Sequence[str]] = None):
+        if url is not None and urls is not None:
+            raise ValueError("give url or urls, not both")
+        super().__init__(url if urls is None else urls, protocol, model, timeout_s, retries, max_pixels, admin_key,
+                         provenance)
         if protocol == "grpc":
             import tritonclient.grpc.aio as aio_module
         else:
             import tritonclient.http.aio as aio_module
         self._aio_module = aio_module
-        self._triton: Any = None  # created inside the running loop (grpc.aio and aiohttp bind to it)
+        # One aio client per endpoint, created inside the running loop (grpc.aio and aiohttp bind to it).
+        self._tritons: dict[str, Any] = {}
 
     async def __aenter__(self) -> "AsyncDeepfakeClient":
         return self
@@ -52,8 +58,8 @@ class AsyncDeepfakeClient(analysis.ClientSettings):
         await self.close()
 
     async def close(self) -> None:
-        if self._triton is not None:
-            triton, self._triton = self._triton, None
+        tritons, self._tritons = self._tritons, {}
+        for triton in tritons.values():
             await triton.close()
 
     async def model_info(self) -> triton_io.ModelInfo:
@@ -90,39 +96,41 @@ class AsyncDeepfakeClient(analysis.ClientSettings):
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _drive(self, plan: triton_io.Plan[T]) -> T:
-        run = triton_io.Run(plan)
+        run, url = triton_io.Run(plan), self.url  # the endpoint this plan's steps go to
         while run.step is not None:
-            # The step's answer, or the exception it raised, for the plan to handle.
-            [outcome] = await asyncio.gather(self._perform(run.step), return_exceptions=True)
+            if isinstance(run.step, triton_io.Reconnect):
+                # An endpoint's aio client serves concurrent tasks and reconnects by itself: only the target moves.
+                url, outcome = run.step.url or url, None
+            else:
+                # The step's answer, or the exception it raised, for the plan to handle.
+                [outcome] = await asyncio.gather(self._perform(run.step, url), return_exceptions=True)
             run.settle(outcome)
         return run.result
 
-    async def _perform(self, step: triton_io.Step) -> Any:
+    async def _perform(self, step: triton_io.Step, url: str) -> Any:
         match step:
             case triton_io.Call():
-                return await self._bounded(step.on(self._client()))
+                return await self._bounded(step.on(self._client(url)))
             case triton_io.Send(batches, heatmap):
-                return await self._bounded(asyncio.gather(*(self._infer(batch, heatmap) for batch in batches)))
+                return await self._bounded(asyncio.gather(*(self._infer(url, batch, heatmap) for batch in batches)))
             case triton_io.Compute(function, args):
                 return await asyncio.to_thread(function, *args)
             case triton_io.Pause(seconds):
                 await asyncio.sleep(seconds)
-            case triton_io.Reconnect():
-                pass  # the one aio client serves concurrent tasks, and reconnects by itself
 
     async def _bounded(self, call: Awaitable[T]) -> T:
         # The outer bound also covers connection setup, which the per-call timeouts do not.
         return await asyncio.wait_for(call, self.timeout_s + 1.0)
 
-    def _client(self) -> Any:
-        if self._triton is None:
+    def _client(self, url: str) -> Any:
+        if url not in self._tritons:
             if self.protocol == "grpc":
-                self._triton = self._aio_module.InferenceServerClient(self.url)
+                self._tritons[url] = self._aio_module.InferenceServerClient(url)
             else:
-                self._triton = self._aio_module.InferenceServerClient(self.url, conn_timeout=self.timeout_s)
-        return self._triton
+                self._tritons[url] = self._aio_module.InferenceServerClient(url, conn_timeout=self.timeout_s)
+        return self._tritons[url]
 
-    async def _infer(self, batch: np.ndarray, heatmap: bool) -> Any:
-        return await self._client().infer(self.model, triton_io.make_inputs(self._module, batch),
-                                          outputs=triton_io.make_outputs(self._module, heatmap),
-                                          **self._call_options)
+    async def _infer(self, url: str, batch: np.ndarray, heatmap: bool) -> Any:
+        return await self._client(url).infer(self.model, triton_io.make_inputs(self._module, batch),
+                                             outputs=triton_io.make_outputs(self._module, heatmap),
+                                             **self._call_options)

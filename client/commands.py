@@ -47,6 +47,7 @@ examples:
   deepfake-edge detect --json clip.mp4          # verdict, peak frame and per-frame timeline
   deepfake-edge detect --recursive --json photos/ > results.jsonl
   deepfake-edge detect --heatmaps heatmaps/ --protocol http --url 127.0.0.1:8000 photos/
+  deepfake-edge detect --url 10.0.0.5:8001 --url 10.0.0.6:8001 photos/   # failover between two servers
 """
 
 
@@ -66,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         func=run_detect, epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image or video files, or folders")
-    add_triton_address(parser)
+    add_triton_address(parser, repeatable=True)
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"served model name (default {DEFAULT_MODEL})")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file (JSON Lines)")
     parser.add_argument("--heatmaps", type=Path, metavar="DIR",
@@ -139,7 +140,7 @@ def _detect(args: argparse.Namespace) -> int:
                            + ("" if args.recursive else " (use --recursive for subfolders)"), EXIT_BAD_INPUT)
     try:
         heatmap_dir = HeatmapDirectory(args.heatmaps) if args.heatmaps else None
-        client = DeepfakeClient(args.url, protocol=args.protocol, model=args.model, timeout_s=args.timeout,
+        client = DeepfakeClient(urls=args.url, protocol=args.protocol, model=args.model, timeout_s=args.timeout,
                                 shared_memory=args.shared_memory, provenance=args.provenance)
     except (HeatmapWriteError, AdminKeyError) as error:
         raise CommandError(str(error), EXIT_USAGE) from error

@@ -35,7 +35,7 @@ class ServerUnreachableError(DeepfakeClientError):
     """Nothing answers at the URL (connection refused, reset, DNS, TLS ...). The message names the URL."""
 
     def __init__(self, url: str, detail: str = ""):
-        self.url = url
+        self.url, self.detail = url, detail
         super().__init__(f"cannot reach the Triton server at {url}" + (f": {detail}" if detail else ""))
 
 
@@ -45,7 +45,7 @@ class RequestTimeoutError(ServerUnreachableError):
     def __init__(self, url: str, timeout_s: float):
         self.timeout_s = timeout_s
         DeepfakeClientError.__init__(self, f"no answer from the Triton server at {url} within {timeout_s:g} s")
-        self.url = url
+        self.url, self.detail = url, f"no answer within {timeout_s:g} s"
 
 
 class ModelNotReadyError(DeepfakeClientError):
@@ -67,6 +67,11 @@ _UNREACHABLE_HINTS = (
     "name resolution",
     "network is unreachable",
     "unavailable: ipv",
+    # gRPC through a load balancer (HAProxy, serve --replicas): the call's HTTP/2 stream was reset, or the
+    # balancer answered 502/503 itself, because the replica behind it died or none is up.
+    "stream removed",
+    "header with status: 502",
+    "header with status: 503",
 )
 _NETWORK_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL}
 _NOT_READY_HINTS = ("unknown model", "is not found", "not ready", "no available versions", "is not loaded")
@@ -110,12 +115,13 @@ def _translate_server_exception(error, url: str, timeout_s: float) -> DeepfakeCl
         return RequestTimeoutError(url, timeout_s)
     if "is restricted, expecting header" in message:  # HTTP 403, gRPC UNAVAILABLE
         return ServerError(f"{message}: this Triton API needs the server's admin key (server {url})")
-    if status in ("StatusCode.UNAVAILABLE", "503") and not any(h in lowered for h in _NOT_READY_HINTS):
+    # 502: a gateway (HAProxy in front of replicas) lost the server that had the request; 503: none is up.
+    if status in ("StatusCode.UNAVAILABLE", "502", "503") and not any(h in lowered for h in _NOT_READY_HINTS):
         if status == "StatusCode.UNAVAILABLE" and "socket closed" in lowered:
             # What gRPC reports when the port answers HTTP/1.1 (Triton's HTTP or metrics port).
             message += (f" (if this is Triton's HTTP or metrics port: gRPC is {GRPC_PORT} by default, "
                         f"or use --protocol http)")
-        if status == "503" or any(h in lowered for h in _UNREACHABLE_HINTS):
+        if status in ("502", "503") or any(h in lowered for h in _UNREACHABLE_HINTS):
             return ServerUnreachableError(url, message)
     if status == "StatusCode.NOT_FOUND" or any(h in lowered for h in _NOT_READY_HINTS):
         return ModelNotReadyError(f"{message} (server {url})")

@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Iterable, Iterator, Optional, TypeVar, Unpack
+from typing import Any, Iterable, Iterator, Optional, Sequence, TypeVar, Unpack
 
 import numpy as np
 
@@ -48,6 +48,7 @@ class _Lane:
     """One worker thread's tritonclient client and, with shared memory on, its registered input region."""
 
     triton: Any
+    url: str
     region: Optional[InputRegion] = None
     headers: Optional[dict[str, str]] = None  # the admin key, which unregistering the region needs
 
@@ -63,11 +64,21 @@ class _Lane:
             self.triton.close()
 
 
-class DeepfakeClient(analysis.ClientSettings):
-    """A thread-safe client for one model on one Triton server (concurrent calls run concurrently).
+@dataclass
+class _Endpoint:
+    """Where the steps of one plan go: the client's endpoint when it started, then what it reconnects to."""
 
-    ``url`` is ``host:port`` (default 127.0.0.1 and the protocol's default port). Every call is bounded
-    by ``timeout_s``; connection failures are retried ``retries`` times with exponential back-off.
+    url: str
+
+
+class DeepfakeClient(analysis.ClientSettings):
+    """A thread-safe client for one model on a Triton server, or several with failover (concurrent calls run
+    concurrently).
+
+    ``url`` is ``host:port`` (default 127.0.0.1 and the protocol's default port); ``urls`` instead names
+    several servers serving the same model, in failover order: a call that cannot reach one is retried on
+    the next at once, and later calls stay there (docs/client.md). Every call is bounded by ``timeout_s``;
+    connection failures are retried ``retries`` times with exponential back-off.
     ``shared_memory=True`` passes inputs through system shared memory (server on this host only); registering
     a region is an admin API, so it needs ``admin_key`` (default: ``find_admin_key()``, which raises
     ``AdminKeyError`` when there is none). A given ``admin_key`` also lets a not-ready error list the models.
@@ -77,10 +88,14 @@ class DeepfakeClient(analysis.ClientSettings):
 
     def __init__(self, url: Optional[str] = None, protocol: str = "grpc", model: str = DEFAULT_MODEL,
                  timeout_s: float = analysis.DEFAULT_TIMEOUT_S, retries: int = 2, shared_memory: bool = False,
-                 max_pixels: int = DEFAULT_MAX_PIXELS, admin_key: Optional[str] = None, provenance: bool = True):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, admin_key: Optional[str] = None, provenance: bool = True,
+                 urls: Optional[Sequence[str]] = None):
+        if url is not None and urls is not None:
+            raise ValueError("give url or urls, not both")
         if shared_memory and admin_key is None:
             admin_key = find_admin_key(required_for="shared-memory mode (it registers regions with Triton)")
-        super().__init__(url, protocol, model, timeout_s, retries, max_pixels, admin_key, provenance)
+        super().__init__(url if urls is None else urls, protocol, model, timeout_s, retries, max_pixels, admin_key,
+                         provenance)
         self.shared_memory = shared_memory
         self._pool: LanePool[_Lane] = LanePool(self._make_lane)
         self._lock = threading.Lock()
@@ -168,31 +183,34 @@ class DeepfakeClient(analysis.ClientSettings):
         return self._pool.submit(partial(self._drive, plan=plan)).result()
 
     def _drive(self, worker: Worker[_Lane], plan: triton_io.Plan[T]) -> T:
-        """Run ``plan`` on a worker thread, with that thread's connection."""
-        return triton_io.drive(plan, partial(self._perform, worker))
+        """Run ``plan`` on a worker thread, with that thread's connection to the endpoint the plan is on."""
+        return triton_io.drive(plan, partial(self._perform, worker, _Endpoint(self.url)))
 
-    def _perform(self, worker: Worker[_Lane], step: triton_io.Step) -> Any:
-        """Do ``step``, blocking, on this worker thread's connection."""
+    def _perform(self, worker: Worker[_Lane], endpoint: "_Endpoint", step: triton_io.Step) -> Any:
+        """Do ``step``, blocking, on this worker thread's connection to ``endpoint``."""
         match step:
             case triton_io.Call():
-                return step.on(worker.lane().triton)
+                return step.on(worker.lane(endpoint.url).triton)
             case triton_io.Send(batches, heatmap):
-                return self._send(worker.lane(), batches, heatmap)
+                return self._send(worker.lane(endpoint.url), batches, heatmap)
             case triton_io.Compute(function, args):
                 return function(*args)
             case triton_io.Pause(seconds):
                 time.sleep(seconds)
-            case triton_io.Reconnect():
-                worker.reset_lane()
+            case triton_io.Reconnect(url, broken):
+                if broken:
+                    worker.reset_lane()
+                endpoint.url = url or endpoint.url  # the lane follows on its next use
 
-    def _make_lane(self) -> _Lane:
+    def _make_lane(self, url: str) -> _Lane:
         if self.protocol == "grpc":
-            return _Lane(self._module.InferenceServerClient(self.url))
+            return _Lane(self._module.InferenceServerClient(url), url)
         return _Lane(
             self._module.InferenceServerClient(
-                self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s,
+                url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s,
                 concurrency=analysis.MAX_PARALLEL_PARTS,  # the parts of one image's regions go out at once
-            )
+            ),
+            url,
         )
 
     def _send(self, lane: _Lane, batches: list[np.ndarray], heatmap: bool) -> list[Any]:
@@ -217,7 +235,7 @@ class DeepfakeClient(analysis.ClientSettings):
             try:
                 index, result, error = answers.get(timeout=self.timeout_s + 1.0)
             except queue.Empty:
-                raise RequestTimeoutError(self.url, self.timeout_s) from None
+                raise RequestTimeoutError(lane.url, self.timeout_s) from None
             if error is not None:
                 raise error
             results[index] = result

@@ -34,8 +34,8 @@ from deepfake_edge.serving_contract import (
 from deepfake_edge.serving_contract import parse_model_config as _parse_model_config
 
 __all__ = ["Call", "Compute", "ModelInfo", "Outputs", "Pause", "Plan", "Reconnect", "Run", "Send", "Step",
-           "config_as_dict", "drive", "make_inputs", "make_outputs", "normalize_url", "not_ready_message",
-           "parse_model_config", "read_outputs", "response_version"]
+           "config_as_dict", "drive", "make_inputs", "make_outputs", "normalize_url", "normalize_urls",
+           "not_ready_message", "parse_model_config", "read_outputs", "response_version"]
 
 T = TypeVar("T")
 
@@ -52,6 +52,14 @@ def normalize_url(url: str | None, protocol: str) -> str:
     if ":" not in url.rsplit("]", 1)[-1]:
         url = f"{url}:{DEFAULT_PORTS[protocol]}"
     return url
+
+
+def normalize_urls(urls: str | Sequence[str] | None, protocol: str) -> tuple[str, ...]:
+    """One endpoint or several (failover order), each as :func:`normalize_url` makes it, repeats dropped."""
+    given = [urls] if urls is None or isinstance(urls, str) else list(urls)
+    if not given:
+        raise ValueError("urls must name at least one endpoint")
+    return tuple(dict.fromkeys(normalize_url(url, protocol) for url in given))
 
 
 def parse_model_config(name: str, config: Mapping[str, Any]) -> ModelInfo:
@@ -171,8 +179,12 @@ class Pause:
 
 @dataclass(frozen=True)
 class Reconnect:
-    """A call found the server unreachable: a connection the transport owns alone is better replaced than
-    reused half-dead."""
+    """The plan's next steps go to ``url`` (None: where they went so far). ``broken``: a call found the server
+    unreachable, and a connection the transport owns alone is better replaced than reused half-dead; without
+    it (a plan pinning its endpoint, client/analysis.py's ``retried``) a healthy connection to ``url`` is kept."""
+
+    url: Optional[str] = None
+    broken: bool = True
 
 
 Step = Union[Call, Send, Compute, Pause, Reconnect]

@@ -34,15 +34,19 @@ def _shutdown_open_pools() -> None:
 
 
 class Worker(Generic[L]):
-    """Handed to each task: the calling thread's lane, created on first use."""
+    """Handed to each task: the calling thread's lane to ``endpoint``, created on first use (and replaced
+    when a task asks for another endpoint)."""
 
-    def __init__(self, make_lane: Callable[[], L]):
+    def __init__(self, make_lane: Callable[[str], L]):
         self._make_lane = make_lane
         self._lane: Optional[L] = None
+        self._endpoint = ""
 
-    def lane(self) -> L:
+    def lane(self, endpoint: str) -> L:
+        if self._lane is not None and self._endpoint != endpoint:
+            self.reset_lane()
         if self._lane is None:
-            self._lane = self._make_lane()
+            self._lane, self._endpoint = self._make_lane(endpoint), endpoint
         return self._lane
 
     def reset_lane(self) -> None:
@@ -58,7 +62,7 @@ class Worker(Generic[L]):
 class LanePool(Generic[L]):
     """``submit(task)`` runs ``task(worker)`` on a pool thread; the pool only grows (``ensure``)."""
 
-    def __init__(self, make_lane: Callable[[], L], name: str = "deepfake-client"):
+    def __init__(self, make_lane: Callable[[str], L], name: str = "deepfake-client"):
         self._make_lane = make_lane
         self._name = name
         self._tasks: queue.SimpleQueue = queue.SimpleQueue()

@@ -40,12 +40,16 @@ def add_verb(subparsers: argparse._SubParsersAction, name: str, help: str, descr
 
 
 def add_triton_address(parser: argparse.ArgumentParser, url_option: str = "--url",
-                       url_help: str = "Triton host:port") -> None:
-    """The options naming the Triton server a verb talks to: ``url_option`` and ``--protocol``."""
+                       url_help: str = "Triton host:port", repeatable: bool = False) -> None:
+    """The options naming the Triton server a verb talks to: ``url_option`` and ``--protocol``. With
+    ``repeatable``, ``url_option`` may be given several times (a list, in failover order; None if never)."""
     from deepfake_edge.serving_contract import PROTOCOLS, default_url
 
-    parser.add_argument(url_option, help=f"{url_help} (default {default_url('grpc')} for grpc, "
-                                         f"{default_url('http')} for http)")
+    if repeatable:
+        url_help += ("; repeat it to name several servers in failover order (--url a --url b): a request that "
+                     "cannot reach one is retried on the next")
+    parser.add_argument(url_option, action="append" if repeatable else "store",
+                        help=f"{url_help} (default {default_url('grpc')} for grpc, {default_url('http')} for http)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="grpc", help="how to talk to Triton (default grpc)")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -51,7 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="largest HTTP request body nginx passes to Triton; larger ones get 413 "
                             f"(default {DEFAULT_MAX_BODY_BYTES / 2**20:g}: a batch of 32 images at 224 px is 4.6)")
     serve.add_argument("--max-restarts", type=int, default=5, metavar="N",
-                       help="restart a crashed Triton at most N times within 10 minutes, then give up (default 5)")
+                       help="restart a crashed Triton at most N times within 10 minutes, then give up (default 5; "
+                            "per replica with --replicas)")
+    serve.add_argument("--replicas", type=_at_least_one, default=1, metavar="N",
+                       help="run N tritonservers on private loopback ports behind HAProxy (Debian's haproxy; "
+                            "'make serve' installs it), which health-checks them and routes around a dead one "
+                            "while it restarts; HAProxy then serves --grpc-port and --metrics-port (its own "
+                            "metrics) and --http-port behind nginx (docs/replicas.md) (default 1: one Triton, "
+                            "no HAProxy)")
 
     perf = add_verb(
         subparsers, "perf", "measure a served model with Triton's perf_analyzer",
@@ -98,6 +106,16 @@ def _add_server_arguments(parser: argparse.ArgumentParser) -> None:
                         help="extra tritonserver flag, repeatable (e.g. --triton-arg=--log-verbose=1)")
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
 def _concurrency_range(text: str) -> tuple[int, int, int]:
     parts = text.split(":")
     try:
@@ -138,7 +156,7 @@ def run_serve(args: argparse.Namespace) -> int:
                            f"'deepfake-edge export --if-missing' (what 'make serve' runs first)")
     if not args.no_web:
         try:
-            from deepfake_edge.webapp.app import create_app, make_web_server
+            importlib.import_module("deepfake_edge.webapp.app")  # fails here, before any server starts
         except ImportError as error:
             raise CommandError(f"the web page cannot be loaded ({error}); run with --no-web to serve Triton only"
                                ) from error
@@ -149,6 +167,8 @@ def run_serve(args: argparse.Namespace) -> int:
             if not args.no_web:
                 check_port_free(args.host, args.web_port, "web")
             admin_key, key_note = _admin_key_for_serve(stack)
+            if args.replicas > 1:
+                return _serve_replicas(args, stack, admin_key, key_note)
 
             def make_server() -> TritonService:
                 return TritonService(
@@ -168,16 +188,7 @@ def run_serve(args: argparse.Namespace) -> int:
             print(f"  metrics: {server.metrics_url}")
             print(f"  log:     {server.log_file}")
             print(f"  admin:   {key_note}")
-            if not args.no_web:
-                triton_url = server.grpc_url if args.web_protocol == "grpc" else server.http_url
-                app = create_app(triton_url, protocol=args.web_protocol, triton_outage=lambda: supervisor.outage)
-                web = make_web_server(app, args.host, args.web_port)
-                stack.callback(web.server_close)
-                thread = threading.Thread(target=web.serve_forever, name="web", daemon=True)
-                thread.start()
-                stack.callback(thread.join, 5.0)
-                stack.callback(web.shutdown)
-                print(f"  web:     http://{args.host}:{web.server_port}/")
+            _start_web(args, stack, server.grpc_url, server.http_url, lambda: supervisor.outage)
             print("Ctrl+C stops everything.", flush=True)
             supervisor.watch()
             return 0
@@ -186,6 +197,55 @@ def run_serve(args: argparse.Namespace) -> int:
         return 0
     except TritonServerError as error:  # also nginx's GatewayError and an exhausted restart budget
         raise CommandError(str(error), exit_code=1) from error
+
+
+def _start_web(args: argparse.Namespace, stack: ExitStack, grpc_url: str, http_url: str, outage) -> None:
+    """The web page on a thread of this process, talking to Triton (or the balancer) at the given address;
+    stopped by ``stack``."""
+    if args.no_web:
+        return
+    from deepfake_edge.webapp.app import create_app, make_web_server
+
+    triton_url = grpc_url if args.web_protocol == "grpc" else http_url
+    app = create_app(triton_url, protocol=args.web_protocol, triton_outage=outage)
+    web = make_web_server(app, args.host, args.web_port)
+    stack.callback(web.server_close)
+    thread = threading.Thread(target=web.serve_forever, name="web", daemon=True)
+    thread.start()
+    stack.callback(thread.join, 5.0)
+    stack.callback(web.shutdown)
+    print(f"  web:     http://{args.host}:{web.server_port}/")
+
+
+def _serve_replicas(args: argparse.Namespace, stack: ExitStack, admin_key: str, key_note: str) -> int:
+    """``serve --replicas N``: N tritonservers behind HAProxy (server/replicas.py), watched until a signal."""
+    from deepfake_edge.server.replicas import ReplicaSet
+    from deepfake_edge.server.supervisor import RestartPolicy
+
+    replicas = stack.enter_context(ReplicaSet(
+        args.model_repository, args.replicas, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port, http_gateway=args.http_gateway == "nginx",
+        max_body_bytes=int(args.max_http_body_mb * 2**20), startup_timeout_s=args.startup_timeout,
+        log_file=args.log_file, extra_args=args.triton_arg, admin_key=admin_key,
+        policy=RestartPolicy(args.max_restarts)))
+    described = replicas.describe()
+    print(f"Triton Inference Server ready: {args.replicas} replicas behind HAProxy "
+          f"(pids {', '.join(str(r['pid']) for r in described)}, repository {replicas.model_repository})")
+    print(f"  models:  {', '.join(sorted({m['name'] for m in replicas.repository_index()}))}")
+    gateway = "nginx, then HAProxy" if args.http_gateway == "nginx" else "HAProxy"
+    print(f"  HTTP:    http://{replicas.http_url}   through {gateway}   (health: /v2/health/ready)")
+    print(f"  gRPC:    {replicas.grpc_url}   through HAProxy")
+    print(f"  metrics: {replicas.metrics_url}   (HAProxy's; each replica's Triton metrics below)")
+    for replica in described:
+        print(f"  replica {replica['name']}: pid {replica['pid']}, HTTP {replica['http']}, gRPC {replica['grpc']}, "
+              f"metrics {replica['metrics']}, log {replica['log']}")
+    assert replicas.balancer is not None
+    print(f"  HAProxy: pid {replicas.balancer.pid}, config {replicas.balancer.config_path}")
+    print(f"  admin:   {key_note}")
+    _start_web(args, stack, replicas.grpc_url, replicas.http_url, lambda: replicas.outage)
+    print("Ctrl+C stops everything.", flush=True)
+    replicas.watch()
+    return 0
 
 
 def _admin_key_for_serve(stack: ExitStack) -> tuple[str, str]:

@@ -145,13 +145,14 @@ def check_port_free(host: str, port: int, purpose: str) -> None:
 WORKDIR_PREFIX = "deepfake-edge-triton-"
 
 
-def remove_stale_workdirs() -> list[str]:
+def remove_stale_workdirs(prefix: str = WORKDIR_PREFIX) -> list[str]:
     """Remove the work dirs (backend links, default log) of launchers that died without stopping their
     server, e.g. killed outright: the kernel ends the server then, but nobody is left to remove the folder.
-    A work dir is named ``deepfake-edge-triton-<launcher pid>-<random>``; returns the ones removed."""
+    A work dir is named ``<prefix><launcher pid>-<random>`` (``prefix``: Triton's by default, HAProxy's
+    for the load balancer); returns the ones removed."""
     removed = []
-    for folder in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*-*"):
-        match = re.match(rf"{WORKDIR_PREFIX}(\d+)-", folder.name)
+    for folder in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        match = re.match(rf"{re.escape(prefix)}(\d+)-", folder.name)
         if match and not Path(f"/proc/{match.group(1)}").exists():
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)

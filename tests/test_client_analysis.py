@@ -8,7 +8,7 @@ import pytest
 from client_samples import photo
 from deepfake_edge.client import analysis
 from deepfake_edge.client.analysis import MIN_ROWS_TO_SPLIT, request_slices
-from deepfake_edge.client.errors import ModelNotReadyError, RequestTimeoutError, ServerUnreachableError
+from deepfake_edge.client.errors import ModelNotReadyError, RequestTimeoutError, ServerError, ServerUnreachableError
 from deepfake_edge.client.triton_io import Call, Compute, ModelInfo, Pause, Reconnect, Send, drive
 from deepfake_edge.model_card import ModelCard
 
@@ -140,3 +140,68 @@ def test_without_model_info_every_source_fails_with_its_error_unsent():
             results += chunk_results
     assert [r.source for r in results] == list(range(11)) and all(r.error is error for r in results)
     assert schedule(error, 11, most_started=2, batch_size=2) == ["start after 8", "start after 11", "wait", "wait"]
+
+
+# -- failover between several endpoints (the same plans, the endpoint pinned by Reconnect steps) ---------------
+
+
+def run_on(plan, alive: set[str], first: str):
+    """Drive ``plan`` against endpoints of which only ``alive`` answer (``is_server_live`` True, a model that
+    is ready, a config); returns its result (or exception), the steps, and the endpoint of each call."""
+    steps, called, target = [], [], [first]
+
+    def perform(step):
+        steps.append(step)
+        if isinstance(step, Reconnect):
+            target[0] = step.url or target[0]
+            return None
+        if isinstance(step, Pause):
+            return None
+        called.append(target[0])
+        if target[0] not in alive:
+            raise ConnectionRefusedError(111, "Connection refused")
+        return {"is_server_live": True, "is_model_ready": True}.get(step.method, {})
+
+    try:
+        return drive(plan, perform), steps, called
+    except Exception as error:
+        return error, steps, called
+
+
+def two_endpoints(retries: int = 2) -> analysis.ClientSettings:
+    return analysis.ClientSettings(["127.0.0.1:1", "127.0.0.1:2"], "grpc", "m", 5.0, retries, 10_000_000, None)
+
+
+def test_a_dead_first_endpoint_fails_over_to_the_next_at_once_and_the_client_stays_there():
+    client = two_endpoints()
+    result, steps, called = run_on(analysis.retried(client, lambda: (yield Call("is_server_live"))),
+                                   alive={"127.0.0.1:2"}, first=client.url)
+    assert result is True and called == ["127.0.0.1:1", "127.0.0.1:2"]
+    assert kinds(steps) == ["Reconnect", "is_server_live", "Reconnect", "is_server_live"], "no back-off"
+    assert steps[0] == Reconnect("127.0.0.1:1", broken=False) and steps[2] == Reconnect("127.0.0.1:2")
+    assert client.url == "127.0.0.1:2", "later requests start on the endpoint that answered"
+    _, _, called = run_on(analysis.retried(client, lambda: (yield Call("is_server_live"))),
+                          alive={"127.0.0.1:2"}, first="127.0.0.1:1")
+    assert called == ["127.0.0.1:2"]
+
+
+def test_when_every_endpoint_is_dead_the_error_names_them_all_after_each_was_tried():
+    result, steps, called = run_on(analysis.model_info(two_endpoints(retries=2)), alive=set(), first="127.0.0.1:1")
+    assert isinstance(result, ServerUnreachableError)
+    assert "127.0.0.1:1 or 127.0.0.1:2" in str(result) and "Connection refused" in str(result)
+    assert called == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:1"], "retries=2: three attempts in a ring"
+    assert [step.seconds for step in steps if isinstance(step, Pause)] == [0.5], "back-off only when wrapping"
+
+
+def test_every_endpoint_is_tried_even_with_fewer_retries():
+    result, _, called = run_on(analysis.model_info(two_endpoints(retries=0)), alive={"127.0.0.1:2"},
+                               first="127.0.0.1:1")
+    assert called == ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:2", "127.0.0.1:2"]  # live, ready, config
+    assert isinstance(result, ServerError), "the scripted config is empty: answered, not unreachable"
+
+
+def test_concurrent_failures_on_one_endpoint_move_the_client_once():
+    client = analysis.ClientSettings(["a:1", "b:1", "c:1"], "grpc", "m", 5.0, 2, 10_000_000, None)
+    assert [client.fail_over("a:1") for _ in range(3)] == ["b:1"] * 3
+    assert client.url == "b:1", "not c:1: the other failures were on a:1, which the client had already left"
+    assert analysis.ClientSettings(["a:1", "a:1", "http://b:1/"], "grpc", "m", 5.0, 2, 1, None).urls == ("a:1", "b:1")
