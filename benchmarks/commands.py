@@ -18,7 +18,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Flask + PyTorch server (and Flask + onnxruntime without batching) under the same load, Triton's "
         "perf_analyzer against our server, and whole-image analysis of full-size photos (DeepfakeClient "
         "mode whole vs fast, concurrency 1-16, with the batch sizes Triton executed) and of a 10 s 720p video clip "
-        "(detect_video at 2 fps, whole vs fast, frame concurrency 1 and 2, where the time goes). Writes bench.json, "
+        "(detect_video at 2 fps, whole vs fast, frame concurrency 1 and 2, where the time goes), and encoded JPEGs sent "
+        "to deepfake_image vs client-side preprocessing to deepfake_b0 (bytes per request, images/s, CPU per image; "
+        "`--only encoded`), and 1 and 2 Triton replicas behind HAProxy at concurrency 16 (`--only replicas`, "
+        "serve --replicas). Writes bench.json, "
         "bench.md (every comparison as a same-run ratio) and PNG plots to --out, and prints the ratios that "
         "have targets. All servers run on free 127.0.0.1 ports and are stopped at the end.",
         func=run,
@@ -67,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         settings = replace(settings, torch_engine=False)
     if args.only:
         settings = replace(settings, stages=tuple(s for s in STAGES if s in args.only))
+        if args.quick and "replicas" in args.only:  # the quick preset leaves it out unless asked for by name
+            settings = replace(settings, replica_counts=BenchSettings.replica_counts)
     if args.whole_image_model is not None:
         settings = replace(settings, whole_image_model=args.whole_image_model)
     if args.video_repeats is not None:

@@ -74,6 +74,12 @@ def markdown(results: dict) -> str:
     from deepfake_edge.benchmarks.video_report import markdown_lines as video_lines
 
     lines += video_lines(results.get("video", {}))
+    from deepfake_edge.benchmarks.encoded import markdown_lines as encoded_lines
+
+    lines += encoded_lines(results.get("encoded", {}))
+    from deepfake_edge.benchmarks.replicas import markdown_lines as replica_lines
+
+    lines += replica_lines(results.get("replicas", {}))
     ratios = results.get("ratios", [])
     if ratios:
         lines += ["## Ratios (same run)", ""]

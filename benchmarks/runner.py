@@ -19,7 +19,8 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from deepfake_edge.benchmarks import plots, report, video, video_report, whole_image
+from deepfake_edge.benchmarks import encoded, plots, report, video, video_report, whole_image
+from deepfake_edge.benchmarks import replicas as replica_bench
 from deepfake_edge.benchmarks.machine import describe_machine, load_average
 from deepfake_edge.benchmarks.ratios import compute_ratios
 from deepfake_edge.benchmarks.served import ServedModel, read_served_model
@@ -39,7 +40,9 @@ def count_points(settings: BenchSettings) -> int:
             + (models * len(settings.perf_protocols) * len(settings.perf_concurrencies)
                if settings.perf_analyzer and "perf_analyzer" in stages else 0)
             + (whole_image.count_points(settings) if "whole-image" in stages else 0)
-            + (video.count_points(settings) if "video" in stages else 0))
+            + (video.count_points(settings) if "video" in stages else 0)
+            + (encoded.count_points(settings) if "encoded" in stages else 0)
+            + (replica_bench.count_points(settings) if "replicas" in stages else 0))
 
 
 def _served_models(settings: BenchSettings) -> tuple[dict[str, ServedModel], Path]:
@@ -85,7 +88,7 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
             "triton_max_queue_delay_us": {name: m.max_queue_delay_us for name, m in models.items()},
         },
         "stages": list(settings.stages),
-        "engine": [], "load": [], "perf_analyzer": [], "whole_image": {}, "video": {}, "failures": [],
+        "engine": [], "load": [], "perf_analyzer": [], "whole_image": {}, "video": {}, "encoded": {}, "failures": [],
     }
     interrupted = False
     bar = tqdm(total=count_points(settings), desc="bench", unit="point", dynamic_ncols=True)
@@ -109,7 +112,7 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
         with ExitStack() as servers:
             triton = (attempt("triton start", lambda: [servers.enter_context(TritonServer(
                 settings.repository, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port()))])
-                if {"served", "perf_analyzer", "whole-image", "video"} & set(stages) else [])
+                if {"served", "perf_analyzer", "whole-image", "video", "encoded"} & set(stages) else [])
             if triton:
                 grpc_url, http_url = triton[0].grpc_url, triton[0].http_url
                 if "served" in stages:
@@ -128,6 +131,12 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
                     attempt("video", lambda: video.video_stage(
                         settings, grpc_url, http_url, triton[0].pid, settings.whole_image_target, progress,
                         results["video"], admin_key=triton[0].admin_key))
+                if "encoded" in stages:
+                    attempt("encoded", lambda: encoded.encoded_stage(
+                        settings, grpc_url, triton[0].pid, progress, results["encoded"]))
+        if "replicas" in stages:  # its own servers, started once the shared one has stopped
+            attempt("replicas", lambda: replica_bench.replicas_stage(
+                settings, workload, progress, results.setdefault("replicas", {})))
         if "naive" in stages:
             fp32 = next((m.onnx_path for name, m in models.items() if precision_of(name) == "fp32"), None)
             attempt("naive", lambda: naive_stage(settings, fp32, workload, progress, results["load"]))
@@ -148,7 +157,9 @@ def _finish(results: dict, settings: BenchSettings, started: float) -> None:
     results["duration_s"] = round(time.perf_counter() - started, 1)
     results["ratios"] = [r.to_dict() for r in compute_ratios(results)]
     results["plots"] = [str(p) for p in [*plots.write_plots(results, settings.out),
-                                         *video_report.write_plots(results, settings.out)]]
+                                         *video_report.write_plots(results, settings.out),
+                                         *([encoded.plot(results["encoded"], settings.out / "encoded.png")]
+                                           if results.get("encoded", {}).get("points") else [])]]
     report.write_json(results, settings.out / "bench.json")
     report.write_markdown(results, settings.out / "bench.md")
 
@@ -166,6 +177,8 @@ def summary_lines(results: dict) -> list[str]:
         lines.append(f"  ({len(results['ratios']) - len(headline)} more ratios in bench.md)")
     lines += whole_image.summary_lines(results.get("whole_image", {}))
     lines += video_report.summary_lines(results.get("video", {}))
+    lines += encoded.summary_lines(results.get("encoded", {}))
+    lines += replica_bench.summary_lines(results.get("replicas", {}))
     lines += [f"  FAILED {failure}" for failure in results["failures"]]
     return lines
 

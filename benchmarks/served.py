@@ -67,6 +67,8 @@ def client_sender(url: str, protocol: str, model: str, images: tuple[bytes, ...]
     """A load-generator sender: its own ``DeepfakeClient`` (own connection), one image per request.
 
     Each call goes the whole client path: decode + preprocess the JPEG bytes, send UINT8, decode the answer.
+    The single view (``mode="fast"``), not the default whole-image analysis: the naive servers and the
+    engine it is compared with score one view per image.
     """
     from deepfake_edge.client import DeepfakeClient
 
@@ -75,7 +77,7 @@ def client_sender(url: str, protocol: str, model: str, images: tuple[bytes, ...]
     client.model_info()
 
     def send(number: int) -> object:
-        return client.detect(images[number % len(images)])
+        return client.detect(images[number % len(images)], mode="fast")
 
     send.close = client.close  # type: ignore[attr-defined]
     return send

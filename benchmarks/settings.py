@@ -9,7 +9,7 @@ from deepfake_edge.serving_contract import DEFAULT_MODEL, INT8_MODEL
 
 DEFAULT_REPOSITORY = Path("model_repository/embedded")
 DEFAULT_MODELS = (DEFAULT_MODEL, INT8_MODEL)
-STAGES = ("engine", "served", "perf_analyzer", "whole-image", "video", "naive")  # in the order a run measures them
+STAGES = ("engine", "served", "perf_analyzer", "whole-image", "video", "encoded", "replicas", "naive")  # in the order a run measures them
 # The video stage's source footage (Debian's opencv-doc package); the stage is skipped without it.
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
@@ -62,6 +62,11 @@ class BenchSettings:
     video_sample_fps: float = 2.0
     video_concurrencies: tuple[int, ...] = (1, 2)
     video_repeats: int = 3
+    # The encoded stage: 1024x768 JPEGs to deepfake_image vs client-side preprocessing (benchmarks/encoded.py).
+    encoded_concurrencies: tuple[int, ...] = (1, 4, 16)
+    # The replicas stage: 1 and 2 tritonservers behind HAProxy, as `serve --replicas N` runs them.
+    replica_counts: tuple[int, ...] = (1, 2)
+    replica_concurrency: int = 16
     quick: bool = False
 
     def to_dict(self) -> dict:
@@ -76,7 +81,8 @@ class BenchSettings:
             perf_interval_ms=800, perf_max_trials=4, perf_stability=60.0,
             whole_image_concurrencies=(1, 4), whole_image_max_images=8, whole_image_max_seconds=4.0,
             whole_image_fast_max_images=100, whole_image_fast_max_seconds=1.0,
-            video_clip_seconds=2.0, video_concurrencies=(2,), video_repeats=1,
+            video_clip_seconds=2.0, video_concurrencies=(2,), video_repeats=1, encoded_concurrencies=(1, 4),
+            replica_counts=(),  # its own replica sets take minutes to start: `--only replicas` asks for it
         )
 
     @property

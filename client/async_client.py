@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Awaitable, Iterable, Optional, Sequence, 
 import numpy as np
 
 from deepfake_edge.client import analysis, triton_io
+from deepfake_edge.client.endpoints import ClientSettings
 from deepfake_edge.client.results import Detection, Result
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, ImageSource
 from deepfake_edge.regions import DEFAULT_MODE
@@ -27,7 +28,7 @@ from deepfake_edge.serving_contract import DEFAULT_MODEL
 T = TypeVar("T")
 
 
-class AsyncDeepfakeClient(analysis.ClientSettings):
+class AsyncDeepfakeClient(ClientSettings):
     """Asyncio client for one model on a Triton server, or several with failover (``urls``, as in
     ``DeepfakeClient``); use it from one event loop.
 

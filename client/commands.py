@@ -165,7 +165,7 @@ def _detect(args: argparse.Namespace) -> int:
                         failures["heatmap not written"] += heatmap_file is None
                 else:
                     failures[_failure_class(result.error, ServerUnreachableError)] += 1
-                line = json.dumps(_record(result, heatmap_file)) if args.json else _line(result, heatmap_file)
+                line = json.dumps(result_record(result, heatmap_file)) if args.json else _line(result, heatmap_file)
                 bar.write(line, file=sys.stdout)
                 bar.update()
     if len(paths) > 1:
@@ -266,7 +266,7 @@ def _provenance_lines(provenance: Any) -> list[str]:
     return lines + [f"metadata: {metadata}"] if metadata else lines
 
 
-def _record(result: Any, heatmap_file: Optional[Path]) -> dict[str, Any]:
+def result_record(result: Any, heatmap_file: Optional[Path]) -> dict[str, Any]:
     """The JSON Lines schema: every key always present, null where it does not apply. A video's record is
     ``video_record``'s (timeline, peak, tracks) with the same path/heatmap/error keys."""
     from deepfake_edge.client.results import provenance_record, region_record

@@ -30,6 +30,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence, TypeVar, Unpack
 import numpy as np
 
 from deepfake_edge.client import analysis, triton_io
+from deepfake_edge.client.endpoints import ClientSettings
 from deepfake_edge.client.errors import RequestTimeoutError
 from deepfake_edge.client.results import Detection, Result
 from deepfake_edge.client.shared_memory import InputRegion
@@ -71,7 +72,7 @@ class _Endpoint:
     url: str
 
 
-class DeepfakeClient(analysis.ClientSettings):
+class DeepfakeClient(ClientSettings):
     """A thread-safe client for one model on a Triton server, or several with failover (concurrent calls run
     concurrently).
 

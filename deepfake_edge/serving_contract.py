@@ -6,7 +6,8 @@ One definition each of:
 - Triton's default ports (:data:`HTTP_PORT`, :data:`GRPC_PORT`, :data:`METRICS_PORT`, :func:`default_url`);
 - the served model names (:func:`model_name_for_arch`, :func:`variant_name`, :func:`precision_of`);
 - the encoded-image model: encoded JPEG/PNG/WebP bytes in, the detector's outputs out (:data:`IMAGE_MODEL`,
-  :data:`IMAGE_BYTES_INPUT`, :data:`DECODE_MODEL`, :data:`IMAGE_MODEL_DETECTOR`; docs/encoded_images.md);
+  :data:`IMAGE_BYTES_INPUT`, :data:`DECODE_MODEL`, :data:`IMAGE_MODEL_DETECTOR`; docs/encoded_images.md), and
+  its whole-image analysis twin (:data:`WHOLE_IMAGE_MODEL`, :data:`VERDICT_OUTPUT`);
 - the image files the project picks up from folders (:data:`IMAGE_EXTENSIONS`, derived from the formats
   :mod:`deepfake_edge.preprocessing` opens);
 - the video files (:data:`VIDEO_EXTENSIONS`, :func:`is_video_path`; what a file *is* is decided by its
@@ -117,7 +118,13 @@ IMAGE_MODEL = "deepfake_image"
 IMAGE_BYTES_INPUT = "image_bytes"
 DECODE_MODEL = "deepfake_image_decode"
 IMAGE_MODEL_DETECTOR = DEFAULT_MODEL  # deepfake_b0, FP32: the model the encoded path scores with
-IMAGE_MODELS = (IMAGE_MODEL, DECODE_MODEL)  # what the export writes for it into the embedded repository
+# ``deepfake_image_whole`` takes the same input and runs whole-image analysis on the server (a Python model
+# calling IMAGE_MODEL_DETECTOR through BLS, export/triton_whole_image_model.py): the detector's outputs of
+# the deciding region, plus VERDICT_OUTPUT, one JSON document per file (label, regions, notes ...).
+WHOLE_IMAGE_MODEL = "deepfake_image_whole"
+VERDICT_OUTPUT = "verdict"
+# What the export writes for the encoded-image path into the embedded repository.
+IMAGE_MODELS = (IMAGE_MODEL, DECODE_MODEL, WHOLE_IMAGE_MODEL)
 
 
 def is_detector_model(name: str) -> bool:

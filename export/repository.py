@@ -5,7 +5,8 @@ backend: each model is ``backend: "python"`` with :mod:`deepfake_edge.export.tri
 ``model.py`` running onnxruntime. ``ngc/`` targets the NGC Triton container on GPU: ``platform:
 "onnxruntime_onnx"`` with the TensorRT execution accelerator. Beside the FP32 detector ``deepfake_b0``,
 ``embedded/`` also gets the encoded-image models (:func:`write_image_models`): the ``deepfake_image``
-ensemble and its decoding step ``deepfake_image_decode`` (:mod:`deepfake_edge.export.triton_image_model`);
+ensemble and its decoding step ``deepfake_image_decode`` (:mod:`deepfake_edge.export.triton_image_model`),
+and ``deepfake_image_whole`` (:mod:`deepfake_edge.export.triton_whole_image_model`: whole-image analysis);
 ``ngc/`` does not, as the stock NGC image lacks the project's package (docs/encoded_images.md).
 
 Configs are built as ``ModelConfig`` protobuf messages (Triton's own schema, shipped in tritonclient)
@@ -34,6 +35,8 @@ from deepfake_edge.serving_contract import (
     INPUT_NAME,
     LOGIT_OUTPUT,
     PROBABILITY_OUTPUT,
+    VERDICT_OUTPUT,
+    WHOLE_IMAGE_MODEL,
     latest_version_dir,
     model_versions,
 )
@@ -53,6 +56,9 @@ VERSIONS_KEPT = 2
 LABELS_FILE = "labels.txt"
 PYTHON_MODEL_SOURCE = Path(__file__).with_name("triton_model.py")
 IMAGE_MODEL_SOURCE = Path(__file__).with_name("triton_image_model.py")
+WHOLE_IMAGE_MODEL_SOURCE = Path(__file__).with_name("triton_whole_image_model.py")
+# A file is ~26 regions (~0.3 s of analysis on one core): 8 per request bounds one execution to seconds.
+WHOLE_IMAGE_MAX_BATCH_SIZE = 8
 IMAGE_MODEL_VERSION = "1"  # stateless decoding: one version, rewritten by each export
 
 
@@ -199,6 +205,22 @@ def image_ensemble_config(card: ModelCard, heatmap_size: tuple[int, int],
     return json_format.ParseDict(config, model_config_pb2.ModelConfig())
 
 
+def whole_image_config(card: ModelCard, heatmap_size: tuple[int, int], instances: int = DEFAULT_CPU_INSTANCES,
+                       detector: str = IMAGE_MODEL_DETECTOR) -> model_config_pb2.ModelConfig:
+    """``deepfake_image_whole``: encoded files in, whole-image analysis with ``detector`` (BLS) out."""
+    config = {
+        "name": WHOLE_IMAGE_MODEL, "backend": "python", "max_batch_size": WHOLE_IMAGE_MAX_BATCH_SIZE,
+        "input": [_IMAGE_BYTES],
+        "output": _outputs(heatmap_size) + [{"name": VERDICT_OUTPUT, "data_type": "TYPE_STRING", "dims": [1]}],
+        # Analysis costs the same per file in any batch; batching pools the files' rows into fewer detector calls.
+        "dynamic_batching": {"max_queue_delay_microseconds": MAX_QUEUE_DELAY_US},
+        # Each instance analyses one file at a time on one core while the other's rows are being scored.
+        "instance_group": [{"count": instances, "kind": "KIND_CPU"}],
+        "parameters": {"model_card": {"string_value": card.to_json()}, "detector": {"string_value": detector}},
+    }
+    return json_format.ParseDict(config, model_config_pb2.ModelConfig())
+
+
 def _write_config(model_dir: Path, config: model_config_pb2.ModelConfig) -> None:
     # Written atomically: a concurrently (re)loading server never sees half a config.
     staging = model_dir / "config.pbtxt.tmp"
@@ -206,18 +228,23 @@ def _write_config(model_dir: Path, config: model_config_pb2.ModelConfig) -> None
     staging.replace(model_dir / "config.pbtxt")
 
 
+# The model.py of each encoded-image model that has one (the ensemble has none).
+IMAGE_MODEL_SOURCES = {DECODE_MODEL: IMAGE_MODEL_SOURCE, WHOLE_IMAGE_MODEL: WHOLE_IMAGE_MODEL_SOURCE}
+
+
 def write_image_models(root: Path, card: ModelCard, heatmap_size: tuple[int, int],
                        instances: int = DEFAULT_CPU_INSTANCES) -> list[str]:
-    """(Re)write ``deepfake_image`` and ``deepfake_image_decode`` under ``root`` for the detector with ``card``
-    and ``heatmap_size``; returns their version directories."""
+    """(Re)write ``deepfake_image``, ``deepfake_image_decode`` and ``deepfake_image_whole`` under ``root`` for
+    the detector with ``card`` and ``heatmap_size``; returns their version directories."""
     written = []
     for name, config in ((DECODE_MODEL, decode_config(card, instances)),
-                         (IMAGE_MODEL, image_ensemble_config(card, heatmap_size))):
+                         (IMAGE_MODEL, image_ensemble_config(card, heatmap_size)),
+                         (WHOLE_IMAGE_MODEL, whole_image_config(card, heatmap_size, instances))):
         version_dir = root / name / IMAGE_MODEL_VERSION
         version_dir.mkdir(parents=True, exist_ok=True)  # an ensemble needs its (empty) version folder too
-        if name == DECODE_MODEL:
-            shutil.copyfile(IMAGE_MODEL_SOURCE, version_dir / "model.py")
-        else:
+        if name in IMAGE_MODEL_SOURCES:
+            shutil.copyfile(IMAGE_MODEL_SOURCES[name], version_dir / "model.py")
+        if name != DECODE_MODEL:  # the models whose fake_probability names labels.txt
             (root / name / LABELS_FILE).write_text(card.labels[1] + "\n")
         _write_config(root / name, config)
         written.append(str(version_dir))
@@ -225,10 +252,10 @@ def write_image_models(root: Path, card: ModelCard, heatmap_size: tuple[int, int
 
 
 def image_models_current(root: Path) -> bool:
-    """Whether ``root`` holds both encoded-image models, the decode step with this version's model.py."""
-    model_py = root / DECODE_MODEL / IMAGE_MODEL_VERSION / "model.py"
-    return (all((root / name / "config.pbtxt").is_file() for name in (IMAGE_MODEL, DECODE_MODEL))
-            and model_py.is_file() and model_py.read_bytes() == IMAGE_MODEL_SOURCE.read_bytes())
+    """Whether ``root`` holds every encoded-image model, each model.py this version's."""
+    model_pys = {root / name / IMAGE_MODEL_VERSION / "model.py": source for name, source in IMAGE_MODEL_SOURCES.items()}
+    return (all((root / name / "config.pbtxt").is_file() for name in (IMAGE_MODEL, *IMAGE_MODEL_SOURCES))
+            and all(path.is_file() and path.read_bytes() == source.read_bytes() for path, source in model_pys.items()))
 
 
 def write_image_models_for(root: Path, detector: str = IMAGE_MODEL_DETECTOR,

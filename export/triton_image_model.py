@@ -33,8 +33,10 @@ interpolation), ``max_encoded_bytes``, ``max_pixels``, ``max_decode_bytes`` (def
 from __future__ import annotations
 
 import json
+from typing import Callable, TypeVar
 
 import numpy as np
+from PIL import Image
 
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.preprocessing import DEFAULT_MAX_PIXELS, BadImageError, Preprocessor, open_image
@@ -47,6 +49,7 @@ try:
 except ImportError:  # imported outside Triton (tests, the benchmark): decode_item works without it
     pb_utils = None
 
+T = TypeVar("T")
 LIMIT_DEFAULTS = {"max_encoded_bytes": DEFAULT_MAX_UPLOAD_BYTES, "max_pixels": DEFAULT_MAX_PIXELS,
                   "max_decode_bytes": DEFAULT_MAX_DECODE_BYTES}
 
@@ -55,35 +58,56 @@ def _megabytes(size: int) -> str:
     return f"{size / 2**20:.1f} MB"
 
 
-def decode_item(data: bytes, preprocessor: Preprocessor, limits: dict[str, int]) -> np.ndarray:
-    """One encoded file -> UINT8 (3, H, W), exactly as the client's fast mode prepares it.
+def open_checked(data: bytes, limits: dict[str, int], mode: str = "fast") -> Image.Image:
+    """One encoded file, opened (no pixel decoded yet) once it passes the web app's guards for ``mode``.
 
-    Raises :class:`BadImageError` naming the problem for anything the web app would refuse.
+    Raises :class:`BadImageError` naming the problem for anything the web app would refuse. Also the first
+    step of ``deepfake_image_whole`` (export/triton_whole_image_model.py), with ``mode="whole"``.
     """
     if len(data) > limits["max_encoded_bytes"]:
         raise BadImageError(f"encoded file too large: {_megabytes(len(data))} "
                             f"(limit {_megabytes(limits['max_encoded_bytes'])})")
     image = open_image(data, max_pixels=limits["max_pixels"])  # the header alone: no pixel decoded yet
-    needed = scoring_bytes(image, models=1, mode="fast")
+    needed = scoring_bytes(image, models=1, mode=mode)
     if needed > limits["max_decode_bytes"]:
+        image.close()
         raise BadImageError(f"image too large to decode: its {image.width}x{image.height} pixels ({image.mode}) "
                             f"would take about {_megabytes(needed)} of memory "
                             f"(limit {_megabytes(limits['max_decode_bytes'])})")
+    return image
+
+
+def decode_item(data: bytes, preprocessor: Preprocessor, limits: dict[str, int]) -> np.ndarray:
+    """One encoded file -> UINT8 (3, H, W), exactly as the client's fast mode prepares it.
+
+    Raises :class:`BadImageError` naming the problem for anything the web app would refuse.
+    """
+    image = open_checked(data, limits)
     try:
         return preprocessor(image, max_pixels=limits["max_pixels"])  # load_image + resize_and_crop
     finally:
         image.close()  # free the decoded pixels now, not when the next file is being decoded
 
 
-def decode_request(items: np.ndarray, preprocessor: Preprocessor, limits: dict[str, int]) -> np.ndarray:
-    """A request's ``image_bytes`` (N, 1) -> UINT8 (N, 3, H, W); the error names the item that failed."""
-    rows = []
+def each_item(items: np.ndarray, decode: Callable[[bytes], T]) -> list[T]:
+    """``decode`` of each file of a request's ``image_bytes`` (N, 1); a BadImageError names the item."""
+    decoded = []
     for index, item in enumerate(items.reshape(-1)):
         try:
-            rows.append(decode_item(bytes(item), preprocessor, limits))
+            decoded.append(decode(bytes(item)))
         except BadImageError as error:
             raise BadImageError(f"{IMAGE_BYTES_INPUT}[{index}]: {error}") from None
-    return np.stack(rows)
+    return decoded
+
+
+def decode_request(items: np.ndarray, preprocessor: Preprocessor, limits: dict[str, int]) -> np.ndarray:
+    """A request's ``image_bytes`` (N, 1) -> UINT8 (N, 3, H, W); the error names the item that failed."""
+    return np.stack(each_item(items, lambda data: decode_item(data, preprocessor, limits)))
+
+
+def read_limits(parameters: dict[str, str]) -> dict[str, int]:
+    """The guards' limits from a config's string ``parameters``, the web app's defaults where absent."""
+    return {key: int(parameters.get(key) or default) for key, default in LIMIT_DEFAULTS.items()}
 
 
 class TritonPythonModel:
@@ -96,7 +120,7 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException("the config has no 'model_card' parameter: the input size, "
                                                 "resize and interpolation to preprocess with")
         self.preprocessor = Preprocessor.from_card(ModelCard.from_json(parameters["model_card"]))
-        self.limits = {key: int(parameters.get(key) or default) for key, default in LIMIT_DEFAULTS.items()}
+        self.limits = read_limits(parameters)
 
     def execute(self, requests: list) -> list:
         responses = []

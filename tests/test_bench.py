@@ -122,6 +122,10 @@ def test_bench_quick_runs_every_stage_end_to_end(demo_repository, small_checkpoi
 
     results = json.loads((out / "bench.json").read_text())
     assert results["failures"] == [] and results["mode"] == "quick"
+    encoded = results["encoded"]  # the encoded-image stage (benchmarks/encoded.py), both systems in the same run
+    assert {p["system"] for p in encoded["points"]} == {"client-preprocessing", "encoded"}
+    assert all(p["requests"] > 0 and p["errors"] == 0 for p in encoded["points"])
+    assert len(encoded["ratios"]["per_concurrency"]) == 2 and encoded["ratios"]["bytes_per_request_reduction"] > 0
     assert results["machine"]["cpu_cores"] >= 1 and results["machine"]["onnxruntime"]
     engine = results["engine"]
     assert {(r["engine"], r["precision"]) for r in engine} >= {("onnxruntime", "fp32")}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from client_samples import photo
-from deepfake_edge.client import analysis
+from deepfake_edge.client import analysis, endpoints
 from deepfake_edge.client.analysis import MIN_ROWS_TO_SPLIT, request_slices
 from deepfake_edge.client.errors import ModelNotReadyError, RequestTimeoutError, ServerError, ServerUnreachableError
 from deepfake_edge.client.triton_io import Call, Compute, ModelInfo, Pause, Reconnect, Send, drive
@@ -37,8 +37,8 @@ def test_rows_are_split_over_instances_within_the_batch_limit(rows, instances, m
 # -- the plans, driven by a scripted transport: no server, no waiting ---------------------------------------
 
 
-def settings(retries: int = 2, admin_key: str | None = None) -> analysis.ClientSettings:
-    return analysis.ClientSettings("127.0.0.1:1", "grpc", "m", 5.0, retries, 10_000_000, admin_key)
+def settings(retries: int = 2, admin_key: str | None = None) -> endpoints.ClientSettings:
+    return endpoints.ClientSettings("127.0.0.1:1", "grpc", "m", 5.0, retries, 10_000_000, admin_key)
 
 
 def run(plan, answers: dict):
@@ -168,19 +168,19 @@ def run_on(plan, alive: set[str], first: str):
         return error, steps, called
 
 
-def two_endpoints(retries: int = 2) -> analysis.ClientSettings:
-    return analysis.ClientSettings(["127.0.0.1:1", "127.0.0.1:2"], "grpc", "m", 5.0, retries, 10_000_000, None)
+def two_endpoints(retries: int = 2) -> endpoints.ClientSettings:
+    return endpoints.ClientSettings(["127.0.0.1:1", "127.0.0.1:2"], "grpc", "m", 5.0, retries, 10_000_000, None)
 
 
 def test_a_dead_first_endpoint_fails_over_to_the_next_at_once_and_the_client_stays_there():
     client = two_endpoints()
-    result, steps, called = run_on(analysis.retried(client, lambda: (yield Call("is_server_live"))),
+    result, steps, called = run_on(endpoints.retried(client, lambda: (yield Call("is_server_live"))),
                                    alive={"127.0.0.1:2"}, first=client.url)
     assert result is True and called == ["127.0.0.1:1", "127.0.0.1:2"]
     assert kinds(steps) == ["Reconnect", "is_server_live", "Reconnect", "is_server_live"], "no back-off"
     assert steps[0] == Reconnect("127.0.0.1:1", broken=False) and steps[2] == Reconnect("127.0.0.1:2")
     assert client.url == "127.0.0.1:2", "later requests start on the endpoint that answered"
-    _, _, called = run_on(analysis.retried(client, lambda: (yield Call("is_server_live"))),
+    _, _, called = run_on(endpoints.retried(client, lambda: (yield Call("is_server_live"))),
                           alive={"127.0.0.1:2"}, first="127.0.0.1:1")
     assert called == ["127.0.0.1:2"]
 
@@ -201,7 +201,7 @@ def test_every_endpoint_is_tried_even_with_fewer_retries():
 
 
 def test_concurrent_failures_on_one_endpoint_move_the_client_once():
-    client = analysis.ClientSettings(["a:1", "b:1", "c:1"], "grpc", "m", 5.0, 2, 10_000_000, None)
+    client = endpoints.ClientSettings(["a:1", "b:1", "c:1"], "grpc", "m", 5.0, 2, 10_000_000, None)
     assert [client.fail_over("a:1") for _ in range(3)] == ["b:1"] * 3
     assert client.url == "b:1", "not c:1: the other failures were on a:1, which the client had already left"
-    assert analysis.ClientSettings(["a:1", "a:1", "http://b:1/"], "grpc", "m", 5.0, 2, 1, None).urls == ("a:1", "b:1")
+    assert endpoints.ClientSettings(["a:1", "a:1", "http://b:1/"], "grpc", "m", 5.0, 2, 1, None).urls == ("a:1", "b:1")

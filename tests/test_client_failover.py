@@ -58,7 +58,7 @@ def assert_all_scored(results: list, reference: list[float]) -> None:
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_sync_client_answers_everything_from_the_second_endpoint_when_the_first_is_dead(
         triton_server, sources, reference, protocol, caplog):
-    caplog.set_level("INFO", logger="deepfake_edge.client.analysis")
+    caplog.set_level("INFO", logger="deepfake_edge.client.endpoints")
     dead, live = dead_url(), url_of(triton_server, protocol)
     with DeepfakeClient(urls=[dead, live], protocol=protocol, model=MODEL, provenance=False) as client:
         assert client.url == dead

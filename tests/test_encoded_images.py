@@ -140,7 +140,7 @@ def test_if_missing_adds_them_to_a_repository_exported_before_them(demo_reposito
 def curl_example() -> str:
     """The bash block of docs/encoded_images.md that posts an image with curl."""
     blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(), flags=re.S)
-    [block] = [block for block in blocks if "Inference-Header-Content-Length" in block]
+    [block] = [block for block in blocks if f"/v2/models/{IMAGE_MODEL}/infer" in block]
     return block
 
 

@@ -31,8 +31,9 @@ from deepfake_edge.model_card import INPUT_NAME, OUTPUT_NAMES, ModelCard
 from deepfake_edge.models import build_model
 
 EMBEDDED_MODELS = {"deepfake_b0": "fp32", "deepfake_b0_int8": "int8", "deepfake_cnn": "fp32"}
-# The encoded-image ensemble and its decoding step, embedded only (tests/test_encoded_images.py serves them).
-IMAGE_MODELS = {"deepfake_image", "deepfake_image_decode"}
+# The encoded-image ensemble, its decoding step and the whole-image analysis model, embedded only
+# (tests/test_encoded_images.py and tests/test_encoded_whole_image.py serve them).
+IMAGE_MODELS = {"deepfake_image", "deepfake_image_decode", "deepfake_image_whole"}
 NGC_MODELS = {**EMBEDDED_MODELS, "deepfake_b0_fp16": "fp16"}
 ROOT = Path(__file__).resolve().parents[1]
 # Which demo checkpoint each served model comes from.

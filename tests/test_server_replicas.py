@@ -119,7 +119,7 @@ def test_a_replica_killed_under_load_loses_no_result_and_is_routed_around(
     victim = replicas.slots[1].server
     assert victim is not None and victim.pid is not None
     victim_pid, backend = victim.pid, GRPC_BACKEND if protocol == "grpc" else HTTP_BACKEND
-    caplog.set_level(logging.DEBUG, logger="deepfake_edge.client.analysis")
+    caplog.set_level(logging.DEBUG, logger="deepfake_edge.client.endpoints")
     url = replicas.grpc_url if protocol == "grpc" else replicas.http_url
     results: list = []
     down_at, victim_sessions_when_down = None, None
