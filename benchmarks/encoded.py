@@ -19,7 +19,6 @@ Then the same photos in whole mode, ``deepfake_image_whole`` vs ``DeepfakeClient
 
 from __future__ import annotations
 
-import io
 import statistics
 from collections.abc import Callable
 from pathlib import Path
