@@ -105,6 +105,16 @@ def decode_request(items: np.ndarray, preprocessor: Preprocessor, limits: dict[s
     return np.stack(each_item(items, lambda data: decode_item(data, preprocessor, limits)))
 
 
+def config_parameters(args: dict, card_needed_for: str) -> dict[str, str]:
+    """The string ``parameters`` of the model config Triton passes to ``initialize``; a config without the
+    ``model_card`` parameter (``card_needed_for``: what this model reads from it) fails the model's load."""
+    config = json.loads(args["model_config"])
+    parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
+    if not parameters.get("model_card"):
+        raise pb_utils.TritonModelException(f"the config has no 'model_card' parameter: {card_needed_for}")
+    return parameters
+
+
 def read_limits(parameters: dict[str, str]) -> dict[str, int]:
     """The guards' limits from a config's string ``parameters``, the web app's defaults where absent."""
     return {key: int(parameters.get(key) or default) for key, default in LIMIT_DEFAULTS.items()}
@@ -114,11 +124,7 @@ class TritonPythonModel:
     """Decodes each request's files in turn; see the module docstring for the contract."""
 
     def initialize(self, args: dict) -> None:
-        config = json.loads(args["model_config"])
-        parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
-        if not parameters.get("model_card"):
-            raise pb_utils.TritonModelException("the config has no 'model_card' parameter: the input size, "
-                                                "resize and interpolation to preprocess with")
+        parameters = config_parameters(args, "the input size, resize and interpolation to preprocess with")
         self.preprocessor = Preprocessor.from_card(ModelCard.from_json(parameters["model_card"]))
         self.limits = read_limits(parameters)
 

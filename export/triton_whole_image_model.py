@@ -44,7 +44,7 @@ from deepfake_edge.client.analysis import Prepared, request_slices, to_detection
 from deepfake_edge.client.commands import result_record
 from deepfake_edge.client.results import Detection
 from deepfake_edge.client.triton_io import Outputs
-from deepfake_edge.export.triton_image_model import each_item, open_checked, read_limits
+from deepfake_edge.export.triton_image_model import config_parameters, each_item, open_checked, read_limits
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.preprocessing import BadImageError, load_image
 from deepfake_edge.regions import analyse, strongest
@@ -121,11 +121,7 @@ class TritonPythonModel:
     """Analyses each request's files and scores their regions with the detector; see the module docstring."""
 
     def initialize(self, args: dict) -> None:
-        config = json.loads(args["model_config"])
-        parameters = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
-        if not parameters.get("model_card"):
-            raise pb_utils.TritonModelException("the config has no 'model_card' parameter: the input size, "
-                                                "labels and thresholds to analyse with")
+        parameters = config_parameters(args, "the input size, labels and thresholds to analyse with")
         detector = parameters.get("detector") or IMAGE_MODEL_DETECTOR
         # The detector's config (beside this model in the repository) says how its rows are best split.
         self.detector_dir = Path(args["model_repository"]).parent / detector

@@ -7,12 +7,8 @@ reference scores come from the project's client in fast mode (client-side prepro
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -20,12 +16,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from google.protobuf import text_format
 from PIL import Image
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from client_samples import png_bomb
+from encoded_samples import config, curl_example, encode, run_curl
 from deepfake_edge.benchmarks.workload import packaged_photos
 from deepfake_edge.cli import main
 from deepfake_edge.client import DeepfakeClient
@@ -40,20 +36,9 @@ from deepfake_edge.serving_contract import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "encoded_images.md"
 PARITY_IMAGES = 100
 PARITY_TOLERANCE = 1e-4  # the same rows through the same graph: only batch composition differs
 FORMATS = (("JPEG", {"quality": 90}), ("PNG", {}), ("WEBP", {"quality": 90}))
-
-
-def config(model_dir: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-
-
-def encode(image: Image.Image, image_format: str = "JPEG", **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format, **options)
-    return buffer.getvalue()
 
 
 def parity_images(count: int = PARITY_IMAGES) -> list[bytes]:
@@ -137,20 +122,11 @@ def test_if_missing_adds_them_to_a_repository_exported_before_them(demo_reposito
 # -- the served model ---------------------------------------------------------------------------------------
 
 
-def curl_example() -> str:
-    """The bash block of docs/encoded_images.md that posts an image with curl."""
-    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(), flags=re.S)
-    [block] = [block for block in blocks if f"/v2/models/{IMAGE_MODEL}/infer" in block]
-    return block
-
-
 @pytest.mark.server
 def test_the_documented_curl_example_gets_the_clients_score(triton_server, tmp_path: Path) -> None:
-    assert shutil.which("curl"), "the curl binary is needed (Debian package curl)"
     image = tmp_path / "photo.jpg"
     image.write_bytes(parity_images(1)[0])
-    result = subprocess.run(["bash", "-c", curl_example()], capture_output=True, timeout=60,
-                            env={**os.environ, "TRITON": triton_server.http_url, "IMAGE": str(image)})
+    result = run_curl(curl_example(IMAGE_MODEL), triton_server.http_url, image)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     answer = json.loads(result.stdout)
     assert answer["model_name"] == IMAGE_MODEL

@@ -7,10 +7,7 @@ reference is the project's client in whole mode (its default): analysis here, de
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,12 +16,11 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from google.protobuf import text_format
-from PIL import Image
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from client_samples import png_bomb
+from encoded_samples import config, curl_example, encode, run_curl
 from deepfake_edge.benchmarks.workload import packaged_photos
 from deepfake_edge.cli import main
 from deepfake_edge.client import DeepfakeClient, Detection
@@ -39,20 +35,9 @@ from deepfake_edge.serving_contract import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "encoded_images.md"
 TOLERANCE = 1e-4  # the same rows through the same graph: only batch composition differs
 VERDICT_KEYS = ["label", "confidence", "fake_probability", "logit", "model", "model_version", "mode", "regions",
                 "notes", "threshold"]
-
-
-def config(model_dir: Path) -> model_config_pb2.ModelConfig:
-    return text_format.Parse((model_dir / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
-
-
-def encode(image: Image.Image, image_format: str = "JPEG", **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=image_format, **options)
-    return buffer.getvalue()
 
 
 def whole_photos() -> dict[str, bytes]:
@@ -130,20 +115,11 @@ def test_if_missing_adds_it_to_a_repository_exported_before_it(demo_repository: 
 
 # -- the served model ---------------------------------------------------------------------------------------
 
-def curl_example() -> str:
-    """The bash block of docs/encoded_images.md that posts an image to deepfake_image_whole with curl."""
-    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(), flags=re.S)
-    [block] = [block for block in blocks if f"/v2/models/{WHOLE_IMAGE_MODEL}/infer" in block]
-    return block
-
-
 @pytest.mark.server
 def test_the_documented_curl_example_gets_the_clients_whole_image_verdict(triton_server, tmp_path: Path) -> None:
-    assert shutil.which("curl"), "the curl binary is needed (Debian package curl)"
     image = tmp_path / "astronaut.jpg"
     image.write_bytes(whole_photos()["astronaut"])
-    result = subprocess.run(["bash", "-c", curl_example()], capture_output=True, timeout=60,
-                            env={**os.environ, "TRITON": triton_server.http_url, "IMAGE": str(image)})
+    result = run_curl(curl_example(WHOLE_IMAGE_MODEL), triton_server.http_url, image)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     answer = json.loads(result.stdout)
     assert answer["model_name"] == WHOLE_IMAGE_MODEL
@@ -193,9 +169,8 @@ def test_whole_image_verdicts_equal_the_clients_on_12_photos(triton_server, tmp_
 
 
 def post_with_curl(url: str, path: Path) -> subprocess.CompletedProcess:
-    script = curl_example().replace('--fail-with-body', '-o /dev/stdout -w "\\n%{http_code}"')
-    return subprocess.run(["bash", "-c", script], capture_output=True, timeout=60,
-                          env={**os.environ, "TRITON": url, "IMAGE": str(path)})
+    script = curl_example(WHOLE_IMAGE_MODEL).replace('--fail-with-body', '-o /dev/stdout -w "\\n%{http_code}"')
+    return run_curl(script, url, path)
 
 
 @pytest.mark.server
