@@ -174,7 +174,8 @@ BAD_FILES = {  # name -> (encoded file, what the error must say)
 
 
 @pytest.mark.server
-def test_bad_files_fail_their_own_requests_and_the_batch_they_shared_is_scored(triton_server) -> None:
+@pytest.mark.attack("E11", "send a 50000x50000 PNG bomb header, a truncated JPEG, a 40x4000 strip and a non-image as image_bytes to deepfake_image, batched with a good photo")
+def test_bad_files_fail_their_own_requests_and_the_batch_they_shared_is_scored(triton_server, record_property) -> None:
     good = parity_images(1)[0]
     bad = {name: (data if data is not None else good[: len(good) // 2], reason)
            for name, (data, reason) in BAD_FILES.items()}
@@ -217,6 +218,7 @@ def test_bad_files_fail_their_own_requests_and_the_batch_they_shared_is_scored(t
         assert (requests, after["executions"] - before["executions"]) == (len(bad) + 3, 3), (before, after)
         # And the model still serves.
         assert client.is_model_ready(IMAGE_MODEL) and client.is_model_ready(DECODE_MODEL)
+        record_property("outcome", "each bad file INVALID_ARGUMENT naming its item and problem; the good photo in the same execution scored; models ready")
         assert infer_encoded_grpc(client, [good])["fake_probability"][0, 0] == pytest.approx(probability, abs=1e-5)
     finally:
         client.close()

@@ -79,7 +79,8 @@ def reference_scores(replica_set: ReplicaSet, sources: list[bytes]) -> list[floa
         return [client.detect(source, mode="fast").fake_probability for source in sources]
 
 
-def test_admin_apis_still_need_the_key_through_the_balancer(replicas: ReplicaSet) -> None:
+@pytest.mark.attack("E10", "use Triton's admin APIs (repository index, statistics) anonymously through the HAProxy of serve --replicas 2, over HTTP and gRPC")
+def test_admin_apis_still_need_the_key_through_the_balancer(replicas: ReplicaSet, record_property) -> None:
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
@@ -96,6 +97,7 @@ def test_admin_apis_still_need_the_key_through_the_balancer(replicas: ReplicaSet
     with pytest.raises(InferenceServerException, match="restricted"):
         client.get_inference_statistics(MODEL)
     assert client.get_model_repository_index(headers=admin_headers(replicas.admin_key, "grpc")).models
+    record_property("outcome", "HTTP 403 and gRPC 'restricted' without the key; answered with it")
     client.close()
     # HAProxy's own control is a socket only this user can open, in a folder only this user can enter; its
     # metrics port serves metrics and nothing else.
