@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Sequence
 
 from deepfake_edge.server.processes import ChildProcess, file_tail
-from deepfake_edge.server.triton import TritonServerError, _reachable, accepts_connections, remove_stale_workdirs
+from deepfake_edge.server.triton import TritonServerError, client_host, accepts_connections, remove_stale_workdirs
 
 WORKDIR_PREFIX = "deepfake-edge-haproxy-"
 HTTP_BACKEND, GRPC_BACKEND = "triton_http", "triton_grpc"
@@ -234,7 +234,7 @@ class LoadBalancer:
         self._process = ChildProcess([str(binary), "-W", "-db", "-f", str(self.config_path)], log_path=self.log_file,
                                      cwd=workdir, stop_timeout_s=5.0, name="haproxy").start()
         deadline = time.monotonic() + timeout_s
-        listening = ((_reachable(self.http_host), self.http_port), (_reachable(self.host), self.grpc_port))
+        listening = ((client_host(self.http_host), self.http_port), (client_host(self.host), self.grpc_port))
         while not all(accepts_connections(host, port, timeout_s=0.5) for host, port in listening):
             if not self.is_running() or time.monotonic() > deadline:
                 tail = self.log_tail()

@@ -33,7 +33,7 @@ from deepfake_edge.server.supervisor import RestartBudgetExhausted, RestartPolic
 from deepfake_edge.server.triton import (
     TritonServer,
     TritonServerError,
-    _reachable,
+    client_host,
     check_port_free,
     free_port,
     remove_stale_workdirs,
@@ -101,16 +101,16 @@ class ReplicaSet:
     # -- addresses -------------------------------------------------------------------------------------
     @property
     def http_url(self) -> str:
-        return f"{_reachable(self.host)}:{self.http_port}"
+        return f"{client_host(self.host)}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"{_reachable(self.host)}:{self.grpc_port}"
+        return f"{client_host(self.host)}:{self.grpc_port}"
 
     @property
     def metrics_url(self) -> str:
         """HAProxy's Prometheus exporter (replica states, retries, redispatches)."""
-        return f"http://{_reachable(self.host)}:{self.metrics_port}/metrics"
+        return f"http://{client_host(self.host)}:{self.metrics_port}/metrics"
 
     @property
     def servers(self) -> list[TritonServer]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from deepfake_edge.server.http_gateway import DEFAULT_MAX_BODY_BYTES, HttpGateway
-from deepfake_edge.server.triton import TritonServer, _reachable, check_port_free, free_port
+from deepfake_edge.server.triton import TritonServer, client_host, check_port_free, free_port
 from deepfake_edge.serving_contract import HTTP_PORT
 
 
@@ -46,7 +46,7 @@ class TritonService:
 
     @property
     def http_url(self) -> str:
-        return f"{_reachable(self._host)}:{self.public_http_port}" if self._use_gateway else self.triton.http_url
+        return f"{client_host(self._host)}:{self.public_http_port}" if self._use_gateway else self.triton.http_url
 
     def start(self) -> "TritonService":
         if self._use_gateway:

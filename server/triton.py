@@ -191,7 +191,7 @@ def accepts_connections(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def _reachable(host: str) -> str:
+def client_host(host: str) -> str:
     """The address a client on this machine uses for a server bound to ``host``."""
     return "127.0.0.1" if host in ("0.0.0.0", "") else host
 
@@ -257,7 +257,7 @@ class TritonServer:
     @property
     def http_url(self) -> str:
         """``host:port`` of the HTTP endpoint (the form tritonclient expects)."""
-        return f"{_reachable(self.http_host)}:{self.http_port}"
+        return f"{client_host(self.http_host)}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
@@ -271,7 +271,7 @@ class TritonServer:
 
     @property
     def _client_host(self) -> str:
-        return _reachable(self.host)
+        return client_host(self.host)
 
     @property
     def shm_prefix(self) -> str:
