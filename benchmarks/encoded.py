@@ -28,7 +28,7 @@ import numpy as np
 from deepfake_edge.benchmarks import encoded_whole
 from deepfake_edge.benchmarks.cputime import CpuMeter
 from deepfake_edge.benchmarks.loadgen import run_closed_loop
-from deepfake_edge.benchmarks.report import _fmt, _table
+from deepfake_edge.benchmarks.report import _fmt, _table, comparison_tables
 from deepfake_edge.serving_contract import IMAGE_BYTES_INPUT, IMAGE_MODEL, IMAGE_MODEL_DETECTOR, INPUT_NAME
 
 SYSTEMS = ("client-preprocessing", "encoded")
@@ -167,16 +167,7 @@ def markdown_lines(section: dict) -> list[str]:
              f"{section['photos']} photos as {width}x{height} JPEGs at quality {section['jpeg_quality']} "
              f"(mean {section['jpeg_bytes_mean']:,} bytes), one image per request over {section['protocol']}, "
              "N closed-loop workers, the two systems in turns.", ""]
-    lines += _table(["system", "concurrency", "images/s", "p50 ms", "p99 ms", "images", "errors",
-                     "client CPU ms/image", "server CPU ms/image"],
-                    [[p["system"], str(p["concurrency"]), _fmt(p["throughput"]), _fmt(p["p50_ms"]), _fmt(p["p99_ms"]),
-                      str(p["requests"]), str(p["errors"]), _fmt(p["client_cpu_ms_per_image"], 1),
-                      _fmt(p["server_cpu_ms_per_image"], 1)] for p in section["points"]]) + [""]
-    lines += ["Ratios, encoded / client-preprocessing:", ""]
-    lines += _table(["concurrency", "images/s", "p50", "server CPU/image", "client CPU/image"],
-                    [[str(r["concurrency"]), _fmt(r["throughput"], 2), _fmt(r["p50"], 2),
-                      _fmt(r["server_cpu_per_image"], 2), _fmt(r["client_cpu_per_image"], 2)]
-                     for r in section["ratios"]["per_concurrency"]]) + [""]
+    lines += comparison_tables(section, "Ratios, encoded / client-preprocessing:")
     lines += ["Bytes per request (mean over the photos; gRPC message and HTTP body as tritonclient builds them):", ""]
     lines += _table(["JPEG", "quality", "JPEG bytes", "client-preprocessing gRPC / HTTP", "encoded gRPC / HTTP",
                      "reduction (gRPC)"],

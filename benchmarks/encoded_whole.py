@@ -21,7 +21,7 @@ import numpy as np
 
 from deepfake_edge.benchmarks.cputime import CpuMeter
 from deepfake_edge.benchmarks.loadgen import run_closed_loop
-from deepfake_edge.benchmarks.report import _fmt, _table
+from deepfake_edge.benchmarks.report import comparison_tables
 from deepfake_edge.serving_contract import (
     IMAGE_BYTES_INPUT,
     IMAGE_MODEL_DETECTOR,
@@ -142,16 +142,7 @@ def markdown_lines(section: dict) -> list[str]:
              f"{sizes['rows']:g} UINT8 rows in {sizes['client-whole_requests']:g} requests: "
              f"{sizes['client-whole_grpc_bytes']:,.0f} gRPC bytes, against {sizes['encoded-whole_grpc_bytes']:,.0f} "
              f"for the encoded file ({section['ratios']['bytes_per_image_reduction']:.2f}x fewer).", ""]
-    lines += _table(["system", "concurrency", "images/s", "p50 ms", "p99 ms", "images", "errors",
-                     "client CPU ms/image", "server CPU ms/image"],
-                    [[p["system"], str(p["concurrency"]), _fmt(p["throughput"]), _fmt(p["p50_ms"]), _fmt(p["p99_ms"]),
-                      str(p["requests"]), str(p["errors"]), _fmt(p["client_cpu_ms_per_image"], 1),
-                      _fmt(p["server_cpu_ms_per_image"], 1)] for p in section["points"]]) + [""]
-    lines += ["Ratios, encoded-whole / client-whole:", ""]
-    lines += _table(["concurrency", "images/s", "p50", "server CPU/image", "client CPU/image"],
-                    [[str(r["concurrency"]), _fmt(r["throughput"], 2), _fmt(r["p50"], 2),
-                      _fmt(r["server_cpu_per_image"], 2), _fmt(r["client_cpu_per_image"], 2)]
-                     for r in section["ratios"]["per_concurrency"]]) + [""]
+    lines += comparison_tables(section, "Ratios, encoded-whole / client-whole:")
     return lines
 
 

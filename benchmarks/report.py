@@ -18,6 +18,21 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
+def comparison_tables(section: dict, ratios_title: str) -> list[str]:
+    """Two systems measured in turns (the encoded-image stages): every point, then their ratios per
+    concurrency level under ``ratios_title``."""
+    lines = _table(["system", "concurrency", "images/s", "p50 ms", "p99 ms", "images", "errors",
+                    "client CPU ms/image", "server CPU ms/image"],
+                   [[p["system"], str(p["concurrency"]), _fmt(p["throughput"]), _fmt(p["p50_ms"]), _fmt(p["p99_ms"]),
+                     str(p["requests"]), str(p["errors"]), _fmt(p["client_cpu_ms_per_image"], 1),
+                     _fmt(p["server_cpu_ms_per_image"], 1)] for p in section["points"]]) + [""]
+    lines += [ratios_title, ""]
+    return lines + _table(["concurrency", "images/s", "p50", "server CPU/image", "client CPU/image"],
+                          [[str(r["concurrency"]), _fmt(r["throughput"], 2), _fmt(r["p50"], 2),
+                            _fmt(r["server_cpu_per_image"], 2), _fmt(r["client_cpu_per_image"], 2)]
+                           for r in section["ratios"]["per_concurrency"]]) + [""]
+
+
 def write_json(results: dict, path: Path) -> Path:
     path.write_text(json.dumps(results, indent=2, sort_keys=False, default=str) + "\n")
     return path
