@@ -8,7 +8,9 @@ load on the machine, so it says where the time goes even when wall-clock figures
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 def _tree_cpu_s(pid: int) -> float:
@@ -56,3 +58,24 @@ class CpuMeter:
             return {"client_cpu_ms_per_image": float("nan"), "server_cpu_ms_per_image": float("nan")}
         return {"client_cpu_ms_per_image": round(client / images * 1e3, 3),
                 "server_cpu_ms_per_image": round(server / images * 1e3, 3)}
+
+
+def metered_closed_loop(system: str, new_sender: Callable[[], Any], concurrency: int, max_requests: int,
+                        max_seconds: float, server_pid: int | None, **loop_options: Any) -> dict:
+    """One closed-loop point (:func:`~deepfake_edge.benchmarks.loadgen.run_closed_loop`) with the server's and
+    this process's CPU per image over its measured window; every sender made is closed afterwards."""
+    from deepfake_edge.benchmarks.loadgen import run_closed_loop
+
+    senders: list = []
+
+    def make_sender() -> Any:
+        senders.append(new_sender())
+        return senders[-1]
+
+    meter = CpuMeter(server_pid)
+    result = run_closed_loop(system, make_sender, concurrency, max_requests, max_seconds,
+                             on_window_open=meter.start, **loop_options)
+    cpu = meter.per_image(result.requests + result.errors)
+    for sender in senders:
+        sender.close()
+    return result.to_dict() | cpu

@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from deepfake_edge.benchmarks import encoded_whole
-from deepfake_edge.benchmarks.cputime import CpuMeter
-from deepfake_edge.benchmarks.loadgen import run_closed_loop
-from deepfake_edge.benchmarks.report import _fmt, _table, comparison_tables
+from deepfake_edge.benchmarks.cputime import metered_closed_loop
+from deepfake_edge.benchmarks.report import _fmt, _table, comparison_tables, per_concurrency_ratios
 from deepfake_edge.serving_contract import IMAGE_BYTES_INPUT, IMAGE_MODEL, IMAGE_MODEL_DETECTOR, INPUT_NAME
 
 SYSTEMS = ("client-preprocessing", "encoded")
@@ -114,20 +114,10 @@ def encoded_stage(settings, grpc_url: str, server_pid: int | None, progress: Pro
     for concurrency in settings.encoded_concurrencies:
         for system in SYSTEMS:
             progress(f"encoded {system} c={concurrency}")
-            senders: list = []
-
-            def make_sender(system=system, senders=senders):
-                sender = _sender(grpc_url, system, photos.encoded, preprocessor, settings.request_timeout_s)
-                senders.append(sender)
-                return sender
-
-            meter = CpuMeter(server_pid)
-            result = run_closed_loop(system, make_sender, concurrency, settings.max_requests, settings.max_seconds,
-                                     on_window_open=meter.start)
-            cpu = meter.per_image(result.requests + result.errors)
-            for sender in senders:
-                sender.close()
-            out["points"].append(result.to_dict() | {"model": MODEL_OF[system]} | cpu)
+            point = metered_closed_loop(
+                system, partial(_sender, grpc_url, system, photos.encoded, preprocessor, settings.request_timeout_s),
+                concurrency, settings.max_requests, settings.max_seconds, server_pid)
+            out["points"].append(point | {"model": MODEL_OF[system]})
     out["ratios"] = ratios(out)
     if (settings.repository / encoded_whole.WHOLE_IMAGE_MODEL / "config.pbtxt").is_file():
         out["whole"] = encoded_whole.whole_stage(settings, grpc_url, server_pid, info, progress)
@@ -142,19 +132,8 @@ def count_points(settings) -> int:
 def ratios(section: dict) -> dict:
     """encoded / client-preprocessing figures of the same run (bytes: client-preprocessing / encoded)."""
     [measured] = [row for row in section["bytes"] if row["size"] == "x".join(map(str, section["photo_size"]))] or [None]
-    by = {(p["system"], p["concurrency"]): p for p in section["points"]}
-    result = {"bytes_per_request_reduction": measured and measured["reduction_grpc"], "per_concurrency": []}
-    for concurrency in sorted({p["concurrency"] for p in section["points"]}):
-        baseline, encoded = by.get((SYSTEMS[0], concurrency)), by.get((SYSTEMS[1], concurrency))
-        if baseline and encoded and baseline["throughput"] > 0:
-            result["per_concurrency"].append({
-                "concurrency": concurrency,
-                "throughput": round(encoded["throughput"] / baseline["throughput"], 3),
-                "p50": round(encoded["p50_ms"] / baseline["p50_ms"], 3),
-                "server_cpu_per_image": round(encoded["server_cpu_ms_per_image"] / baseline["server_cpu_ms_per_image"], 3),
-                "client_cpu_per_image": round(encoded["client_cpu_ms_per_image"] / baseline["client_cpu_ms_per_image"], 3),
-            })
-    return result
+    return {"bytes_per_request_reduction": measured and measured["reduction_grpc"],
+            "per_concurrency": per_concurrency_ratios(section["points"], *SYSTEMS)}
 
 
 # -- report -----------------------------------------------------------------------------------------------

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
-from deepfake_edge.benchmarks.cputime import CpuMeter
-from deepfake_edge.benchmarks.loadgen import run_closed_loop
-from deepfake_edge.benchmarks.report import comparison_tables
+from deepfake_edge.benchmarks.cputime import metered_closed_loop
+from deepfake_edge.benchmarks.report import comparison_tables, per_concurrency_ratios
 from deepfake_edge.serving_contract import (
     IMAGE_BYTES_INPUT,
     IMAGE_MODEL_DETECTOR,
@@ -91,24 +91,13 @@ def whole_stage(settings, grpc_url: str, server_pid: int | None, info: ModelInfo
     for concurrency in CONCURRENCIES:
         for system in SYSTEMS:
             progress(f"encoded {system} c={concurrency}")
-            senders: list = []
-
-            def make_sender(system=system, senders=senders):
-                if system == "encoded-whole":
-                    sender = _encoded_sender(grpc_url, photos.encoded, settings.request_timeout_s)
-                else:
-                    sender = _detect_sender(grpc_url, IMAGE_MODEL_DETECTOR, photos, "whole",
-                                            settings.request_timeout_s, [])
-                senders.append(sender)
-                return sender
-
-            meter = CpuMeter(server_pid)
-            result = run_closed_loop(system, make_sender, concurrency, settings.max_requests,
-                                     settings.whole_image_max_seconds, warmup_per_worker=1, on_window_open=meter.start)
-            cpu = meter.per_image(result.requests + result.errors)
-            for sender in senders:
-                sender.close()
-            section["points"].append(result.to_dict() | {"model": MODEL_OF[system]} | cpu)
+            new_sender = (partial(_encoded_sender, grpc_url, photos.encoded, settings.request_timeout_s)
+                          if system == "encoded-whole" else
+                          partial(_detect_sender, grpc_url, IMAGE_MODEL_DETECTOR, photos, "whole",
+                                  settings.request_timeout_s, []))
+            point = metered_closed_loop(system, new_sender, concurrency, settings.max_requests,
+                                        settings.whole_image_max_seconds, server_pid, warmup_per_worker=1)
+            section["points"].append(point | {"model": MODEL_OF[system]})
     section["ratios"] = ratios(section)
     return section
 
@@ -116,21 +105,9 @@ def whole_stage(settings, grpc_url: str, server_pid: int | None, info: ModelInfo
 def ratios(section: dict) -> dict:
     """encoded-whole / client-whole figures of the same run (bytes: client-whole / encoded-whole)."""
     sizes = section["bytes"]
-    by = {(p["system"], p["concurrency"]): p for p in section["points"]}
     reduction = sizes["client-whole_grpc_bytes"] / sizes["encoded-whole_grpc_bytes"]
-    result = {"bytes_per_image_reduction": round(reduction, 2), "per_concurrency": []}
-    for concurrency in sorted({p["concurrency"] for p in section["points"]}):
-        baseline, encoded = by.get((SYSTEMS[0], concurrency)), by.get((SYSTEMS[1], concurrency))
-        if baseline and encoded and baseline["throughput"] > 0:
-            result["per_concurrency"].append({
-                "concurrency": concurrency,
-                "throughput": round(encoded["throughput"] / baseline["throughput"], 3),
-                "p50": round(encoded["p50_ms"] / baseline["p50_ms"], 3),
-                **{f"{side}_cpu_per_image": round(encoded[f"{side}_cpu_ms_per_image"]
-                                                  / baseline[f"{side}_cpu_ms_per_image"], 3)
-                   for side in ("server", "client")},
-            })
-    return result
+    return {"bytes_per_image_reduction": round(reduction, 2),
+            "per_concurrency": per_concurrency_ratios(section["points"], *SYSTEMS)}
 
 
 def markdown_lines(section: dict) -> list[str]:

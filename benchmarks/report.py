@@ -18,6 +18,23 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
+def per_concurrency_ratios(points: list[dict], baseline: str, other: str) -> list[dict]:
+    """``other`` / ``baseline`` per concurrency level of two systems measured in turns: images/s, p50 and CPU
+    per image on each side."""
+    by = {(p["system"], p["concurrency"]): p for p in points}
+    rows = []
+    for concurrency in sorted({p["concurrency"] for p in points}):
+        base, measured = by.get((baseline, concurrency)), by.get((other, concurrency))
+        if base and measured and base["throughput"] > 0:
+            rows.append({"concurrency": concurrency,
+                         "throughput": round(measured["throughput"] / base["throughput"], 3),
+                         "p50": round(measured["p50_ms"] / base["p50_ms"], 3),
+                         **{f"{side}_cpu_per_image": round(measured[f"{side}_cpu_ms_per_image"]
+                                                           / base[f"{side}_cpu_ms_per_image"], 3)
+                            for side in ("server", "client")}})
+    return rows
+
+
 def comparison_tables(section: dict, ratios_title: str) -> list[str]:
     """Two systems measured in turns (the encoded-image stages): every point, then their ratios per
     concurrency level under ``ratios_title``."""
