@@ -21,11 +21,10 @@ from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from client_samples import png_bomb
-from encoded_samples import config, curl_example, encode, run_curl
+from encoded_samples import config, curl_example, encode, model_counts, run_curl
 from deepfake_edge.benchmarks.workload import packaged_photos
 from deepfake_edge.cli import main
 from deepfake_edge.client import DeepfakeClient
-from deepfake_edge.server.admin_key import admin_headers
 from deepfake_edge.serving_contract import (
     DECODE_MODEL,
     DEFAULT_MODEL,
@@ -152,17 +151,6 @@ def test_scores_equal_client_side_preprocessing_on_100_photos(triton_server) -> 
     assert len(probabilities) == len(expected) == PARITY_IMAGES
     assert np.abs(probabilities - expected).max() <= PARITY_TOLERANCE
     assert np.ptp(expected) > 0.05, "the photos should not all score alike"
-
-
-def model_counts(server, model: str) -> dict[str, int]:
-    import urllib.request
-
-    request = urllib.request.Request(f"http://{server.http_url}/v2/models/{model}/stats",
-                                     headers=admin_headers(server.admin_key))
-    with urllib.request.urlopen(request, timeout=10) as response:
-        stats = json.load(response)["model_stats"][0]
-    return {"executions": int(stats["execution_count"]), "succeeded": int(stats["inference_stats"]["success"]["count"]),
-            "failed": int(stats["inference_stats"]["fail"]["count"])}
 
 
 BAD_FILES = {  # name -> (encoded file, what the error must say)
