@@ -132,4 +132,8 @@ def test_each_demo_recipe_trains_at_the_size_its_set_is_made() -> None:
             assert int(command[command.index("--input-size") + 1]) <= recipe.image_size
             if arch in demo.SELF_BLEND_RECIPES:  # stage 2 starts from stage 1's checkpoint
                 assert command[command.index("--init-weights") + 1] == str(demo.stage1_checkpoint(arch))
+            continued = recipe.continued_args
+            if continued:  # the continuation trains the same model on the same device at the same size
+                for option in ("--arch", "--device", "--input-size"):
+                    assert continued[continued.index(option) + 1] == command[command.index(option) + 1]
     assert demo.recipe_for("small_cnn", "cuda") is demo.RECIPES["small_cnn"]["cpu"]
