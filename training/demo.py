@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deepfake_edge.training.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(RECIPES), action="append", help="build only this model")
     parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
-                        help="whose recipes to follow (auto: cuda when torch sees a GPU); the committed B0 is cuda's")
+                        help="whose recipes to follow (auto: cuda when torch sees a GPU); the committed B0's stage 1 "
+                             "is cuda's, its stage 2 the CPU recipe's")
     args = parser.parse_args(argv)
     device = args.device
     if device == "auto":
