@@ -137,3 +137,31 @@ def test_each_demo_recipe_trains_at_the_size_its_set_is_made() -> None:
                 for option in ("--arch", "--device", "--input-size"):
                     assert continued[continued.index(option) + 1] == command[command.index(option) + 1]
     assert demo.recipe_for("small_cnn", "cuda") is demo.RECIPES["small_cnn"]["cpu"]
+
+
+def test_the_cpu_b0_publishes_its_continued_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """build() trains stage 2, continues from that run's best, and publishes, calibrates and evaluates the
+    continuation's checkpoint (each ``train`` here writes its --out folder instead of training)."""
+    for name in ("RUNS", "DEMO_DIR", "REPORT_DIR"):
+        monkeypatch.setattr(demo, name, tmp_path / name)
+    demo.DEMO_DIR.mkdir()
+    commands: list[list[str]] = []
+
+    def run(arguments: list[str]) -> int:
+        commands.append(arguments)
+        if arguments[0] == "train":
+            out = Path(arguments[arguments.index("--out") + 1])
+            out.mkdir(parents=True)
+            for file in ("best.safetensors", "history.json", "summary.json"):
+                (out / file).write_text(out.name)
+        return 0
+
+    monkeypatch.setattr(demo, "_run", run)
+    assert demo.build("efficientnet_b0", demo.RECIPES["efficientnet_b0"]["cpu"]) == 0
+    first, continued = (c for c in commands if c[0] == "train")
+    first_out = first[first.index("--out") + 1]
+    assert continued[continued.index("--init-weights") + 1] == str(Path(first_out) / "best.safetensors")
+    published = demo.DEMO_DIR / "efficientnet_b0.safetensors"
+    assert published.read_text() == Path(continued[continued.index("--out") + 1]).name != Path(first_out).name
+    assert [c[0] for c in commands[2:]] == ["calibrate", "evaluate", "evaluate"]
+    assert all(c[1] == str(published) for c in commands[2:])

@@ -55,9 +55,13 @@ class Recipe:
     continued_args: tuple[str, ...] = ()
 
 
+def _cpu(threads: int = 1, seed: int = 0) -> tuple[str, ...]:
+    return ("--batch-size", "32", "--seed", str(seed), "--device", "cpu", "--threads", str(threads), "--workers", "1",
+            "--checkpoint-dtype", "float16")
+
+
 # One thread: on a shared two-core machine two OpenMP threads ran ~10x slower (spin-waiting under contention).
-_CPU = ("--batch-size", "32", "--seed", "0", "--device", "cpu", "--threads", "1", "--workers", "1",
-        "--checkpoint-dtype", "float16")
+_CPU = _cpu()
 # Five loader processes: the GPU waits on JPEG decoding and augmentation, not the other way round.
 _CUDA = ("--batch-size", "64", "--seed", "0", "--device", "cuda", "--threads", "2", "--workers", "5",
          "--checkpoint-dtype", "float16")
@@ -76,14 +80,13 @@ SELF_BLEND_RECIPES: dict[str, dict[str, Recipe]] = {
 }
 # The committed models: B0 fine-tuned from stage 1 (its --init-weights is added by build()), the CNN from
 # scratch, both on the stage-2 set. One epoch of B0 at 224 px: what one shared CPU core trains in about an hour.
-_B0_EDITS = ("--arch", "efficientnet_b0", "--drop-path", "0.4", "--lr", "3e-4", "--mask-loss", "1", "--epochs", "1",
-             "--warmup-epochs", "0.1", "--patience", "2", "--input-size", "224")
+_B0_ON_EDITS = ("--arch", "efficientnet_b0", "--drop-path", "0.4", "--mask-loss", "1", "--patience", "2",
+                "--input-size", "224")
+_B0_EDITS = (*_B0_ON_EDITS, "--lr", "3e-4", "--epochs", "1", "--warmup-epochs", "0.1")
 # Then two more epochs at a lower peak, on both cores of the quiet machine (~20 min an epoch), another seed so
 # the order and augmentation draws differ from the first epoch's.
-_B0_EDITS_CONTINUED = ("--arch", "efficientnet_b0", "--drop-path", "0.4", "--lr", "2e-4", "--mask-loss", "1",
-                       "--epochs", "2", "--warmup-epochs", "0.05", "--patience", "2", "--input-size", "224",
-                       "--batch-size", "32", "--seed", "1", "--device", "cpu", "--threads", "2", "--workers", "1",
-                       "--checkpoint-dtype", "float16")
+_B0_EDITS_CONTINUED = (*_B0_ON_EDITS, "--lr", "2e-4", "--epochs", "2", "--warmup-epochs", "0.05",
+                       *_cpu(threads=2, seed=1))
 RECIPES: dict[str, dict[str, Recipe]] = {
     "efficientnet_b0": {"cuda": Recipe(EDIT_SET, 224, (*_B0_EDITS, *_CUDA)),
                         "cpu": Recipe(EDIT_SET, 224, (*_B0_EDITS, *_CPU), _B0_EDITS_CONTINUED)},
