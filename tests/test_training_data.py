@@ -215,8 +215,10 @@ def test_synthesis_is_deterministic_readable_and_masks_are_not_samples(tmp_path:
     synth.synthesize(tmp_path / "b", **kwargs, workers=2)  # sharing photos among processes changes no byte
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "photos"]  # no staging left behind
-    synth.synthesize(tmp_path / "a", **{**kwargs, "seed": 8})  # replaces its own earlier output
+    # Replaces its own earlier output; another seed with the first's split seed: new samples, same split photos.
+    fresh = synth.synthesize(tmp_path / "a", **{**kwargs, "seed": 8, "split_seed": 7})
     assert _digest(tmp_path / "a") != _digest(tmp_path / "b")
+    assert fresh["photos"] == manifest["photos"] and (fresh["seed"], fresh["split_seed"]) == (8, 7)
 
     photos = manifest["photos"]
     assert not set(photos["train"]) & set(photos["test"]) and not set(photos["validation"]) & set(photos["test"])

@@ -177,14 +177,16 @@ def test_splits_are_disjoint_in_sources_and_donors(written):
 
 
 def test_same_arguments_same_bytes_with_any_worker_count_and_rerun_replaces(written, tmp_path):
-    out, _ = written
+    out, manifest = written
     before = _digest(out / "test" / "full") + _digest(out / "train" / "full")
     other = tmp_path / "other"
     edit_synth.synthesize_edits(other, photos=_photos(), workers=2, **_ARGS)
     assert _digest(other / "test" / "full") + _digest(other / "train" / "full") == before
     (other / "train" / "full" / "stale.txt").write_text("old")
-    edit_synth.synthesize_edits(other, photos=_photos(), **{**_ARGS, "pairs": 5})
+    # Another seed with the first's split seed draws new pairs of the same split photos.
+    fresh = edit_synth.synthesize_edits(other, photos=_photos(), **{**_ARGS, "pairs": 5, "seed": 4, "split_seed": 3})
     assert not (other / "train" / "full" / "stale.txt").exists()
+    assert fresh["photos"] == manifest["photos"] and fresh["split_seed"] == 3
     assert json.loads((other / "full.json").read_text())["pairs"]["train"] == 3
 
 

@@ -68,6 +68,8 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--image-size", type=int, default=synth_module.DEFAULT_IMAGE_SIZE, metavar="PX",
                        help="side of the square output images")
     synth.add_argument("--seed", type=int, default=0, help="random seed")
+    synth.add_argument("--split-seed", type=int, default=None, metavar="SEED",
+                       help="seed that deals the photos to train/validation/test (default: --seed); give an existing set's to draw fresh samples of the same split photos")
     synth.add_argument("--val-fraction", type=float, default=0.15, help="share of images (and photos) for validation")
     synth.add_argument("--test-fraction", type=float, default=0.15, help="share of images (and photos) for test")
     synth.add_argument("--jpeg-quality", type=int, nargs=2, default=list(synth_module.DEFAULT_JPEG_QUALITY),
@@ -84,7 +86,7 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
         "swaps and pastes; at upload sizes, rotated/flipped/recompressed alike), then cut from each pair "
         "the regions inference scores where the edit is (faces, native-resolution tiles, the global view) "
         "into OUT/<split>/{Real,Fake}/eNNNNNN_K.jpg. Run it after 'data synth' on the same OUT: source "
-        "photos follow the same seeded split, so the splits stay disjoint.",
+        "photos follow the same seeded split (same --seed, or --split-seed), so the splits stay disjoint.",
         func=_run_edits, formatter_class=_HelpFormatter,
     )
     edits.add_argument("--out", type=Path, default=synth_module.DEFAULT_OUT, help="the set to add to")
@@ -92,7 +94,9 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
     edits.add_argument("--sizes", type=int, nargs=2, default=list(edit_synth.DEFAULT_SIZES), metavar=("MIN", "MAX"),
                        help="range of the upload size's longer side, px")
     edits.add_argument("--input-size", type=int, default=224, metavar="PX", help="side of the region crops")
-    edits.add_argument("--seed", type=int, default=0, help="random seed (use data synth's for the same splits)")
+    edits.add_argument("--seed", type=int, default=0, help="random seed")
+    edits.add_argument("--split-seed", type=int, default=None, metavar="SEED",
+                       help="seed that deals the photos to the splits (default: --seed); use data synth's")
     edits.add_argument("--workers", type=int, default=1, help="processes making pairs in parallel")
 
     from deepfake_edge.training import video_synth
@@ -114,7 +118,7 @@ def _run_synth(args: argparse.Namespace) -> int:
 
     try:
         synthesize(args.out, source=args.source, count=args.count, image_size=args.image_size, seed=args.seed,
-                   val_fraction=args.val_fraction, test_fraction=args.test_fraction,
+                   split_seed=args.split_seed, val_fraction=args.val_fraction, test_fraction=args.test_fraction,
                    jpeg_quality=tuple(args.jpeg_quality), workers=args.workers)
     except ValueError as error:
         raise CommandError(str(error)) from error
@@ -127,7 +131,8 @@ def _run_edits(args: argparse.Namespace) -> int:
     from deepfake_edge.training.region_crops import write_region_crops
 
     try:
-        synthesize_edits(args.out, pairs=args.pairs, seed=args.seed, sizes=tuple(args.sizes), workers=args.workers)
+        synthesize_edits(args.out, pairs=args.pairs, seed=args.seed, split_seed=args.split_seed,
+                         sizes=tuple(args.sizes), workers=args.workers)
     except ValueError as error:
         raise CommandError(str(error)) from error
     written = write_region_crops(args.out, Preprocessor(args.input_size, round(args.input_size / 0.875)))

@@ -63,12 +63,14 @@ def synthesize_edits(
     progress: bool = True,
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    split_seed: int | None = None,
 ) -> dict:
     """Write ``pairs`` full-size (twin, edited photo, mask) triples under ``out_dir/<split>/full/``.
 
     ``photos`` defaults to the packaged catalogue. ``sizes`` bounds the long side of the upload size
     (never more than 1.5x the photo's own). Anything else in ``out_dir`` is left alone; an earlier
-    ``full/`` output is replaced. Returns the manifest also written to ``out_dir/full.json``.
+    ``full/`` output is replaced. ``split_seed`` (default ``seed``) deals the photos to the splits, as
+    ``data synth``'s does. Returns the manifest also written to ``out_dir/full.json``.
     """
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
@@ -85,7 +87,8 @@ def synthesize_edits(
         raise ValueError(f"{out_dir} is a file")
     started = time.perf_counter()
     photos = packaged_photo_records() if photos is None else list(photos)
-    assigned = assign_splits(photos, val_fraction, test_fraction, seed)
+    split_seed = seed if split_seed is None else split_seed
+    assigned = assign_splits(photos, val_fraction, test_fraction, split_seed)
     counts = _pairs_per_split(pairs, val_fraction, test_fraction)
     staging = out_dir / f".{FULL_FOLDER}.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -102,7 +105,7 @@ def synthesize_edits(
         "description": (f"Full-size photos edited by {', '.join(EDIT_FAMILIES)} (training/edits.py), each with "
                         f"its unedited twin and a mask; seed {seed}, long side {low_size}-{high_size} px, JPEG "
                         f"quality {low_q}-{high_q}; source and donor photos are disjoint across splits."),
-        "seed": seed, "sizes": [low_size, high_size], "jpeg_quality": [low_q, high_q],
+        "seed": seed, "split_seed": split_seed, "sizes": [low_size, high_size], "jpeg_quality": [low_q, high_q],
         "val_fraction": val_fraction, "test_fraction": test_fraction,
         "pairs": counts, "families": families,
         "photos": {split: sorted(p.name for p in assigned[split]) for split in SPLITS},

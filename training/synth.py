@@ -86,12 +86,15 @@ def synthesize(
     jpeg_quality: tuple[int, int] = DEFAULT_JPEG_QUALITY,
     progress: bool = True,
     workers: int = 1,
+    split_seed: int | None = None,
 ) -> dict:
     """Write ``count`` images (half Real, half Fake) in the kaggle layout under ``out_dir``.
 
     ``source`` is a folder of real images; ``None`` uses the packaged catalogue (training/photos.py).
     ``out_dir`` must be empty, missing, or an earlier output of this function (replaced).
     ``workers`` > 1 shares the photos out among that many processes; the output is the same bytes.
+    ``split_seed`` (default ``seed``) deals the photos to the splits: another ``seed`` with an existing
+    set's ``split_seed`` draws fresh samples of the same train/validation/test photos.
     Returns the manifest also written to ``out_dir/synth.json``.
     """
     if workers < 1:
@@ -112,7 +115,8 @@ def synthesize(
     photos = folder_photos(Path(source)) if source is not None else packaged_photo_records()
     if len(photos) < 3:
         raise ValueError(f"need at least 3 readable images in {source} (one per split), found {len(photos)}")
-    assigned = assign_splits(photos, val_fraction, test_fraction, seed)
+    split_seed = seed if split_seed is None else split_seed
+    assigned = assign_splits(photos, val_fraction, test_fraction, split_seed)
     staging = out_dir.with_name(f".{out_dir.name}.partial")  # readers never see a half-written set
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
@@ -126,7 +130,7 @@ def synthesize(
         "description": _description(source, photos, seed, image_size, (low_q, high_q)),
         "generator": "deepfake-edge data synth (self-blended images)",
         "source": str(source) if source is not None else "packaged",
-        "seed": seed, "count": 2 * sum(pairs.values()), "image_size": image_size,
+        "seed": seed, "split_seed": split_seed, "count": 2 * sum(pairs.values()), "image_size": image_size,
         "jpeg_quality": [low_q, high_q], "val_fraction": val_fraction, "test_fraction": test_fraction,
         "pairs": pairs, "photos": {split: sorted(p.name for p in assigned[split]) for split in SPLITS},
         "face_centred_photos": sorted(face_photos),
