@@ -119,6 +119,9 @@ def test_the_demo_rebuilds_its_set_when_the_installed_photos_change(tmp_path: Pa
     assert not demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 160)  # the CPU recipe's set is made at another size
     manifest.write_text(json.dumps({**made, "count": demo.SYNTH_COUNT // 2}))
     assert not demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 224)
+    manifest.write_text(json.dumps({**made, "seed": 1}))  # a fresh draw is not the first set, nor the reverse
+    assert not demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 224)
+    assert demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 224, seed=1)
     installed.append(photos_module.Photo("d", "scenes", "d", Image.new("RGB", (8, 8))))  # a package was installed
     manifest.write_text(json.dumps(made))
     assert not demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 224)
@@ -132,16 +135,17 @@ def test_each_demo_recipe_trains_at_the_size_its_set_is_made() -> None:
             assert int(command[command.index("--input-size") + 1]) <= recipe.image_size
             if arch in demo.SELF_BLEND_RECIPES:  # stage 2 starts from stage 1's checkpoint
                 assert command[command.index("--init-weights") + 1] == str(demo.stage1_checkpoint(arch))
-            continued = recipe.continued_args
-            if continued:  # the continuation trains the same model on the same device at the same size
+            for continuation in recipe.continuations:  # the same model on the same device at the same size
+                continued = continuation.train_args
                 for option in ("--arch", "--device", "--input-size"):
                     assert continued[continued.index(option) + 1] == command[command.index(option) + 1]
     assert demo.recipe_for("small_cnn", "cuda") is demo.RECIPES["small_cnn"]["cpu"]
 
 
-def test_the_cpu_b0_publishes_its_continued_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """build() trains stage 2, continues from that run's best, and publishes, calibrates and evaluates the
-    continuation's checkpoint (each ``train`` here writes its --out folder instead of training)."""
+def test_the_cpu_b0_publishes_its_last_continued_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """build() trains stage 2, continues each run from the previous run's best (the last on a fresh draw of
+    the set), and publishes, calibrates and evaluates the last run's checkpoint on the first set (each
+    ``train`` here writes its --out folder instead of training)."""
     for name in ("RUNS", "DEMO_DIR", "REPORT_DIR"):
         monkeypatch.setattr(demo, name, tmp_path / name)
     demo.DEMO_DIR.mkdir()
@@ -157,11 +161,15 @@ def test_the_cpu_b0_publishes_its_continued_run(tmp_path: Path, monkeypatch: pyt
         return 0
 
     monkeypatch.setattr(demo, "_run", run)
-    assert demo.build("efficientnet_b0", demo.RECIPES["efficientnet_b0"]["cpu"]) == 0
-    first, continued = (c for c in commands if c[0] == "train")
-    first_out = first[first.index("--out") + 1]
-    assert continued[continued.index("--init-weights") + 1] == str(Path(first_out) / "best.safetensors")
+    recipe = demo.RECIPES["efficientnet_b0"]["cpu"]
+    assert demo.build("efficientnet_b0", recipe) == 0
+    trains = [c for c in commands if c[0] == "train"]
+    assert len(trains) == 1 + len(recipe.continuations) >= 3
+    outs = [Path(c[c.index("--out") + 1]) for c in trains]
+    for previous, continued in zip(outs, trains[1:]):
+        assert continued[continued.index("--init-weights") + 1] == str(previous / "best.safetensors")
+    assert [c[1] for c in trains] == [str(recipe.data)] * (len(trains) - 1) + [f"{recipe.data}_s1"]
     published = demo.DEMO_DIR / "efficientnet_b0.safetensors"
-    assert published.read_text() == Path(continued[continued.index("--out") + 1]).name != Path(first_out).name
-    assert [c[0] for c in commands[2:]] == ["calibrate", "evaluate", "evaluate"]
-    assert all(c[1] == str(published) for c in commands[2:])
+    assert published.read_text() == outs[-1].name and len(set(outs)) == len(outs)
+    assert [c[0] for c in commands[len(trains):]] == ["calibrate", "evaluate", "evaluate"]
+    assert all(c[1:3] == [str(published), str(recipe.data)] for c in commands[len(trains):])
