@@ -8,10 +8,11 @@ its highest region's; faces are followed across frames (tracks.associate) and ev
 ``tracks.VIDEO_RULES`` makes the video's score from the same frames, exactly as client/video.py does with a
 server's answers.
 
-``calibrate_videos`` picks, on the validation videos, the rule with the highest video ROC-AUC (ties go to
-the simpler rule: peak, then top3_mean, then track_median) and the lowest threshold at which at most
-``max_false_alarm`` of the unedited validation videos are called Fake, and stores both in the checkpoint's
-card (``video_rule``, ``video_threshold``) with the validation report (``metrics["video_validation"]``).
+``calibrate_videos`` picks, on the validation videos, the rule with the highest video ROC-AUC (rules within
+one (edited, unedited) pair of it tie, and ties go to the simpler rule: peak, then top3_mean, then
+track_median) and the lowest threshold at which at most ``max_false_alarm`` of the unedited validation videos
+are called Fake, and stores both in the checkpoint's card (``video_rule``, ``video_threshold``) with the
+validation report (``metrics["video_validation"]``).
 ``evaluate_videos`` reports, on a split, under the card's rule and threshold: ROC-AUC overall, per edit
 family and per footage kind, the share of edited videos caught, the false-alarm rate, whether every
 unedited camera-footage segment (vtest.avi/tree.avi) is called Real, and with ``out_dir`` the JSON report
@@ -153,14 +154,18 @@ def rule_aucs(scores: Sequence[VideoScore]) -> dict[str, float]:
                        np.array([s.scores[rule] for s in scores if s.label == 1])) for rule in VIDEO_RULES}
 
 
-def choose_rule(aucs: dict[str, float]) -> str:
-    """The rule with the highest ROC-AUC; within 1e-9 of it, the first of :data:`RULE_TIE_ORDER`."""
+def choose_rule(aucs: dict[str, float], pairs: int = 0) -> str:
+    """The rule with the highest ROC-AUC; a rule short of it by less than one of the ``pairs`` (edited,
+    unedited) video pairs the ROC-AUC counts (1e-9 without ``pairs``) ties, and ties go to the first of
+    :data:`RULE_TIE_ORDER`. Such a difference is one pair scored equal instead of in order: the videos
+    cannot tell the rules apart, and the simpler rule is kept."""
     order = [r for r in RULE_TIE_ORDER if r in aucs] + [r for r in aucs if r not in RULE_TIE_ORDER]
     valid = {r: a for r, a in aucs.items() if not np.isnan(a)}
     if not valid:
         return DEFAULT_VIDEO_RULE
     best = max(valid.values())
-    return next(r for r in order if r in valid and valid[r] >= best - _AUC_TIE)
+    tie = 1.0 / pairs - _AUC_TIE if pairs else _AUC_TIE
+    return next(r for r in order if r in valid and valid[r] > best - tie)
 
 
 def video_report(scores: Sequence[VideoScore], rule: str, threshold: float) -> dict[str, Any]:
@@ -230,7 +235,7 @@ def calibrate_videos(checkpoint: str | Path, root: str | Path, max_false_alarm: 
         raise ValueError(f"max_false_alarm must be in [0, 1), got {max_false_alarm}")
     scores = score_videos(checkpoint, root, "validation", limits, max_pairs, progress)
     aucs = rule_aucs(scores)
-    rule = choose_rule(aucs)
+    rule = choose_rule(aucs, pairs=sum(s.label == 0 for s in scores) * sum(s.label == 1 for s in scores))
     threshold = false_alarm_threshold(np.array([s.scores[rule] for s in scores if s.label == 0]), max_false_alarm)
     validation = {"split": "validation", "max_false_alarm": max_false_alarm, "tie_order": list(RULE_TIE_ORDER),
                   **video_report(scores, rule, threshold)}
