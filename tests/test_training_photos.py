@@ -119,7 +119,9 @@ def test_the_demo_rebuilds_its_set_when_the_installed_photos_change(tmp_path: Pa
     assert not demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 160)  # the CPU recipe's set is made at another size
     manifest.write_text(json.dumps({**made, "count": demo.SYNTH_COUNT // 2}))
     assert not demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 224)
-    manifest.write_text(json.dumps({**made, "seed": 1}))  # a fresh draw is not the first set, nor the reverse
+    manifest.write_text(json.dumps({**made, "seed": 1}))  # seed 1 dealt the photos itself: other splits
+    assert not demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 224, seed=1)
+    manifest.write_text(json.dumps({**made, "seed": 1, "split_seed": 0}))  # a fresh draw is not the first set
     assert not demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 224)
     assert demo.is_current_demo_set(manifest, demo.SYNTH_COUNT, 224, seed=1)
     installed.append(photos_module.Photo("d", "scenes", "d", Image.new("RGB", (8, 8))))  # a package was installed

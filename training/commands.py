@@ -69,7 +69,8 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
                        help="side of the square output images")
     synth.add_argument("--seed", type=int, default=0, help="random seed")
     synth.add_argument("--split-seed", type=int, default=None, metavar="SEED",
-                       help="seed that deals the photos to train/validation/test (default: --seed); give an existing set's to draw fresh samples of the same split photos")
+                       help="seed that deals the photos to train/validation/test (default: --seed); give an "
+                            "existing set's to draw fresh samples of the same split photos")
     synth.add_argument("--val-fraction", type=float, default=0.15, help="share of images (and photos) for validation")
     synth.add_argument("--test-fraction", type=float, default=0.15, help="share of images (and photos) for test")
     synth.add_argument("--jpeg-quality", type=int, nargs=2, default=list(synth_module.DEFAULT_JPEG_QUALITY),

@@ -179,13 +179,15 @@ def _make_set(data: Path, count: int, image_size: int, edit_pairs: int = 0, seed
 
 
 def is_current_demo_set(manifest: Path, count: int, image_size: int, seed: int = 0) -> bool:
-    """Whether ``manifest`` describes a set of the demo's size and sample ``seed`` made from exactly the
-    photos installed now."""
+    """Whether ``manifest`` describes a set of the demo's size and sample ``seed``, its photos dealt to the
+    splits by split seed 0 (so no draw's training photo is another draw's test photo), made from exactly
+    the photos installed now."""
     if not manifest.is_file():
         return False
     made = json.loads(manifest.read_text())
     used = {name for names in made.get("photos", {}).values() for name in names}
-    return (made.get("count") == count and made.get("image_size") == image_size and made.get("seed", 0) == seed
+    seeds = (made.get("seed", 0), made.get("split_seed", made.get("seed", 0)))
+    return (made.get("count") == count and made.get("image_size") == image_size and seeds == (seed, 0)
             and used == {photo.name for photo in packaged_photo_records()})
 
 
