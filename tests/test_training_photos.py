@@ -173,5 +173,26 @@ def test_the_cpu_b0_publishes_its_last_continued_run(tmp_path: Path, monkeypatch
     assert [c[1] for c in trains] == [str(recipe.data)] * (len(trains) - 1) + [f"{recipe.data}_s1"]
     published = demo.DEMO_DIR / "efficientnet_b0.safetensors"
     assert published.read_text() == outs[-1].name and len(set(outs)) == len(outs)
-    assert [c[0] for c in commands[len(trains):]] == ["calibrate", "evaluate", "evaluate"]
-    assert all(c[1:3] == [str(published), str(recipe.data)] for c in commands[len(trains):])
+    photos, videos = commands[len(trains):len(trains) + 3], commands[len(trains) + 3:]
+    assert [c[0] for c in photos] == ["calibrate", "evaluate", "evaluate"]
+    assert all(c[1:3] == [str(published), str(recipe.data)] for c in photos)
+    # B0's video verdict (the card's rule and threshold) is calibrated and reported on the video set.
+    assert [c[:4] for c in videos] == [["calibrate", str(published), str(demo.VIDEO_SET), "--videos"],
+                                       ["evaluate", str(published), str(demo.VIDEO_SET), "--videos"]]
+
+
+def test_the_demo_makes_its_video_set_unless_one_of_its_size_and_split_is_there(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo, "VIDEO_SET", tmp_path / "videos")
+    commands: list[list[str]] = []
+    monkeypatch.setattr(demo, "_run", lambda arguments: commands.append(arguments) or 0)
+    assert demo._make_video_set() == 0 and commands[-1][:2] == ["data", "videos"]  # none there
+    demo.VIDEO_SET.mkdir()
+    manifest = demo.VIDEO_SET / "video_set.json"
+    for made, remade in (({"pairs_per_split": demo.VIDEO_PAIRS, "split_seed": 1}, True),
+                         ({"pairs_per_split": demo.VIDEO_PAIRS // 2, "split_seed": 0}, True),
+                         ({"pairs_per_split": demo.VIDEO_PAIRS, "split_seed": 0}, False)):
+        manifest.write_text(json.dumps(made))
+        commands.clear()
+        demo._make_video_set()
+        assert bool(commands) is remade, made

@@ -16,7 +16,9 @@ The small CNN trains once, from scratch, on the stage-2 set. Then, for each: cop
 (float16) to ``models/demo/<arch>.safetensors``, ``calibrate`` its whole-image threshold on the validation
 photos, and ``evaluate`` it into ``models/demo/report/<arch>/``: the crop test split (metrics.json, roc.png,
 confusion_matrix.png, twins.png, training_curves.png, history.json, train_summary.json) and the full-size
-test photos by whole-image analysis (whole_image.json). See docs/training.md.
+test photos by whole-image analysis (whole_image.json). B0's video verdict is calibrated and evaluated too,
+on ``data videos``' set in ``data/videos`` (the card's video rule and threshold; video_report.json,
+video_timelines.png). See docs/training.md.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ RUNS = Path("runs/demo")
 EDIT_SET = Path("data/edits_224px")
 EDIT_SET_SELF_BLENDS = 12000  # beside the 3000 full-size pairs' region crops (~2.4 twins per pair)
 EDIT_PAIRS = 3000
+VIDEO_SET = Path("data/videos")
+VIDEO_PAIRS = 24  # unedited/edited pairs per split
+VIDEO_ARCHS = ("efficientnet_b0",)  # the models whose video verdict is calibrated (docs/video.md)
 DEMO_DIR = Path("models/demo")
 REPORT_DIR = DEMO_DIR / "report"
 # 24 times the default count: B0 sees 67,200 distinct crops per epoch. Twice that many crops of the same 298
@@ -159,6 +164,9 @@ def build(arch: str, recipe: Recipe) -> int:
              ["evaluate", str(checkpoint), str(recipe.data), "--split", "test", "--out", str(report),
               "--history", str(report / "history.json")],
              ["evaluate", str(checkpoint), str(recipe.data), "--split", "test", "--whole-images", "--out", str(report)]]
+    if arch in VIDEO_ARCHS:
+        steps += [["calibrate", str(checkpoint), str(VIDEO_SET), "--videos"],
+                  ["evaluate", str(checkpoint), str(VIDEO_SET), "--videos", "--split", "test", "--out", str(report)]]
     for step in steps:
         if code := _run(step):
             return code
@@ -176,6 +184,16 @@ def _make_set(data: Path, count: int, image_size: int, edit_pairs: int = 0, seed
                      *options]):
         return code
     return _run(["data", "edits", "--out", str(data), "--pairs", str(edit_pairs), *options]) if edit_pairs else 0
+
+
+def _make_video_set() -> int:
+    """``data videos`` into :data:`VIDEO_SET` unless a set of the demo's size, its photos dealt by split seed
+    0 like the training sets', is there."""
+    manifest = VIDEO_SET / "video_set.json"
+    made = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    if made.get("pairs_per_split") == VIDEO_PAIRS and made.get("split_seed") == 0:
+        return 0
+    return _run(["data", "videos", "--out", str(VIDEO_SET), "--pairs", str(VIDEO_PAIRS), "--split-seed", "0"])
 
 
 def is_current_demo_set(manifest: Path, count: int, image_size: int, seed: int = 0) -> bool:
@@ -218,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             if continuation.sample_seed and (code := _make_set(recipe.data_of(continuation), continuation.self_blends,
                                                                recipe.image_size, EDIT_PAIRS, continuation.sample_seed)):
                 return code
+        if arch in VIDEO_ARCHS and (code := _make_video_set()):
+            return code
         if code := build(arch, recipe):
             return code
     return 0
