@@ -220,7 +220,7 @@ def test_a_rule_must_win_by_a_whole_pair_of_videos_to_be_chosen_over_a_simpler_o
     pairs = 24 * 24  # one (edited, unedited) pair moves ROC-AUC by 1/576 = 0.0017
     half_a_pair = {"peak": 0.6797, "top3_mean": 0.6797 + 0.5 / pairs, "track_median": 0.67}
     assert choose_rule(half_a_pair, pairs) == "peak"  # one pair scored equal, not in order: a tie
-    assert choose_rule(half_a_pair) == "top3_mean"  # without the count, only equal figures tie
+    assert choose_rule(half_a_pair, 100 * pairs) == "top3_mean"  # with 100x the videos, it is 50 pairs
     assert choose_rule({"peak": 0.6797, "top3_mean": 0.6797 + 1 / pairs, "track_median": 0.67}, pairs) == "top3_mean"
     assert choose_rule({"peak": 0.5, "top3_mean": 0.6, "track_median": 0.6 + 0.4 / pairs}, pairs) == "top3_mean"
     assert choose_rule({"peak": float("nan"), "top3_mean": 0.7, "track_median": 0.7}, pairs) == "top3_mean"

@@ -44,7 +44,7 @@ from deepfake_edge.video import VideoLimits, VideoReader
 RULE_TIE_ORDER = ("peak", "top3_mean", "track_median")
 REPORT_FILE = "video_report.json"
 PLOT_FILE = "video_timelines.png"
-_AUC_TIE = 1e-9
+_FLOAT_SLACK = 1e-9
 
 Box = tuple[int, int, int, int]
 
@@ -154,18 +154,18 @@ def rule_aucs(scores: Sequence[VideoScore]) -> dict[str, float]:
                        np.array([s.scores[rule] for s in scores if s.label == 1])) for rule in VIDEO_RULES}
 
 
-def choose_rule(aucs: dict[str, float], pairs: int = 0) -> str:
+def choose_rule(aucs: dict[str, float], pairs: int) -> str:
     """The rule with the highest ROC-AUC; a rule short of it by less than one of the ``pairs`` (edited,
-    unedited) video pairs the ROC-AUC counts (1e-9 without ``pairs``) ties, and ties go to the first of
-    :data:`RULE_TIE_ORDER`. Such a difference is one pair scored equal instead of in order: the videos
-    cannot tell the rules apart, and the simpler rule is kept."""
+    unedited) video pairs the ROC-AUC counts ties, and ties go to the first of :data:`RULE_TIE_ORDER`.
+    Such a difference is one pair scored equal instead of in order: the videos cannot tell the rules
+    apart, and the simpler rule is kept."""
     order = [r for r in RULE_TIE_ORDER if r in aucs] + [r for r in aucs if r not in RULE_TIE_ORDER]
     valid = {r: a for r, a in aucs.items() if not np.isnan(a)}
     if not valid:
         return DEFAULT_VIDEO_RULE
     best = max(valid.values())
-    tie = 1.0 / pairs - _AUC_TIE if pairs else _AUC_TIE
-    return next(r for r in order if r in valid and valid[r] > best - tie)
+    # A whole pair short is not a tie; _FLOAT_SLACK keeps float rounding of exactly 1/pairs from making it one.
+    return next(r for r in order if r in valid and valid[r] > best - (1.0 / pairs - _FLOAT_SLACK))
 
 
 def video_report(scores: Sequence[VideoScore], rule: str, threshold: float) -> dict[str, Any]:
