@@ -201,3 +201,77 @@ def test_pairs_differ_only_inside_the_mask_after_augmentation():
         assert changed.any() and not (changed & (mask == 0)).any(), record["family"]
         assert not (changed & (np.asarray(edit_synth.mask_png(mask)) == 0)).any()  # the 8-bit mask too
         assert max(real.shape[:2]) <= 360
+
+
+# ------------------------------------------------------------------------------------ hard negatives
+
+
+def test_hard_negatives_are_the_highest_scored_regions_of_unedited_training_photos(written, tmp_path):
+    import shutil
+
+    import torch
+
+    from deepfake_edge.checkpoint import save_checkpoint
+    from deepfake_edge.model_card import ModelCard
+    from deepfake_edge.models import build_model
+    from deepfake_edge.preprocessing import Preprocessor, load_image
+    from deepfake_edge.regions import analyse
+    from deepfake_edge.training import hard_negatives
+    from deepfake_edge.training.datasets import load_splits
+    from deepfake_edge.training.evaluate import by_kind
+    from deepfake_edge.training.pairing import pair_groups
+    from deepfake_edge.training.region_crops import write_region_crops
+    from deepfake_edge.training.whole_image import forward_rows, served_session
+
+    root = tmp_path / "set"
+    shutil.copytree(written[0], root)
+    write_region_crops(root, Preprocessor(64, 72), progress=False)
+    for label in LABELS:  # one self-blend pair beside the region crops
+        Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(root / "train" / label / "000001.jpg")
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "cnn.safetensors", build_model("small_cnn"),
+                                 ModelCard(arch="small_cnn", input_size=64, resize_size=72))
+    photos = json.loads((root / "train" / "full" / edit_synth.EDITS_FILE).read_text())
+
+    counts = hard_negatives.mine_hard_negatives(root, checkpoint, per_photo=2, min_probability=0.0, progress=False)
+    assert counts == {"train": {"photos": len(photos), "crops": 2 * len(photos)}}
+    written_names = sorted(p.stem for p in (root / "train" / "Real").glob("n*.jpg"))
+    assert written_names == sorted(f"n{stem}_{rank}" for stem in photos for rank in range(2))
+    assert not list((root / "validation" / "Real").glob("n*")), "only the training split is mined by default"
+    sources = json.loads((root / "train" / "sources.json").read_text())
+    assert all(sources[f"n{stem}_0"] == record["source"] for stem, record in photos.items())
+    manifest = json.loads((root / hard_negatives.MANIFEST_FILE).read_text())
+    assert manifest["per_photo"] == 2 and len(manifest["checkpoint_sha256"]) == 64
+
+    # The crops are the regions the checkpoint scored highest, cut as inference cuts them (JPEG 95 apart).
+    stem = sorted(photos)[0]
+    with served_session(checkpoint) as (session, preprocessor):
+        _, rows = analyse(load_image(root / "train" / "full" / "Real" / f"{stem}.jpg"), preprocessor)
+        probabilities, _ = forward_rows(session, rows)
+    for rank, index in enumerate(np.argsort(-probabilities, kind="stable")[:2]):
+        crop = np.asarray(Image.open(root / "train" / "Real" / f"n{stem}_{rank}.jpg"), dtype=np.float32)
+        assert np.abs(crop - rows[index].transpose(1, 2, 0)).mean() < 3.0
+
+    # train reads them as Real images without a twin; crop-level evaluation counts them with the edit regions.
+    samples = load_splits(root).split("train")
+    mined = [i for i, s in enumerate(samples) if s.path.stem.startswith("n")]
+    assert len(mined) == 2 * len(photos) and all(samples[i].label == 0 for i in mined)
+    assert all([i] in pair_groups(samples) for i in mined)
+    labels = np.array([s.label for s in samples])
+    kinds = by_kind(samples, labels, np.random.default_rng(0).random(len(samples)))
+    assert kinds["edit_regions"]["n"] == sum(s.path.stem.startswith(("e", "n")) for s in samples)
+
+    # A rerun replaces them; a probability floor no region reaches writes none.
+    again = hard_negatives.mine_hard_negatives(root, checkpoint, per_photo=1, min_probability=1.0, progress=False)
+    assert again["train"]["crops"] == 0 and not list((root / "train" / "Real").glob("n*.jpg"))
+    assert not [name for name in json.loads((root / "train" / "sources.json").read_text()) if name.startswith("n")]
+    with pytest.raises(ValueError, match="data edits"):
+        hard_negatives.mine_hard_negatives(tmp_path / "empty", checkpoint, progress=False)
+
+
+def test_hardest_regions_keeps_the_top_ones_over_the_floor():
+    from deepfake_edge.training.hard_negatives import hardest_regions
+
+    assert hardest_regions(np.array([0.2, 0.9, 0.6, 0.9, 0.1]), 3, 0.5) == [1, 3, 2]
+    assert hardest_regions(np.array([0.2, 0.9, 0.6]), 2, 0.7) == [1]
+    assert hardest_regions(np.array([0.2, 0.3]), 2, 0.5) == []

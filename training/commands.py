@@ -12,6 +12,7 @@ examples:
   deepfake-edge data synth                      # self-blended set from packaged photos -> data/synth
   deepfake-edge data synth ~/photos --count 20000 --image-size 224 --out data/my_sbi
   deepfake-edge data edits --out data/synth      # then: full-size edited photos + their region crops
+  deepfake-edge data negatives data/synth runs/x/best.safetensors   # + regions a model wrongly finds edited
   deepfake-edge data videos --out data/videos    # test videos: edited clips + unedited twins (validation, test)
   deepfake-edge data info data/synth            # layout, class counts, skipped files
   deepfake-edge data info ~/datasets/deepfake-and-real-images
@@ -97,8 +98,31 @@ def _register_data(subparsers: argparse._SubParsersAction) -> None:
     edits.add_argument("--input-size", type=int, default=224, metavar="PX", help="side of the region crops")
     edits.add_argument("--seed", type=int, default=0, help="random seed")
     edits.add_argument("--split-seed", type=int, default=None, metavar="SEED",
-                       help="seed that deals the photos to the splits (default: --seed); use data synth's")
+                       help="seed that deals the photos to train/validation/test (default: --seed); give the "
+                            "same as data synth on this set, so the splits stay disjoint")
     edits.add_argument("--workers", type=int, default=1, help="processes making pairs in parallel")
+
+    from deepfake_edge.training import hard_negatives
+
+    negatives = add_verb(
+        verbs, "negatives", "add the regions of unedited photos a checkpoint wrongly finds edited (hard negatives)",
+        "Score every region of each unedited full-size photo of a split (ROOT/<split>/full/Real, written by "
+        "'data edits': faces, native-resolution tiles and the global view, exactly as inference cuts them) "
+        "with CHECKPOINT, and write the --per-photo highest-scoring ones that reach --min-probability as "
+        "Real crops ROOT/<split>/Real/nNNNNNN_K.jpg, replacing earlier ones; ROOT/hard_negatives.json says "
+        "which checkpoint chose them. A photo's verdict is its highest region, so these are the regions "
+        "that make false alarms. Mine the training split only (the default): negatives chosen by a model "
+        "in the validation split would tie validation to that model.",
+        func=_run_negatives, formatter_class=_HelpFormatter,
+    )
+    negatives.add_argument("root", type=Path, metavar="ROOT", help="a set with full-size photos ('data edits')")
+    negatives.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="the model whose false alarms to mine")
+    negatives.add_argument("--per-photo", type=int, default=hard_negatives.DEFAULT_PER_PHOTO,
+                           help="most regions kept per unedited photo, highest score first")
+    negatives.add_argument("--min-probability", type=float, default=hard_negatives.DEFAULT_MIN_PROBABILITY,
+                           metavar="P", help="keep a region only if the checkpoint gives it at least this")
+    negatives.add_argument("--splits", nargs="+", default=list(hard_negatives.DEFAULT_SPLITS),
+                           choices=("train", "validation", "test"), help="splits to mine")
 
     from deepfake_edge.training import video_synth
 
@@ -138,6 +162,19 @@ def _run_edits(args: argparse.Namespace) -> int:
         raise CommandError(str(error)) from error
     written = write_region_crops(args.out, Preprocessor(args.input_size, round(args.input_size / 0.875)))
     print("region crops (real/fake twins): " + ", ".join(f"{split} {n}" for split, n in written.items()))
+    return 0
+
+
+def _run_negatives(args: argparse.Namespace) -> int:
+    from deepfake_edge.training.hard_negatives import mine_hard_negatives
+
+    try:
+        counts = mine_hard_negatives(args.root, args.checkpoint, per_photo=args.per_photo,
+                                     min_probability=args.min_probability, splits=tuple(args.splits))
+    except (ValueError, FileNotFoundError) as error:
+        raise CommandError(str(error)) from error
+    print("hard negatives (Real crops): " + ", ".join(
+        f"{split} {row['crops']} from {row['photos']} photos" for split, row in counts.items()))
     return 0
 
 

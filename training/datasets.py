@@ -37,6 +37,8 @@ SYNTH_MANIFEST = "synth.json"  # written by deepfake_edge.training.synth; descri
 FULL_MANIFEST = "full.json"  # written by deepfake_edge.training.edit_synth (data edits); describe() quotes it too
 # <split>/{Real,Fake}/eNNNNNN_K.jpg: region crops of data edits' full-size pairs, beside the self-blends
 EDIT_CROP_PREFIX = "e"
+# <split>/Real/nNNNNNN_K.jpg: regions of unedited full-size photos a checkpoint scored highest (data negatives)
+HARD_NEGATIVE_PREFIX = "n"
 MASK_FOLDER = "masks"  # <split>/masks/<stem>.png: the blend mask of <split>/Fake/<stem>.jpg, written by data synth
 
 _VERIFY_THREADS = min(8, os.cpu_count() or 1)

@@ -22,7 +22,6 @@ and a plot of fake probability over time for real/edited twins.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from deepfake_edge.model_card import LABELS, ModelCard
 from deepfake_edge.regions import DEFAULT_MAX_FALSE_ALARM, analyse
 from deepfake_edge.tracks import DEFAULT_VIDEO_RULE, VIDEO_RULES, associate, video_score
 from deepfake_edge.training.video_synth import VIDEOS_FILE
-from deepfake_edge.training.whole_image import false_alarm_threshold, forward_rows
+from deepfake_edge.training.whole_image import false_alarm_threshold, forward_rows, served_session
 from deepfake_edge.video import VideoLimits, VideoReader
 
 # Simpler first: on equal validation ROC-AUC the earlier rule is chosen.
@@ -88,10 +87,6 @@ def rule_scores(frames: Sequence[FrameRecord]) -> tuple[dict[str, float], int]:
 def score_videos(checkpoint: str | Path, root: str | Path, split: str, limits: VideoLimits = VideoLimits(),
                  max_pairs: int | None = None, progress: bool = True) -> list[VideoScore]:
     """Score both twins of every pair in ``root/<split>`` (at most ``max_pairs``, evenly spread)."""
-    from deepfake_edge.export.evaluate import make_session
-    from deepfake_edge.export.graph import export_onnx
-    from deepfake_edge.preprocessing import Preprocessor
-
     folder = Path(root) / split
     if not (folder / VIDEOS_FILE).is_file():
         raise FileNotFoundError(f"{folder / VIDEOS_FILE} not found: make the videos with 'deepfake-edge data videos'")
@@ -101,12 +96,9 @@ def score_videos(checkpoint: str | Path, root: str | Path, split: str, limits: V
         raise ValueError(f"{folder / VIDEOS_FILE} lists no video")
     if max_pairs is not None and len(stems) > max_pairs:
         stems = [stems[int(i * len(stems) / max_pairs)] for i in range(max_pairs)]
-    model, card = load_checkpoint(checkpoint)
-    preprocessor = Preprocessor.from_card(card)
     jobs = [(stem, label) for stem in stems for label in (0, 1)]
     scores = []
-    with tempfile.TemporaryDirectory(prefix="deepfake-edge-video-eval-") as workdir:
-        session = make_session(export_onnx(model.float(), card, Path(workdir) / "model.onnx"))
+    with served_session(checkpoint) as (session, preprocessor):
         for stem, label in tqdm(jobs, desc=f"videos {split}", unit="video", disable=not progress):
             record = records[stem]
             started = time.perf_counter()

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image
@@ -48,12 +49,19 @@ class PhotoScore:
     peak_in_edit: bool | None
 
 
+@contextmanager
+def served_session(checkpoint: str | Path) -> Iterator[tuple[Any, Preprocessor]]:
+    """The checkpoint exported to ONNX as for serving, in an onnxruntime session, with its preprocessor;
+    the ONNX file lives in a temporary folder for the ``with`` block only."""
+    model, card = load_checkpoint(checkpoint)
+    with tempfile.TemporaryDirectory(prefix="deepfake-edge-session-") as workdir:
+        yield make_session(export_onnx(model.float(), card, Path(workdir) / "model.onnx")), Preprocessor.from_card(card)
+
+
 def score_photos(checkpoint: str | Path, root: str | Path, split: str, max_pairs: int | None = DEFAULT_MAX_PAIRS,
                  progress: bool = True) -> list[PhotoScore]:
     """Score the photos of ``root/<split>/full`` (at most ``max_pairs`` pairs, evenly spread over the split)
     with whole-image analysis: the checkpoint exported to ONNX as for serving, run by onnxruntime."""
-    model, card = load_checkpoint(checkpoint)
-    preprocessor = Preprocessor.from_card(card)
     full = Path(root) / split / FULL_FOLDER
     edits = json.loads((full / EDITS_FILE).read_text())
     stems = sorted(edits)
@@ -61,8 +69,7 @@ def score_photos(checkpoint: str | Path, root: str | Path, split: str, max_pairs
         stems = [stems[round(i * len(stems) / max_pairs)] for i in range(max_pairs)]
     scores = []
     jobs = [(stem, label) for stem in stems for label in (0, 1)]
-    with tempfile.TemporaryDirectory(prefix="deepfake-edge-whole-image-") as workdir:
-        session = make_session(export_onnx(model.float(), card, Path(workdir) / "model.onnx"))
+    with served_session(checkpoint) as (session, preprocessor):
         for stem, label in tqdm(jobs, desc=f"whole-image {split}", unit="photo", disable=not progress):
             scores.append(_score_photo(session, preprocessor, full, stem, label, edits[stem]["family"]))
     return scores
