@@ -145,9 +145,10 @@ def test_each_demo_recipe_trains_at_the_size_its_set_is_made() -> None:
 
 
 def test_the_cpu_b0_publishes_its_last_continued_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """build() trains stage 2, continues each run from the previous run's best (the last on a fresh draw of
-    the set), and publishes, calibrates and evaluates the last run's checkpoint on the first set (each
-    ``train`` here writes its --out folder instead of training)."""
+    """build() trains stage 2, continues each run from the previous run's best (the last two on fresh draws
+    of the set, the last after mining that draw's hard negatives with the previous best), and publishes,
+    calibrates and evaluates the last run's checkpoint on the first set (each ``train`` here writes its
+    --out folder instead of training)."""
     for name in ("RUNS", "DEMO_DIR", "REPORT_DIR"):
         monkeypatch.setattr(demo, name, tmp_path / name)
     demo.DEMO_DIR.mkdir()
@@ -170,10 +171,15 @@ def test_the_cpu_b0_publishes_its_last_continued_run(tmp_path: Path, monkeypatch
     outs = [Path(c[c.index("--out") + 1]) for c in trains]
     for previous, continued in zip(outs, trains[1:]):
         assert continued[continued.index("--init-weights") + 1] == str(previous / "best.safetensors")
-    assert [c[1] for c in trains] == [str(recipe.data)] * (len(trains) - 1) + [f"{recipe.data}_s1"]
+    assert [c[1] for c in trains] == [str(recipe.data)] * (len(trains) - 2) + [f"{recipe.data}_s1", f"{recipe.data}_s2"]
+    # The last draw's hard negatives are mined by the run before, right before the last run trains on them.
+    mining = [c for c in commands if c[:2] == ["data", "negatives"]]
+    assert mining == [["data", "negatives", f"{recipe.data}_s2", str(outs[-2] / "best.safetensors")]]
+    assert commands.index(mining[0]) == commands.index(trains[-1]) - 1
     published = demo.DEMO_DIR / "efficientnet_b0.safetensors"
     assert published.read_text() == outs[-1].name and len(set(outs)) == len(outs)
-    photos, videos = commands[len(trains):len(trains) + 3], commands[len(trains) + 3:]
+    after = commands[len(trains) + len(mining):]
+    photos, videos = after[:3], after[3:]
     assert [c[0] for c in photos] == ["calibrate", "evaluate", "evaluate"]
     assert all(c[1:3] == [str(published), str(recipe.data)] for c in photos)
     # B0's video verdict (the card's rule and threshold) is calibrated and reported on the video set.
