@@ -310,3 +310,12 @@ def test_content_credentials_are_shown_beside_each_verdict(triton_server, signed
     assert code == EXIT_OK and [record["provenance"] for record in records] == [None] * 7
     code = detect(signed_folder / "a_camera.jpg", "--no-provenance", "--url", triton_server.grpc_url)
     assert code == EXIT_OK and "Content Credentials" not in capsys.readouterr().out
+
+
+def test_building_the_command_line_loads_neither_torch_nor_onnxruntime():
+    """Every verb registers its options at start-up, so a verb module that imports torch at the top would make
+    every `deepfake-edge` call (detect included) pay ~1.6 s and ~100 MB for it."""
+    script = ("import sys\nfrom deepfake_edge.cli import build_parser\nbuild_parser()\n"
+              "print(sorted(m for m in ('torch', 'onnxruntime', 'timm') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert loaded.stdout.strip() == "[]"

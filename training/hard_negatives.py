@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -24,12 +25,11 @@ from tqdm import tqdm
 
 from deepfake_edge.export.int8_recipe import sha256
 from deepfake_edge.model_card import LABELS
-from deepfake_edge.preprocessing import load_image
+from deepfake_edge.preprocessing import Preprocessor, load_image
 from deepfake_edge.regions import analyse
 from deepfake_edge.training.datasets import HARD_NEGATIVE_PREFIX
 from deepfake_edge.training.edit_synth import EDITS_FILE, FULL_FOLDER
 from deepfake_edge.training.region_crops import CROP_QUALITY, SOURCES_FILE
-from deepfake_edge.training.whole_image import forward_rows, served_session
 
 DEFAULT_PER_PHOTO = 3
 DEFAULT_MIN_PROBABILITY = 0.5  # a region the model would call Fake on its own
@@ -56,18 +56,24 @@ def mine_hard_negatives(root: str | Path, checkpoint: str | Path, per_photo: int
     if missing:
         raise ValueError(f"no full-size photos in {root} for {', '.join(missing)}: run 'deepfake-edge data edits' "
                          "on this set first")
+    # torch and onnxruntime load here, not on import: the CLI imports this module for its defaults.
+    from deepfake_edge.training.whole_image import forward_rows, served_session
+
     counts: dict[str, dict[str, int]] = {}
     with served_session(checkpoint) as (session, preprocessor):
+        def score(rows: np.ndarray) -> np.ndarray:
+            return forward_rows(session, rows)[0]
+
         for split in splits:
-            counts[split] = _mine_split(root / split, session, preprocessor, per_photo, min_probability, progress)
+            counts[split] = _mine_split(root / split, preprocessor, score, per_photo, min_probability, progress)
     manifest = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256(Path(checkpoint)),
                 "per_photo": per_photo, "min_probability": min_probability, "splits": counts}
     (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
     return counts
 
 
-def _mine_split(folder: Path, session, preprocessor, per_photo: int, min_probability: float,
-                progress: bool) -> dict[str, int]:
+def _mine_split(folder: Path, preprocessor: Preprocessor, score: Callable[[np.ndarray], np.ndarray], per_photo: int,
+                min_probability: float, progress: bool) -> dict[str, int]:
     edits = json.loads((folder / FULL_FOLDER / EDITS_FILE).read_text())
     real = folder / LABELS[0]
     real.mkdir(parents=True, exist_ok=True)
@@ -78,9 +84,8 @@ def _mine_split(folder: Path, session, preprocessor, per_photo: int, min_probabi
     sources = {name: source for name, source in sources.items() if not name.startswith(HARD_NEGATIVE_PREFIX)}
     written = 0
     for stem in tqdm(sorted(edits), desc=f"hard negatives {folder.name}", unit="photo", disable=not progress):
-        plan, rows = analyse(load_image(folder / FULL_FOLDER / LABELS[0] / f"{stem}.jpg"), preprocessor)
-        probabilities, _ = forward_rows(session, rows)
-        for rank, index in enumerate(hardest_regions(probabilities, per_photo, min_probability)):
+        _, rows = analyse(load_image(folder / FULL_FOLDER / LABELS[0] / f"{stem}.jpg"), preprocessor)
+        for rank, index in enumerate(hardest_regions(score(rows), per_photo, min_probability)):
             name = f"{HARD_NEGATIVE_PREFIX}{stem}_{rank}"
             Image.fromarray(rows[index].transpose(1, 2, 0)).save(real / f"{name}.jpg", quality=CROP_QUALITY)
             sources[name] = edits[stem].get("source", stem)
