@@ -28,6 +28,7 @@ import socket
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -121,11 +122,23 @@ class TritonInstallation:
         return backend_dir.parent
 
 
+_handed_out_ports: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that is free on ``host`` right now (the OS picks it) and that this process has not been
+    given before: the OS may offer a port again as soon as the probe closes it, and a server given the
+    same port for HTTP and metrics refuses to start."""
+    with _handed_out_lock:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = int(sock.getsockname()[1])
+            if port not in _handed_out_ports:
+                _handed_out_ports.add(port)
+                return port
+    raise OSError(f"no free TCP port on {host} that this process has not already been given")
 
 
 def check_port_free(host: str, port: int, purpose: str) -> None:

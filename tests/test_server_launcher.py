@@ -203,3 +203,30 @@ def test_stale_regions_of_dead_launchers_are_removed_and_nothing_else() -> None:
     finally:
         for path in paths:
             path.unlink(missing_ok=True)
+
+
+def test_free_port_never_hands_out_the_same_port_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OS may offer a just-probed port again; three calls for HTTP, gRPC and metrics must still differ."""
+    from deepfake_edge.server import triton
+
+    offered = iter([50001, 50001, 50002, 50001, 50002, 50003])
+
+    class FakeSocket:
+        def __init__(self, *args) -> None:
+            self.port = next(offered)
+
+        def __enter__(self) -> "FakeSocket":
+            return self
+
+        def __exit__(self, *exc) -> None:
+            return None
+
+        def bind(self, address) -> None:
+            pass
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(triton, "_handed_out_ports", set())
+    monkeypatch.setattr(triton.socket, "socket", FakeSocket)
+    assert [triton.free_port() for _ in range(3)] == [50001, 50002, 50003]
