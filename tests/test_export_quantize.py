@@ -10,9 +10,9 @@ import onnx
 import pytest
 
 from deepfake_edge.checkpoint import load_checkpoint, read_card
+from deepfake_edge.export import int8_recipe
 from deepfake_edge.export.calibration import load_image_set, synthesize_small_dataset
 from deepfake_edge.export.commands import DEMO_CHECKPOINTS
-from deepfake_edge.export import int8_recipe
 from deepfake_edge.export.evaluate import compare, onnx_outputs
 from deepfake_edge.export.fallback import SEARCH_MIN_AGREEMENT, quantize_with_fallback
 from deepfake_edge.export.graph import export_onnx
