@@ -9,7 +9,6 @@ stopped when its stage ends, when a stage fails and on Ctrl-C. A stage that fail
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shlex
 import sys
@@ -27,6 +26,7 @@ from deepfake_edge.benchmarks.served import ServedModel, read_served_model
 from deepfake_edge.benchmarks.settings import BenchSettings
 from deepfake_edge.benchmarks.stages import engine_stage, naive_stage, perf_stage, served_stage
 from deepfake_edge.benchmarks.workload import build_workload
+from deepfake_edge.digest import file_sha256
 from deepfake_edge.serving_contract import precision_of
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def run_benchmark(settings: BenchSettings, argv: list[str] | None = None) -> dic
         "machine": describe_machine(),
         "settings": settings.to_dict() | {
             "input_size": first.card.input_size, "images": len(workload), "image_names": list(workload.names),
-            "checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+            "checkpoint_sha256": file_sha256(checkpoint),
             "engine_threads": {name: m.intra_op_threads for name, m in models.items()},
             "triton_instances": {name: m.instances for name, m in models.items()},
             "triton_max_queue_delay_us": {name: m.max_queue_delay_us for name, m in models.items()},

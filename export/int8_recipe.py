@@ -11,11 +11,12 @@ another SHA-256, so its export searches again and rewrites the file. ``--search-
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from deepfake_edge.digest import file_sha256
 
 SUFFIX = ".int8.json"
 FORMAT = 1
@@ -24,14 +25,6 @@ FORMAT = 1
 def recipe_path(checkpoint: Path) -> Path:
     """``models/demo/efficientnet_b0.safetensors`` -> ``models/demo/efficientnet_b0.int8.json``."""
     return checkpoint.with_name(checkpoint.stem + SUFFIX)
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -62,7 +55,7 @@ def load(checkpoint: Path, recipe_description: dict) -> tuple[StoredRecipe | Non
         stored_sha, stored_recipe, units = data["checkpoint_sha256"], data["recipe"], data["fp32_units"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         return None, f"{path} is unreadable ({error!r})"
-    if stored_sha != sha256(checkpoint):
+    if stored_sha != file_sha256(checkpoint):
         return None, f"{path} was written for another checkpoint file (SHA-256 {stored_sha[:12]}...)"
     if stored_recipe != recipe_description:
         return None, f"{path} was written for another quantization recipe"
@@ -85,7 +78,7 @@ def write(checkpoint: Path, recipe_description: dict, fp32_units: tuple[str, ...
         "about": "FP32 units for static INT8, chosen by `deepfake-edge export`'s search for this checkpoint file; "
                  "reused while its SHA-256 and the recipe match (docs/export.md)",
         "checkpoint": checkpoint.name,
-        "checkpoint_sha256": sha256(checkpoint),
+        "checkpoint_sha256": file_sha256(checkpoint),
         "recipe": recipe_description,
         "fp32_units": list(fp32_units),
         "calibration": {"images": calibration_images, "source": _source(calibration_source)},

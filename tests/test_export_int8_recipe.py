@@ -11,6 +11,7 @@ import pytest
 
 from deepfake_edge.checkpoint import save_checkpoint
 from deepfake_edge.cli import main
+from deepfake_edge.digest import file_sha256
 from deepfake_edge.export import int8_recipe, pipeline
 from deepfake_edge.export.pipeline import ExportOptions, run_export
 from deepfake_edge.export.quantize import QuantizationRecipe
@@ -74,7 +75,7 @@ def _card_units(out: Path) -> list[str]:
 
 def _write(checkpoint: Path, **changes) -> Path:
     """A recipe file for ``checkpoint`` keeping its only backbone unit FP32 (the search would keep none)."""
-    data = {"checkpoint_sha256": int8_recipe.sha256(checkpoint), "recipe": QuantizationRecipe().describe(),
+    data = {"checkpoint_sha256": file_sha256(checkpoint), "recipe": QuantizationRecipe().describe(),
             "fp32_units": ["features"], **changes}
     path = int8_recipe.recipe_path(checkpoint)
     path.write_text(json.dumps(data))
@@ -86,7 +87,7 @@ def test_a_search_writes_the_recipe_file_beside_the_checkpoint(checkpoint, image
     path = tmp_path / "cnn.int8.json"
     assert int8_recipe.recipe_path(checkpoint) == path and len(searches) == 1
     stored = json.loads(path.read_text())
-    assert stored["checkpoint_sha256"] == int8_recipe.sha256(checkpoint)
+    assert stored["checkpoint_sha256"] == file_sha256(checkpoint)
     assert stored["recipe"] == QuantizationRecipe().describe()
     assert stored["fp32_units"] == report["fp32_fallback"]["fp32_units"] == _card_units(tmp_path / "repo")
     assert stored["test_int8_vs_fp32"]["decision_agreement"] == report["decision_agreement"]
@@ -114,7 +115,7 @@ def test_a_recipe_file_for_something_else_is_searched_again_and_rewritten(checkp
     report = _export(checkpoint, images, tmp_path / "repo")
     assert len(searches) == 1 and "sensitivity" in report["fp32_fallback"]
     stored = json.loads(path.read_text())
-    assert stored["checkpoint_sha256"] == int8_recipe.sha256(checkpoint)
+    assert stored["checkpoint_sha256"] == file_sha256(checkpoint)
     assert stored["recipe"] == QuantizationRecipe().describe()
     assert stored["fp32_units"] == report["fp32_fallback"]["fp32_units"]
 

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from deepfake_edge.export.int8_recipe import sha256
+from deepfake_edge.digest import file_sha256
 from deepfake_edge.model_card import LABELS
 from deepfake_edge.preprocessing import Preprocessor, load_image
 from deepfake_edge.regions import analyse
@@ -66,7 +66,7 @@ def mine_hard_negatives(root: str | Path, checkpoint: str | Path, per_photo: int
 
         for split in splits:
             counts[split] = _mine_split(root / split, preprocessor, score, per_photo, min_probability, progress)
-    manifest = {"checkpoint": str(checkpoint), "checkpoint_sha256": sha256(Path(checkpoint)),
+    manifest = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_sha256(checkpoint),
                 "per_photo": per_photo, "min_probability": min_probability, "splits": counts}
     (root / MANIFEST_FILE).write_text(json.dumps(manifest, indent=1) + "\n")
     return counts
