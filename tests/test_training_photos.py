@@ -16,6 +16,7 @@ from deepfake_edge.training import demo
 from deepfake_edge.training import photos as photos_module
 from deepfake_edge.training.debian_photos import DEBIAN_PHOTOS, photo_name
 from deepfake_edge.training.qt_resources import QtResourceError, read_member
+from deepfake_edge.training.synth import assign_splits
 
 Tree = dict[str, "Tree | tuple[bytes, bool]"]  # name -> subtree, or (payload, zlib-compressed?)
 
@@ -187,17 +188,26 @@ def test_the_cpu_b0_publishes_its_last_continued_run(tmp_path: Path, monkeypatch
                                        ["evaluate", str(published), str(demo.VIDEO_SET), "--videos"]]
 
 
-def test_the_demo_makes_its_video_set_unless_one_of_its_size_and_split_is_there(tmp_path: Path,
-                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_demo_makes_its_video_set_unless_one_of_its_size_split_and_photos_is_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(demo, "VIDEO_SET", tmp_path / "videos")
     commands: list[list[str]] = []
     monkeypatch.setattr(demo, "_run", lambda arguments: commands.append(arguments) or 0)
     assert demo._make_video_set() == 0 and commands[-1][:2] == ["data", "videos"]  # none there
     demo.VIDEO_SET.mkdir()
     manifest = demo.VIDEO_SET / "video_set.json"
-    for made, remade in (({"pairs_per_split": demo.VIDEO_PAIRS, "split_seed": 1}, True),
-                         ({"pairs_per_split": demo.VIDEO_PAIRS // 2, "split_seed": 0}, True),
-                         ({"pairs_per_split": demo.VIDEO_PAIRS, "split_seed": 0}, False)):
+    installed = photos_module.packaged_photo_records()
+    dealt = assign_splits(installed, 0.15, 0.15, demo.DEMO_SPLIT_SEED)
+    photos = {split: sorted(p.name for p in dealt[split]) for split in ("validation", "test")}
+    # A catalogue with one photo fewer deals the splits differently: that set was made from other photos.
+    fewer = assign_splits(installed[1:], 0.15, 0.15, demo.DEMO_SPLIT_SEED)
+    stale = {split: sorted(p.name for p in fewer[split]) for split in ("validation", "test")}
+    assert stale != photos
+    for made, remade in (({"pairs_per_split": demo.VIDEO_PAIRS, "split_seed": 1, "photos": photos}, True),
+                         ({"pairs_per_split": demo.VIDEO_PAIRS // 2, "split_seed": 0, "photos": photos}, True),
+                         ({"pairs_per_split": demo.VIDEO_PAIRS, "split_seed": 0, "photos": stale}, True),
+                         ({"pairs_per_split": demo.VIDEO_PAIRS, "split_seed": 0}, True),
+                         ({"pairs_per_split": demo.VIDEO_PAIRS, "split_seed": 0, "photos": photos}, False)):
         manifest.write_text(json.dumps(made))
         commands.clear()
         demo._make_video_set()

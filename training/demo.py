@@ -35,6 +35,7 @@ from pathlib import Path
 
 from deepfake_edge.cli import main as cli
 from deepfake_edge.training.photos import packaged_photo_records
+from deepfake_edge.training.video_synth import is_made_from
 
 RUNS = Path("runs/demo")
 EDIT_SET = Path("data/edits_224px")
@@ -205,11 +206,11 @@ def _make_set(data: Path, count: int, image_size: int, edit_pairs: int = 0, seed
 
 
 def _make_video_set() -> int:
-    """``data videos`` into :data:`VIDEO_SET` unless a set of the demo's size, its photos dealt by
-    :data:`DEMO_SPLIT_SEED` like the training sets', is there."""
+    """``data videos`` into :data:`VIDEO_SET` unless a set of the demo's size, made from the photos installed
+    now dealt by :data:`DEMO_SPLIT_SEED` like the training sets', is there."""
     manifest = VIDEO_SET / "video_set.json"
     made = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    if made.get("pairs_per_split") == VIDEO_PAIRS and made.get("split_seed") == DEMO_SPLIT_SEED:
+    if made.get("pairs_per_split") == VIDEO_PAIRS and is_made_from(made, packaged_photo_records(), DEMO_SPLIT_SEED):
         return 0
     return _run(["data", "videos", "--out", str(VIDEO_SET), "--pairs", str(VIDEO_PAIRS),
                  "--split-seed", str(DEMO_SPLIT_SEED)])

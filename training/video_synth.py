@@ -102,8 +102,6 @@ def synthesize_videos(
     ``<split>/`` folders of a video set there are replaced; a folder
     that is not one (a training set) is refused.
     """
-    from deepfake_edge.training.synth import assign_splits
-
     if pairs_per_split < 1:
         raise ValueError(f"pairs_per_split must be at least 1, got {pairs_per_split}")
     if not 0.2 <= durations[0] <= durations[1] <= 60:
@@ -122,8 +120,7 @@ def synthesize_videos(
         if folder.is_dir() and any(folder.iterdir()) and not (folder / VIDEOS_FILE).is_file():
             raise ValueError(f"{folder} exists and is not a video set (no {VIDEOS_FILE}); choose another folder")
     started = time.perf_counter()
-    photos = packaged_photo_records() if photos is None else list(photos)
-    assigned = assign_splits(photos, 0.15, 0.15, split_seed)
+    assigned = _deal(packaged_photo_records() if photos is None else list(photos), split_seed)
     footage = camera_footage(footage_dir)
     staging = out_dir / ".videos.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -158,7 +155,7 @@ def synthesize_videos(
                      "container": "mp4"},
         "footage": [{"name": f.name, "duration_s": round(f.duration_s, 3), "size": list(f.size)} for f in footage],
         "counts": counts, "sources": sources,
-        "photos": {split: sorted(p.name for p in assigned[split]) for split in VIDEO_SPLITS},
+        "photos": _names(assigned),
         "layout": {
             "real": f"<split>/{LABELS[0]}/<stem>.mp4: the unedited twin",
             "fake": f"<split>/{LABELS[1]}/<stem>.mp4: the edited clip (same frames, size, rate, encoding)",
@@ -203,6 +200,22 @@ class _Job:
     donor: Photo | None = None
     face_donors: tuple[Photo, ...] = ()
     max_frame: tuple[int, int] = DEFAULT_MAX_FRAME
+
+
+def is_made_from(manifest: dict, photos: list[Photo], split_seed: int) -> bool:
+    """Whether a video set's ``manifest`` (its ``video_set.json``) was made from exactly ``photos`` dealt to
+    the splits with ``split_seed``: a catalogue that gained or lost a photo deals them differently."""
+    return manifest.get("split_seed") == split_seed and manifest.get("photos") == _names(_deal(photos, split_seed))
+
+
+def _deal(photos: list[Photo], split_seed: int) -> dict[str, list[Photo]]:
+    from deepfake_edge.training.synth import assign_splits
+
+    return assign_splits(photos, 0.15, 0.15, split_seed)
+
+
+def _names(assigned: dict[str, list[Photo]]) -> dict[str, list[str]]:
+    return {split: sorted(p.name for p in assigned[split]) for split in VIDEO_SPLITS}
 
 
 def _plan_split(split: str, split_index: int, photos: list[Photo], footage: list[Footage], n_pairs: int,
