@@ -20,7 +20,9 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from deepfake_edge.training.edits import graphic_layer, hole_mask, layer_pixels, match_colour, paste, soft_region
+from deepfake_edge.training.edit_geometry import paste, soft_region
+from deepfake_edge.training.edit_graphics import graphic_layer, layer_pixels
+from deepfake_edge.training.edits import hole_mask, match_colour
 from deepfake_edge.training.photos import Photo
 from deepfake_edge.training.video_io import footage_frames
 from deepfake_edge.training.video_photo_clips import photo_base

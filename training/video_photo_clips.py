@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 from deepfake_edge.training.blending import BLEND_RATIOS, perturb, random_blend_mask
-from deepfake_edge.training.edits import Box, make_edit
+from deepfake_edge.training.edit_geometry import Box
+from deepfake_edge.training.edits import make_edit
 from deepfake_edge.training.photos import Photo
 
 DEFAULT_MAX_FRAME = (1280, 720)
