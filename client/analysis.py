@@ -42,6 +42,7 @@ from deepfake_edge.client.triton_io import (
     parse_model_config,
     read_outputs,
 )
+from deepfake_edge.copy_move import CopyMove, copy_move_score, find_copy_move
 from deepfake_edge.preprocessing import BadImageError, ImageSource, load_image
 from deepfake_edge.provenance import Provenance, provenance_for
 from deepfake_edge.regions import MODES, RegionPlan, analyse, stitch_heatmap, strongest
@@ -55,13 +56,15 @@ MAX_PARALLEL_PARTS = 4
 @dataclass(frozen=True)
 class Prepared:
     """One source ready to send: its UINT8 (N, 3, S, S) ``rows``; ``plan`` in whole mode, else the crop
-    box of the single view (for the heatmap); its ``provenance`` when it was read."""
+    box of the single view (for the heatmap); its ``provenance`` when it was read; the ``copy_move``
+    found in whole mode when the card is calibrated for it (deepfake_edge/copy_move.py)."""
 
     source: ImageSource
     rows: np.ndarray
     plan: Optional[RegionPlan]
     crop_box: tuple[int, int, int, int]
     provenance: Optional[Provenance] = None
+    copy_move: Optional[CopyMove] = None
 
     @property
     def mode(self) -> str:
@@ -81,6 +84,7 @@ class DetectOptions(TypedDict, total=False):
     heatmap: bool
     batch_size: Optional[int]
     mode: str
+    copy_move: bool
 
 
 def check_options(concurrency: int, batch_size: Optional[int], mode: str) -> None:
@@ -89,10 +93,11 @@ def check_options(concurrency: int, batch_size: Optional[int], mode: str) -> Non
     check_mode(mode)
 
 
-def prepare(info: ModelInfo, source: ImageSource, mode: str, max_pixels: int, provenance: bool = False) -> Prepared:
+def prepare(info: ModelInfo, source: ImageSource, mode: str, max_pixels: int, provenance: bool = False,
+            copy_move: bool = True) -> Prepared:
     """Decode ``source`` and cut its rows; every way a source can be unusable (missing file, not an image,
     too large ...) is a BadImageError naming the reason. With ``provenance``, also read what the file says
-    about where it came from (:func:`read_source_provenance`)."""
+    about where it came from (:func:`read_source_provenance`); ``copy_move`` as in :func:`analyse_whole`."""
     decoded, found = read_source_provenance(source) if provenance else (source, None)
     image = read_image(decoded, max_pixels)
     preprocessor = info.preprocessor
@@ -101,8 +106,16 @@ def prepare(info: ModelInfo, source: ImageSource, mode: str, max_pixels: int, pr
         rows = np.asarray(view, dtype=np.uint8).transpose(2, 0, 1)[None]
         box = tuple(round(v) for v in preprocessor.crop_box(image.size))
         return Prepared(source, np.ascontiguousarray(rows), None, box, found)  # type: ignore[arg-type]
-    plan, rows = analyse(image, preprocessor)
-    return Prepared(source, rows, plan, (0, 0, *image.size), found)
+    return analyse_whole(source, image, info, copy_move, found)
+
+
+def analyse_whole(source: ImageSource, image: Image.Image, info: ModelInfo, copy_move: bool = True,
+                  provenance: Optional[Provenance] = None) -> Prepared:
+    """Whole mode's regions of a decoded ``image`` and, when ``copy_move`` is asked for and the served card
+    is calibrated for it, its copy-move check (videos leave it out: their rule is calibrated without it)."""
+    plan, rows = analyse(image, info.preprocessor)
+    found = find_copy_move(image) if copy_move and info.card.copy_move_calibration is not None else None
+    return Prepared(source, rows, plan, (0, 0, *image.size), provenance, found)
 
 
 def read_source_provenance(source: ImageSource) -> tuple[ImageSource, Optional[Provenance]]:
@@ -120,12 +133,12 @@ def read_source_provenance(source: ImageSource) -> tuple[ImageSource, Optional[P
 
 
 def prepare_chunk(info: ModelInfo, chunk: list[ImageSource], mode: str, max_pixels: int,
-                  provenance: bool = False) -> tuple[list[Prepared], list[Optional[Failure]]]:
+                  provenance: bool = False, copy_move: bool = True) -> tuple[list[Prepared], list[Optional[Failure]]]:
     """The sources of ``chunk`` that could be prepared, and a Failure (or None) per source."""
     prepared, failures = [], []
     for source in chunk:
         try:
-            prepared.append(prepare(info, source, mode, max_pixels, provenance))
+            prepared.append(prepare(info, source, mode, max_pixels, provenance, copy_move))
             failures.append(None)
         except BadImageError as error:
             failures.append(Failure(source, error))
@@ -172,7 +185,7 @@ def to_detections(prepared: list[Prepared], outputs: Outputs, info: ModelInfo) -
         heatmaps = None if outputs.heatmaps is None else outputs.heatmaps[rows]
         card = info.card.for_mode(item.mode)
         decider = strongest(probabilities)
-        probability = float(probabilities[decider])
+        probability, logit = float(probabilities[decider]), float(logits[decider])
         regions: tuple[RegionScore, ...] = ()
         notes: tuple[str, ...] = ()
         heatmap = None
@@ -182,11 +195,16 @@ def to_detections(prepared: list[Prepared], outputs: Outputs, info: ModelInfo) -
             notes = item.plan.notes
             if heatmaps is not None:
                 heatmap = stitch_heatmap(item.plan, probabilities, heatmaps)
+            if item.copy_move is not None and card.copy_move_calibration is not None:
+                copied, copied_logit = copy_move_score(item.copy_move.inliers, card.copy_move_calibration)
+                regions += tuple(RegionScore("copy_move", area, copied) for area in item.copy_move.areas)
+                if copied > probability:  # a copy-move competes with the regions, as one more region
+                    probability, logit = copied, copied_logit
         elif heatmaps is not None:
             heatmap = np.array(heatmaps[0], dtype=np.float32)
         detections.append(Detection(
             source=item.source, label=card.label_for(probability), confidence=card.confidence_for(probability),
-            fake_probability=probability, logit=float(logits[decider]), model=info.name,
+            fake_probability=probability, logit=logit, model=info.name,
             model_version=outputs.version, mode=item.mode, regions=regions, notes=notes, heatmap=heatmap,
             heatmap_box=item.crop_box if heatmap is not None else None, provenance=item.provenance))
     return detections
@@ -276,10 +294,11 @@ def detect(settings: ClientSettings, source: ImageSource, heatmap: bool, mode: s
 
 
 def run_chunk(settings: ClientSettings, info: ModelInfo, chunk: list[ImageSource], heatmap: bool, mode: str,
-              unreachable: list[ServerUnreachableError]) -> Plan[list[Result]]:
+              unreachable: list[ServerUnreachableError], copy_move: bool = True) -> Plan[list[Result]]:
     """One result per source of ``chunk``, in order; nothing raises. Once the server was found unreachable
     (``unreachable``, shared by a run's chunks), a chunk fails with that error without being sent."""
-    prepared, failures = yield Compute(prepare_chunk, (info, chunk, mode, settings.max_pixels, settings.provenance))
+    prepared, failures = yield Compute(prepare_chunk, (info, chunk, mode, settings.max_pixels, settings.provenance,
+                                                       copy_move))
     if not prepared:
         return failures
     outcome: "list[Result] | DeepfakeClientError"
@@ -309,7 +328,7 @@ def failed(chunk: list[ImageSource], error: DeepfakeClientError) -> Plan[list[Re
 
 def chunk_plans(settings: ClientSettings, info: "ModelInfo | DeepfakeClientError", sources: Iterable[ImageSource],
                 most_started: int, heatmap: bool, batch_size: Optional[int],
-                mode: str) -> Iterator[Optional[Plan[list[Result]]]]:
+                mode: str, copy_move: bool = True) -> Iterator[Optional[Plan[list[Result]]]]:
     """What an ``iter_detect`` run does, in order: the plan of the next chunk of sources, to start, or None:
     wait for the oldest plan started and hand on its results. Sources are read as chunks are cut, and at most
     ``most_started`` plans are started and not yet waited for, so memory stays bounded for any number of
@@ -320,7 +339,8 @@ def chunk_plans(settings: ClientSettings, info: "ModelInfo | DeepfakeClientError
     else:
         size = images_per_request(mode, batch_size, info)
         unreachable: list[ServerUnreachableError] = []
-        start = partial(run_chunk, settings, info, heatmap=heatmap, mode=mode, unreachable=unreachable)
+        start = partial(run_chunk, settings, info, heatmap=heatmap, mode=mode, unreachable=unreachable,
+                        copy_move=copy_move)
     started = 0
     while chunk := list(itertools.islice(sources, size)):
         yield start(chunk)

@@ -78,14 +78,15 @@ class AsyncDeepfakeClient(ClientSettings):
         return [result async for result in self.iter_detect(sources, **options)]
 
     async def iter_detect(self, sources: Iterable[ImageSource], concurrency: int = 4, heatmap: bool = False,
-                          batch_size: Optional[int] = None, mode: str = DEFAULT_MODE) -> AsyncIterator[Result]:
+                          batch_size: Optional[int] = None, mode: str = DEFAULT_MODE, copy_move: bool = True
+                          ) -> AsyncIterator[Result]:
         """Yield one Detection or Failure per source in input order; same contract as the sync
         ``DeepfakeClient.iter_detect`` (lazy, bounded memory, nothing raises per input)."""
         analysis.check_options(concurrency, batch_size, mode)
         info = await self._drive(analysis.info_or_error(self))
         pending: deque[asyncio.Task] = deque()
         try:
-            for plan in analysis.chunk_plans(self, info, sources, concurrency, heatmap, batch_size, mode):
+            for plan in analysis.chunk_plans(self, info, sources, concurrency, heatmap, batch_size, mode, copy_move):
                 if plan is None:
                     for result in await pending.popleft():
                         yield result

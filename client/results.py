@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RegionScore:
-    """One scored region of an image: ``kind`` is "face", "tile" or "global"; ``box`` is
+    """One scored region of an image: ``kind`` is "face", "tile" or "global" (a region the model scored) or
+    "copy_move" (one of the two areas of a copy-move finding, with the finding's probability); ``box`` is
     ``(x0, y0, x1, y1)`` in the original (upright) image's pixels."""
 
     kind: str

@@ -142,7 +142,8 @@ class DeepfakeClient(ClientSettings):
         return list(self.iter_detect(sources, **options))
 
     def iter_detect(self, sources: Iterable[ImageSource], concurrency: int = 4, heatmap: bool = False,
-                    batch_size: Optional[int] = None, mode: str = DEFAULT_MODE) -> Iterator[Result]:
+                    batch_size: Optional[int] = None, mode: str = DEFAULT_MODE, copy_move: bool = True
+                    ) -> Iterator[Result]:
         """Yield one Detection or Failure per source, in input order, as results arrive.
 
         Sources are read lazily, ``batch_size`` images per request (default: 8 in fast mode, at most the
@@ -150,14 +151,15 @@ class DeepfakeClient(ClientSettings):
         ``concurrency`` requests in flight, so memory stays bounded for any number of
         inputs. Nothing raises per input: a bad image, a server error or an unreachable server becomes
         that input's Failure. Once the server is unreachable (after retries), the remaining inputs fail
-        with that error without being sent.
+        with that error without being sent. ``copy_move`` runs the copy-move check of whole mode when the
+        served card is calibrated for it (video frames leave it out: their rule is calibrated without it).
         """
         analysis.check_options(concurrency, batch_size, mode)
         info = self._run(analysis.info_or_error(self))
         self._pool.ensure(concurrency)
         pending: deque[Future] = deque()
         # One chunk started beyond the ones in flight, so that no worker waits for the consumer.
-        plans = analysis.chunk_plans(self, info, sources, concurrency + 1, heatmap, batch_size, mode)
+        plans = analysis.chunk_plans(self, info, sources, concurrency + 1, heatmap, batch_size, mode, copy_move)
         try:
             for plan in plans:
                 if plan is None:

@@ -39,6 +39,9 @@ class ModelCard:
     ``video_rule`` names how a video's frame scores make its score (a key of
     ``deepfake_edge.tracks.VIDEO_RULES``) and ``video_threshold`` applies to that score in whole-image
     analysis; both ``None`` until calibrated on videos (then: rule "top3_mean" and the mode's threshold).
+    ``copy_move_calibration`` is the (a, b) that turns a photo's copy-move inliers into a fake probability
+    (deepfake_edge/copy_move.py), fitted on validation photos; ``None``: whole-image analysis runs no
+    copy-move check.
     """
 
     arch: str
@@ -52,6 +55,7 @@ class ModelCard:
     image_threshold: float | None = None
     video_rule: str | None = None
     video_threshold: float | None = None
+    copy_move_calibration: tuple[float, float] | None = None
     training_data: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -94,8 +98,8 @@ class ModelCard:
         if unknown:
             raise ValueError(f"unknown model card fields: {sorted(unknown)}")
         values = dict(data)
-        for name in ("mean", "std", "labels"):
-            if name in values:
+        for name in ("mean", "std", "labels", "copy_move_calibration"):
+            if values.get(name) is not None:
                 values[name] = tuple(values[name])
         return cls(**values)
 

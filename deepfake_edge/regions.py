@@ -27,7 +27,9 @@ from deepfake_edge.preprocessing import INTERPOLATIONS, Preprocessor
 
 MODES = ("whole", "fast")
 DEFAULT_MODE = "whole"
-REGION_KINDS = ("face", "tile", "global")
+# The kinds a Detection's regions have: the three the model scores, and the two areas of a copy-move finding
+# (deepfake_edge/copy_move.py), which no model row scores.
+REGION_KINDS = ("face", "tile", "global", "copy_move")
 FACE_CROP_SCALE = 1.3
 MAX_FACES = 16
 # A face crop smaller than this is upscaled more than 4.6x to the model's 224 px: a blur the model reads as
@@ -45,7 +47,7 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the original image's pixels
 
 @dataclass(frozen=True)
 class Region:
-    """One scored part of an image: ``kind`` is one of :data:`REGION_KINDS`, ``box`` in original pixels."""
+    """One part of an image the model scores: ``kind`` is "face", "tile" or "global", ``box`` in original pixels."""
 
     kind: str
     box: Box

@@ -8,14 +8,15 @@ Each step is the project's own code, imported, never copied:
 1. each file of a request (``image_bytes``, TYPE_STRING, one file per batch item) passes the decode model's
    guards and is decoded (:func:`deepfake_edge.export.triton_image_model.open_checked` with the whole-mode
    memory figure, then :func:`~deepfake_edge.preprocessing.load_image`);
-2. :func:`deepfake_edge.regions.analyse` plans and cuts its regions: faces, native-resolution tiles and the
-   global view, with their caps and notes;
+2. :func:`deepfake_edge.client.analysis.analyse_whole` plans and cuts its regions (faces, native-resolution
+   tiles and the global view, with their caps and notes) and runs the copy-move check when the card is
+   calibrated for it;
 3. the rows of every file the batcher handed over go to the detector (``deepfake_b0``) through BLS, split
    the way the client splits one image's rows (:func:`deepfake_edge.client.analysis.request_slices`: over
    the detector's instances, each its own core), the parts in flight at once (async BLS, sent just far
    enough apart that the detector's batcher does not merge them again);
 4. the client's own whole-mode aggregation (:func:`deepfake_edge.client.analysis.to_detections`: the
-   highest region decides, the card's whole-mode threshold) and ``detect --json``'s record
+   highest region or copy-move decides, the card's whole-mode threshold) and ``detect --json``'s record
    (``deepfake_edge.client.commands.result_record``) turn the scores into the answer.
 
 Outputs per file: the deciding region's ``fake_probability``, ``logit`` and ``heatmap`` (the detector's
@@ -41,14 +42,14 @@ from typing import Any
 
 import numpy as np
 
-from deepfake_edge.client.analysis import Prepared, request_slices, to_detections
+from deepfake_edge.client.analysis import Prepared, analyse_whole, request_slices, to_detections
 from deepfake_edge.client.commands import result_record
 from deepfake_edge.client.results import Detection
 from deepfake_edge.client.triton_io import Outputs
 from deepfake_edge.export.triton_image_model import config_parameters, each_item, open_checked, read_limits
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.preprocessing import BadImageError, load_image
-from deepfake_edge.regions import analyse, strongest
+from deepfake_edge.regions import strongest
 from deepfake_edge.serving_contract import (
     HEATMAP_OUTPUT,
     IMAGE_BYTES_INPUT,
@@ -80,10 +81,9 @@ def prepare_item(data: bytes, info: ModelInfo, limits: dict[str, int]) -> Prepar
     image = open_checked(data, limits, mode="whole")
     try:
         decoded = load_image(image, max_pixels=limits["max_pixels"])
-        plan, rows = analyse(decoded, info.preprocessor)
+        return analyse_whole(IMAGE_BYTES_INPUT, decoded, info)
     finally:
         image.close()  # free the decoded pixels now: only the rows are kept until the detector answers
-    return Prepared(IMAGE_BYTES_INPUT, rows, plan, (0, 0, *plan.image_size))
 
 
 def verdict_record(detection: Detection, card: ModelCard) -> dict[str, Any]:

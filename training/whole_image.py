@@ -1,15 +1,19 @@
 """Whole-image calibration and evaluation of a checkpoint on full-size photos (``data edits``' ``full/``).
 
-The served verdict on a photo is the highest fake probability among its regions (deepfake_edge/regions.py),
-so its threshold is set on whole photos, not on crops: ``calibrate`` picks the lowest threshold at which
-at most ``max_false_alarm`` of the unedited validation photos are called Fake, and stores it in the
-checkpoint's card (``image_threshold``), from where export carries it to the served model. ``evaluate
---whole-images`` reports, on a split's full photos: ROC-AUC, share caught at that threshold, false-alarm
-rate, overall and per edit family, and the pointing game (the stitched heatmap's peak inside the edit mask).
+The served verdict on a photo is the highest fake probability among its regions (deepfake_edge/regions.py)
+and its copy-move finding (deepfake_edge/copy_move.py), so its threshold is set on whole photos, not on
+crops. ``calibrate`` first fits the copy-move calibration on the validation split's copy-move pairs (the
+logistic curve from a photo's inlier count to a fake probability, even odds), then picks the lowest
+threshold at which at most ``max_false_alarm`` of the unedited validation photos are called Fake, and
+stores both in the checkpoint's card (``copy_move_calibration``, ``image_threshold``), from where export
+carries them to the served model. ``evaluate --whole-images`` reports, on a split's full photos: ROC-AUC,
+share caught at that threshold, false-alarm rate, overall and per edit family, the pointing game (the
+stitched heatmap's peak inside the edit mask) and the share with a copy-move finding.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from contextlib import contextmanager
@@ -22,7 +26,8 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from deepfake_edge.checkpoint import load_checkpoint, save_checkpoint
+from deepfake_edge.checkpoint import load_checkpoint, read_card, save_checkpoint
+from deepfake_edge.copy_move import copy_move_score, find_copy_move, fit_calibration
 from deepfake_edge.export.evaluate import make_session
 from deepfake_edge.export.graph import export_onnx
 from deepfake_edge.model_card import LABELS, ModelCard
@@ -39,14 +44,25 @@ DEFAULT_MAX_PAIRS = 300
 
 @dataclass(frozen=True)
 class PhotoScore:
-    """One full photo's whole-image score; ``family`` is None for an unedited one; ``peak_in_edit`` tells
-    whether the stitched heatmap's hottest pixel lies in the edit mask (None for unedited photos)."""
+    """One full photo's whole-image ``score``: the higher of ``region_score`` (its regions' highest) and its
+    copy-move finding's probability under the card's calibration, if both exist (``copy_move_inliers`` 0:
+    no finding). ``family`` is None for an unedited photo; ``peak_in_edit`` tells whether the stitched
+    heatmap's hottest pixel lies in the edit mask (None for unedited photos)."""
 
     stem: str
     label: int
     family: str | None
     score: float
     peak_in_edit: bool | None
+    region_score: float
+    copy_move_inliers: int
+
+    def calibrated(self, calibration: tuple[float, float] | None) -> "PhotoScore":
+        """This photo scored under copy-move ``calibration`` (None: the regions alone), as the client does."""
+        score = self.region_score
+        if calibration is not None and self.copy_move_inliers:
+            score = max(score, copy_move_score(self.copy_move_inliers, calibration)[0])
+        return dataclasses.replace(self, score=score)
 
 
 @contextmanager
@@ -61,7 +77,8 @@ def served_session(checkpoint: str | Path) -> Iterator[tuple[Any, Preprocessor]]
 def score_photos(checkpoint: str | Path, root: str | Path, split: str, max_pairs: int | None = DEFAULT_MAX_PAIRS,
                  progress: bool = True) -> list[PhotoScore]:
     """Score the photos of ``root/<split>/full`` (at most ``max_pairs`` pairs, evenly spread over the split)
-    with whole-image analysis: the checkpoint exported to ONNX as for serving, run by onnxruntime."""
+    with whole-image analysis: the checkpoint exported to ONNX as for serving, run by onnxruntime, and the
+    copy-move check, under the checkpoint card's copy-move calibration."""
     full = Path(root) / split / FULL_FOLDER
     edits = json.loads((full / EDITS_FILE).read_text())
     stems = sorted(edits)
@@ -72,7 +89,8 @@ def score_photos(checkpoint: str | Path, root: str | Path, split: str, max_pairs
     with served_session(checkpoint) as (session, preprocessor):
         for stem, label in tqdm(jobs, desc=f"whole-image {split}", unit="photo", disable=not progress):
             scores.append(_score_photo(session, preprocessor, full, stem, label, edits[stem]["family"]))
-    return scores
+    calibration = read_card(checkpoint).copy_move_calibration
+    return [score.calibrated(calibration) for score in scores]
 
 
 def _score_photo(session: Any, preprocessor: Preprocessor, full: Path, stem: str, label: int,
@@ -87,7 +105,10 @@ def _score_photo(session: Any, preprocessor: Preprocessor, full: Path, stem: str
             mask = np.asarray(mask_image.convert("L").resize(heat.shape[::-1], Image.Resampling.BILINEAR))
         y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
         peak = bool(mask[y, x] >= 128)
-    return PhotoScore(stem, label, family if label else None, float(probabilities.max()), peak)
+    found = find_copy_move(image)
+    region_score = float(probabilities.max())
+    return PhotoScore(stem, label, family if label else None, region_score, peak, region_score,
+                      found.inliers if found else 0)
 
 
 def forward_rows(session: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,32 +146,41 @@ def report(scores: list[PhotoScore], threshold: float) -> dict[str, Any]:
             "roc_auc": float(roc_auc_score(labels, np.r_[real, fake])) if len(fake) and len(real) else float("nan"),
             "caught": float(np.mean(fake >= threshold)) if len(fake) else float("nan"),
             "pointing_game": float(np.mean(pointing)) if pointing else float("nan"),
+            "copy_move_found": float(np.mean([s.copy_move_inliers > 0 for s in members])) if members else float("nan"),
         }
+    summary["copy_move_found_unedited"] = float(np.mean([s.copy_move_inliers > 0 for s in scores if s.label == 0]))
     return summary
 
 
 def calibrate(checkpoint: str | Path, root: str | Path, max_false_alarm: float = DEFAULT_MAX_FALSE_ALARM,
               max_pairs: int | None = DEFAULT_MAX_PAIRS, progress: bool = True) -> dict[str, Any]:
-    """Set ``image_threshold`` in ``checkpoint``'s card from the validation photos (rewritten in place, same
-    dtype); returns the validation report at that threshold, which the card keeps in ``metrics``."""
+    """Set ``copy_move_calibration`` and ``image_threshold`` in ``checkpoint``'s card from the validation
+    photos (rewritten in place, same dtype); returns the validation report at that threshold, which the card
+    keeps in ``metrics``."""
     scores = score_photos(checkpoint, root, "validation", max_pairs, progress)
+    copy_moves = [s for s in scores if s.family == "copy_move"]
+    twins = {s.stem for s in copy_moves}
+    pairs = copy_moves + [s for s in scores if s.label == 0 and s.stem in twins]
+    calibration = fit_calibration([s.copy_move_inliers for s in pairs], [s.label for s in pairs]) if pairs else None
+    scores = [score.calibrated(calibration) for score in scores]
     threshold = false_alarm_threshold(np.array([s.score for s in scores if s.label == 0]), max_false_alarm)
     validation = report(scores, threshold)
     model, card = load_checkpoint(checkpoint)
     dtype = next(model.parameters()).dtype
     metrics = {**card.metrics, "whole_image_validation": validation}
-    save_checkpoint(checkpoint, model, card.replace(image_threshold=threshold, metrics=metrics), dtype=dtype)
+    card = card.replace(image_threshold=threshold, copy_move_calibration=calibration, metrics=metrics)
+    save_checkpoint(checkpoint, model, card, dtype=dtype)
     return validation
 
 
 def format_whole_image_report(summary: dict[str, Any]) -> str:
     lines = [f"threshold {summary['threshold']:.4f}: false alarms on {summary['photos_unedited']} unedited photos "
-             f"{summary['false_alarm_rate']:.1%}",
-             f"{'edit family':<12}{'photos':>8}{'ROC-AUC':>9}{'caught':>8}{'pointing':>10}"]
+             f"{summary['false_alarm_rate']:.1%}; a copy-move found in {summary['copy_move_found_unedited']:.1%} of them",
+             f"{'edit family':<12}{'photos':>8}{'ROC-AUC':>9}{'caught':>8}{'pointing':>10}{'copy-move':>11}"]
     for name, row in summary.items():
         if isinstance(row, dict):
             lines.append(f"{name:<12}{row['photos_edited']:>8}{row['roc_auc']:>9.3f}{row['caught']:>8.1%}"
-                         f"{row['pointing_game']:>10.1%}")
+                         f"{row['pointing_game']:>10.1%}{row['copy_move_found']:>11.1%}")
     return "\n".join(lines)
 
 

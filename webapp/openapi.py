@@ -6,6 +6,7 @@ from typing import Any
 
 from deepfake_edge import __version__
 from deepfake_edge.provenance import PROVENANCE_RECORD_SCHEMA
+from deepfake_edge.regions import REGION_KINDS
 from deepfake_edge.serving_contract import DEFAULT_MODEL
 from deepfake_edge.tracks import VIDEO_RULES
 
@@ -63,7 +64,7 @@ _REGION = {
     "type": "object",
     "description": "One scored region of the image (of a video's frame).",
     "properties": {
-        "kind": {"type": "string", "enum": ["face", "tile", "global"]},
+        "kind": {"type": "string", "enum": list(REGION_KINDS)},
         "box": {**_BOX, "description": "[x0, y0, x1, y1] in the original (EXIF-rotated) image's pixels; for a "
                                        "video, in the video's own (upright) pixels"},
         "fake_probability": _NUMBER,

@@ -425,8 +425,9 @@
   }
 
   // ---------- regions: wording and boxes ----------
-  var KIND_WHERE = { face: " in a face", tile: " in one part of the image", global: " in the image as a whole" };
-  var KIND_NAME = { face: "face", tile: "region", global: "whole view" };
+  var KIND_WHERE = { face: " in a face", tile: " in one part of the image", global: " in the image as a whole",
+    copy_move: ": two areas of the image are copies of each other" };
+  var KIND_NAME = { face: "face", tile: "region", global: "whole view", copy_move: "copied area" };
   var FRAME_WHERE = { face: ", in a face (marked in red on the frame below)",
     tile: ", in one part of the frame (marked in red below)" };
 
@@ -475,12 +476,19 @@
 
   // Faces always (with their score); of the other regions only the most suspicious: those at or above the
   // verdict threshold, at most three (none when the verdict is Real: every region is below it then). The
-  // deciding region is always marked when the verdict is Fake, a face included.
+  // deciding region is always marked when the verdict is Fake, a face included; a copy-move that decides
+  // is marked with both of its areas (the copy cannot be told from its source).
   function suspiciousRegions(r, regions, deciding, verdict) {
     var suspects = regions
-      .filter(function (region) { return region.kind !== "face" && region.fake_probability >= r.threshold; })
+      .filter(function (region) {
+        return region.kind !== "face" && region.kind !== "copy_move" && region.fake_probability >= r.threshold;
+      })
       .sort(function (a, b) { return b.fake_probability - a.fake_probability; })
       .slice(0, 3);
+    if (verdict === "fake" && deciding && deciding.kind === "copy_move") {
+      var copies = regions.filter(function (region) { return region.kind === "copy_move"; });
+      return copies.concat(suspects.slice(0, 1));
+    }
     if (verdict === "fake" && deciding && deciding.kind !== "face" && suspects.indexOf(deciding) < 0) {
       suspects = [deciding].concat(suspects.slice(0, 2));
     }

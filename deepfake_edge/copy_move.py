@@ -1,0 +1,136 @@
+"""Copy-move: part of a photo pasted elsewhere in the same photo, found by matching the photo with itself.
+
+The detector scores one 224-px region at a time, so it cannot see that two regions are the same; a copied
+patch with clean edges looks like any other patch. This is the classic keypoint method of copy-move
+forensics (Amerini et al., "A SIFT-based forensic method for copy-move attack detection", 2011):
+
+1. SIFT keypoints and descriptors of the greyscale photo, its longer side at most :data:`MAX_SIDE`;
+2. each keypoint matched with the photo's own keypoints by the generalised 2-nearest-neighbour test (a
+   neighbour is kept while it is much closer than the next one, :data:`RATIO`), so a patch copied
+   several times matches every copy; pairs closer than :data:`MIN_DISTANCE` px are dropped (a texture
+   matches its neighbour);
+3. one similarity transform (shift, rotation, uniform scale) fitted to the pairs by RANSAC: its inliers
+   are pairs that agree on one move, which repeated textures (windows, tiles, leaves) rarely do.
+
+:func:`find_copy_move` returns the inliers and the two matched areas, or None. How many inliers make a
+photo suspicious is not decided here: the model card carries a logistic calibration of the inlier count
+fitted on validation photos (``ModelCard.copy_move_calibration``), and ``copy_move_score`` turns a count into
+the fake probability that competes with the regions' (deepfake_edge/regions.py). The moved copy cannot be
+told from its source, so both areas are reported.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import cv2
+import numpy as np
+from PIL import Image
+
+MAX_SIDE = 1024  # SIFT runs on a copy no larger than this: ~0.2 s of one core
+MAX_KEYPOINTS = 3000
+RATIO = 0.5  # generalised 2NN: neighbour i is a match while d_i / d_(i+1) < RATIO
+NEIGHBOURS = 4  # the keypoint itself and up to three copies
+MIN_DISTANCE = 30  # px at the working size between a keypoint and its match
+RANSAC_THRESHOLD = 3.0  # px of reprojection error at the working size
+MIN_INLIERS = 4  # fewer inliers are no finding at all (a similarity is fitted from 2 pairs)
+
+Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the original image's pixels
+
+
+@dataclass(frozen=True)
+class CopyMove:
+    """Pairs of keypoints that one similarity transform moves onto each other: ``inliers`` pairs, the
+    ``areas`` they cover (two boxes in original pixels), the move's ``scale`` and ``angle`` (degrees)."""
+
+    inliers: int
+    areas: tuple[Box, Box]
+    scale: float
+    angle: float
+
+
+def find_copy_move(image: Image.Image) -> CopyMove | None:
+    """The strongest copy-move in an RGB ``image``, or None when fewer than :data:`MIN_INLIERS` pairs agree."""
+    grey, factor = _working_copy(image)
+    sift = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS)
+    keypoints, descriptors = sift.detectAndCompute(grey, None)
+    if descriptors is None or len(keypoints) < NEIGHBOURS:
+        return None
+    points = np.float32([k.pt for k in keypoints])
+    pairs = _self_matches(descriptors, points)
+    if len(pairs) < MIN_INLIERS:
+        return None
+    source, target = points[pairs[:, 0]], points[pairs[:, 1]]
+    # RANSAC from either end: the transform that explains the most pairs wins (ties: the first).
+    best: tuple[int, np.ndarray, np.ndarray] | None = None
+    for a, b in ((source, target), (target, source)):
+        move, inliers = cv2.estimateAffinePartial2D(a, b, method=cv2.RANSAC, ransacReprojThreshold=RANSAC_THRESHOLD)
+        if move is not None and inliers is not None and (best is None or int(inliers.sum()) > best[0]):
+            best = (int(inliers.sum()), move, inliers.ravel().astype(bool))
+    if best is None or best[0] < MIN_INLIERS:
+        return None
+    count, move, kept = best
+    scale = math.hypot(move[0, 0], move[1, 0])
+    angle = math.degrees(math.atan2(move[1, 0], move[0, 0]))
+    areas = (_box(source[kept], factor, image.size), _box(target[kept], factor, image.size))
+    return CopyMove(count, areas, round(scale, 4), round(angle, 2))
+
+
+def copy_move_score(inliers: int, calibration: Sequence[float]) -> tuple[float, float]:
+    """(fake probability, logit) of a photo with ``inliers`` copy-move inliers: the logit is
+    ``a + b * log(1 + inliers)`` for ``calibration`` = (a, b), fitted by :func:`fit_calibration`."""
+    a, b = calibration
+    logit = a + b * math.log1p(inliers)
+    return 1.0 / (1.0 + math.exp(-logit)), logit
+
+
+def fit_calibration(inliers: Sequence[int], labels: Sequence[int], steps: int = 50) -> tuple[float, float]:
+    """Logistic regression of ``labels`` (1 = copy-moved) on ``log(1 + inliers)``, by Newton's method with a
+    small ridge so that perfectly separated data still gives finite weights."""
+    x = np.log1p(np.asarray(inliers, dtype=np.float64))
+    y = np.asarray(labels, dtype=np.float64)
+    if len(x) == 0 or y.min() == y.max():
+        raise ValueError("fitting the copy-move calibration needs photos of both labels")
+    design = np.stack([np.ones_like(x), x], axis=1)
+    weights = np.zeros(2)
+    ridge = 1e-3 * len(x)
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-design @ weights))
+        gradient = design.T @ (p - y) + ridge * weights
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(2)
+        weights -= np.linalg.solve(hessian, gradient)
+    return float(weights[0]), float(weights[1])
+
+
+def _working_copy(image: Image.Image) -> tuple[np.ndarray, float]:
+    """The greyscale uint8 copy SIFT runs on, and original pixels per working pixel."""
+    factor = max(1.0, max(image.size) / MAX_SIDE)
+    grey = image.convert("L")
+    if factor > 1.0:
+        grey = grey.resize((max(1, round(image.width / factor)), max(1, round(image.height / factor))),
+                           Image.Resampling.BOX)
+    return np.asarray(grey, dtype=np.uint8), factor
+
+
+def _self_matches(descriptors: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(K, 2) keypoint index pairs (i < j) that pass the generalised 2NN test and lie apart."""
+    matches = cv2.BFMatcher(cv2.NORM_L2).knnMatch(descriptors, descriptors, k=NEIGHBOURS)
+    pairs = set()
+    for row in matches:
+        neighbours = row[1:]  # row[0] is the keypoint itself
+        for near, far in zip(neighbours, neighbours[1:]):
+            if near.distance >= RATIO * far.distance:
+                break
+            i, j = sorted((near.queryIdx, near.trainIdx))
+            if i != j and float(np.hypot(*(points[i] - points[j]))) > MIN_DISTANCE:
+                pairs.add((i, j))
+    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+
+
+def _box(points: np.ndarray, factor: float, size: tuple[int, int]) -> Box:
+    width, height = size
+    x0, y0 = np.floor(points.min(axis=0) * factor).astype(int)
+    x1, y1 = np.ceil(points.max(axis=0) * factor).astype(int) + 1
+    return max(0, int(x0)), max(0, int(y0)), min(width, int(x1)), min(height, int(y1))

@@ -1,0 +1,138 @@
+"""The copy-move check (deepfake_edge/copy_move.py) and how a finding joins the whole-image verdict."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+
+from deepfake_edge.client.analysis import Prepared, to_detections
+from deepfake_edge.client.triton_io import ModelInfo, Outputs
+from deepfake_edge.copy_move import MIN_INLIERS, CopyMove, copy_move_score, find_copy_move, fit_calibration
+from deepfake_edge.model_card import ModelCard
+from deepfake_edge.preprocessing import Preprocessor
+from deepfake_edge.regions import analyse
+from deepfake_edge.training.whole_image import PhotoScore
+
+SOURCE = (300, 250, 420, 370)  # x0, y0, x1, y1 of the copied patch in the astronaut photo
+TARGET = (40, 330)  # where its copy lands
+
+
+def _copied(angle: float = 0.0, scale: float = 1.0) -> np.ndarray:
+    """The astronaut photo with SOURCE pasted at TARGET, turned by ``angle`` degrees and scaled."""
+    photo = skimage.data.astronaut()
+    x0, y0, x1, y1 = SOURCE
+    patch = photo[y0:y1, x0:x1]
+    side = patch.shape[0]
+    move = cv2.getRotationMatrix2D((side / 2, side / 2), angle, scale)
+    warped = cv2.warpAffine(patch, move, (side, side))
+    inside = cv2.warpAffine(np.ones((side, side), np.uint8), move, (side, side)) > 0
+    out = photo.copy()
+    region = out[TARGET[1]:TARGET[1] + side, TARGET[0]:TARGET[0] + side]
+    region[inside] = warped[inside]
+    return out
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Share of ``a`` inside ``b``."""
+    width = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    return width * height / ((a[2] - a[0]) * (a[3] - a[1]))
+
+
+@pytest.mark.parametrize("angle, scale", [(0.0, 1.0), (20.0, 0.9), (-35.0, 1.2)])
+def test_a_moved_rotated_or_rescaled_copy_is_found_with_both_areas(angle, scale):
+    found = find_copy_move(Image.fromarray(_copied(angle, scale)))
+    assert found is not None and found.inliers >= 8
+    side = SOURCE[2] - SOURCE[0]
+    target = (TARGET[0], TARGET[1], TARGET[0] + side, TARGET[1] + side)
+    areas = sorted(found.areas)  # the copy cannot be told from its source: either order
+    assert _overlap(areas[0], target) > 0.8 and _overlap(areas[1], SOURCE) > 0.8, found
+    # The move is reported in one direction or the other.
+    assert min(abs(found.scale - scale), abs(found.scale - 1 / scale)) < 0.05
+    assert min(abs(abs(found.angle) - abs(angle)), 180 - abs(found.angle)) < 2.0
+
+
+def test_unedited_photos_with_repeated_texture_have_no_finding():
+    for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "brick", "coins"):
+        picture = getattr(skimage.data, name)()
+        picture = np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
+        assert find_copy_move(Image.fromarray(picture)) is None, name
+
+
+def test_areas_are_in_original_pixels_when_the_photo_is_analysed_shrunk():
+    big = cv2.resize(_copied(), (1536, 1536), interpolation=cv2.INTER_CUBIC)  # 3x: analysed at 1024
+    found = find_copy_move(Image.fromarray(big))
+    assert found is not None
+    tripled = tuple(3 * v for v in SOURCE)
+    assert max(_overlap(area, tripled) for area in found.areas) > 0.8  # type: ignore[arg-type]
+
+
+def test_tiny_flat_and_grey_images_give_no_finding():
+    assert find_copy_move(Image.new("RGB", (8, 8))) is None
+    assert find_copy_move(Image.new("RGB", (640, 480), (90, 120, 200))) is None
+    assert find_copy_move(Image.fromarray(skimage.data.camera()).convert("RGB")) is None
+
+
+def test_the_calibration_rises_with_the_inliers_and_gives_the_logit_it_names():
+    inliers = [0] * 40 + [4, 5] + [0] * 15 + [6, 9, 12, 20, 40, 80] * 4
+    labels = [0] * 42 + [1] * 39
+    a, b = fit_calibration(inliers, labels)
+    assert b > 0
+    probabilities = [copy_move_score(n, (a, b))[0] for n in (0, MIN_INLIERS, 10, 100)]
+    assert probabilities == sorted(probabilities) and probabilities[0] < 0.5 < probabilities[-1]
+    probability, logit = copy_move_score(12, (a, b))
+    assert logit == pytest.approx(a + b * math.log(13)) and probability == pytest.approx(1 / (1 + math.exp(-logit)))
+    # Perfectly separated counts still give finite weights; one label alone cannot be fitted.
+    assert all(math.isfinite(w) for w in fit_calibration([0, 0, 30, 40], [0, 0, 1, 1]))
+    with pytest.raises(ValueError):
+        fit_calibration([0, 5], [1, 1])
+
+
+def test_a_card_keeps_its_copy_move_calibration():
+    card = ModelCard(arch="a", image_threshold=0.9, copy_move_calibration=(-1.5, 2.0))
+    assert ModelCard.from_json(card.to_json()) == card
+    assert ModelCard.from_json(ModelCard(arch="a").to_json()).copy_move_calibration is None
+
+
+def _detection(card: ModelCard, found: CopyMove | None, region_probability: float = 0.2):
+    image = Image.fromarray(skimage.data.astronaut())
+    preprocessor = Preprocessor.from_card(card)
+    plan, rows = analyse(image, preprocessor)
+    probabilities = np.full(len(rows), 0.01, np.float32)
+    probabilities[0] = region_probability
+    logits = np.log(probabilities / (1 - probabilities))
+    info = ModelInfo("m", card, 32, (3, card.input_size, card.input_size), 1)
+    prepared = Prepared("astronaut", rows, plan, (0, 0, *image.size), None, found)
+    return to_detections([prepared], Outputs(probabilities, logits, None, "1"), info)[0]
+
+
+def test_a_copy_move_joins_the_verdict_as_two_regions_and_decides_when_it_is_the_strongest():
+    card = ModelCard(arch="efficientnet_b0", threshold=0.5, image_threshold=0.9, copy_move_calibration=(-1.0, 1.5))
+    found = CopyMove(30, ((40, 330, 160, 450), (300, 250, 420, 370)), 1.0, 0.0)
+    detection = _detection(card, found)
+    probability, logit = copy_move_score(30, card.copy_move_calibration)
+    copies = [r for r in detection.regions if r.kind == "copy_move"]
+    assert [r.box for r in copies] == list(found.areas) and all(r.fake_probability == probability for r in copies)
+    assert detection.fake_probability == probability and detection.logit == pytest.approx(logit)
+    assert probability > 0.9 and detection.label == "Fake"
+    # A stronger region still decides; without a finding, or a card without the calibration, nothing changes.
+    assert _detection(card, found, region_probability=0.999).fake_probability == pytest.approx(0.999)
+    for other_card, other_found in ((card, None), (card.replace(copy_move_calibration=None), found)):
+        plain = _detection(other_card, other_found)
+        assert plain.fake_probability == pytest.approx(0.2) and plain.label == "Real"
+        assert not [r for r in plain.regions if r.kind == "copy_move"]
+
+
+def test_whole_image_evaluation_scores_a_photo_as_the_client_does():
+    photo = PhotoScore("000001", 1, "copy_move", 0.2, None, 0.2, 30)
+    calibration = (-1.0, 1.5)
+    card = ModelCard(arch="efficientnet_b0", threshold=0.5, image_threshold=0.9, copy_move_calibration=calibration)
+    served = _detection(card, CopyMove(30, ((0, 0, 10, 10), (20, 20, 30, 30)), 1.0, 0.0))
+    assert photo.calibrated(calibration).score == pytest.approx(served.fake_probability)
+    assert photo.calibrated(None).score == 0.2
+    assert PhotoScore("000002", 0, None, 0.3, None, 0.3, 0).calibrated(calibration).score == 0.3
