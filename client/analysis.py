@@ -196,7 +196,7 @@ def to_detections(prepared: list[Prepared], outputs: Outputs, info: ModelInfo) -
             if heatmaps is not None:
                 heatmap = stitch_heatmap(item.plan, probabilities, heatmaps)
             if item.copy_move is not None and card.copy_move_calibration is not None:
-                copied, copied_logit = copy_move_score(item.copy_move.inliers, card.copy_move_calibration)
+                copied, copied_logit = copy_move_score(item.copy_move.support, card.copy_move_calibration)
                 regions += tuple(RegionScore("copy_move", area, copied) for area in item.copy_move.areas)
                 if copied > probability:  # a copy-move competes with the regions, as one more region
                     probability, logit = copied, copied_logit

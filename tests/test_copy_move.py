@@ -8,14 +8,15 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from deepfake_edge.client.analysis import Prepared, to_detections
 from deepfake_edge.client.triton_io import ModelInfo, Outputs
-from deepfake_edge.copy_move import MIN_INLIERS, CopyMove, copy_move_score, find_copy_move, fit_calibration
+from deepfake_edge.copy_move import MIN_SUPPORT, CopyMove, copy_move_score, find_copy_move, fit_calibration
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.preprocessing import Preprocessor
 from deepfake_edge.regions import analyse
+from deepfake_edge.training.edit_graphics import font_files
 from deepfake_edge.training.whole_image import PhotoScore
 
 SOURCE = (300, 250, 420, 370)  # x0, y0, x1, y1 of the copied patch in the astronaut photo
@@ -83,7 +84,7 @@ def test_the_calibration_rises_with_the_inliers_and_gives_the_logit_it_names():
     labels = [0] * 42 + [1] * 39
     a, b = fit_calibration(inliers, labels)
     assert b > 0
-    probabilities = [copy_move_score(n, (a, b))[0] for n in (0, MIN_INLIERS, 10, 100)]
+    probabilities = [copy_move_score(n, (a, b))[0] for n in (0, MIN_SUPPORT, 10, 100)]
     assert probabilities == sorted(probabilities) and probabilities[0] < 0.5 < probabilities[-1]
     probability, logit = copy_move_score(12, (a, b))
     assert logit == pytest.approx(a + b * math.log(13)) and probability == pytest.approx(1 / (1 + math.exp(-logit)))
@@ -136,3 +137,19 @@ def test_whole_image_evaluation_scores_a_photo_as_the_client_does():
     assert photo.calibrated(calibration).score == pytest.approx(served.fake_probability)
     assert photo.calibrated(None).score == 0.2
     assert PhotoScore("000002", 0, None, 0.3, None, 0.3, 0).calibrated(calibration).score == 0.3
+
+
+def test_a_patch_cloned_twice_is_found_but_repeated_text_is_not():
+    photo = _copied()
+    x0, y0, x1, y1 = SOURCE
+    photo[40:40 + y1 - y0, 40:40 + x1 - x0] = photo[y0:y1, x0:x1]  # a second clone, top left
+    found = find_copy_move(Image.fromarray(photo))
+    assert found is not None and found.support >= 8
+    # A sign with its words printed again and again under different moves: every move has a rival.
+    sign = Image.fromarray(skimage.data.coffee())
+    draw = ImageDraw.Draw(sign)
+    font = ImageFont.truetype(font_files()[0], 26) if font_files() else ImageFont.load_default()
+    for row in range(6):
+        draw.text((20 + 37 * (row % 3), 20 + 62 * row), "OPEN DAILY - FRESH COFFEE", fill=(250, 250, 250), font=font)
+    repeated = find_copy_move(sign)
+    assert repeated is None or repeated.support < repeated.inliers // 2, repeated

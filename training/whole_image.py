@@ -45,7 +45,7 @@ DEFAULT_MAX_PAIRS = 300
 @dataclass(frozen=True)
 class PhotoScore:
     """One full photo's whole-image ``score``: the higher of ``region_score`` (its regions' highest) and its
-    copy-move finding's probability under the card's calibration, if both exist (``copy_move_inliers`` 0:
+    copy-move finding's probability under the card's calibration, if both exist (``copy_move_support`` 0:
     no finding). ``family`` is None for an unedited photo; ``peak_in_edit`` tells whether the stitched
     heatmap's hottest pixel lies in the edit mask (None for unedited photos)."""
 
@@ -55,13 +55,13 @@ class PhotoScore:
     score: float
     peak_in_edit: bool | None
     region_score: float
-    copy_move_inliers: int
+    copy_move_support: int
 
     def calibrated(self, calibration: tuple[float, float] | None) -> "PhotoScore":
         """This photo scored under copy-move ``calibration`` (None: the regions alone), as the client does."""
         score = self.region_score
-        if calibration is not None and self.copy_move_inliers:
-            score = max(score, copy_move_score(self.copy_move_inliers, calibration)[0])
+        if calibration is not None and self.copy_move_support:
+            score = max(score, copy_move_score(self.copy_move_support, calibration)[0])
         return dataclasses.replace(self, score=score)
 
 
@@ -108,7 +108,7 @@ def _score_photo(session: Any, preprocessor: Preprocessor, full: Path, stem: str
     found = find_copy_move(image)
     region_score = float(probabilities.max())
     return PhotoScore(stem, label, family if label else None, region_score, peak, region_score,
-                      found.inliers if found else 0)
+                      found.support if found else 0)
 
 
 def forward_rows(session: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,9 +146,9 @@ def report(scores: list[PhotoScore], threshold: float) -> dict[str, Any]:
             "roc_auc": float(roc_auc_score(labels, np.r_[real, fake])) if len(fake) and len(real) else float("nan"),
             "caught": float(np.mean(fake >= threshold)) if len(fake) else float("nan"),
             "pointing_game": float(np.mean(pointing)) if pointing else float("nan"),
-            "copy_move_found": float(np.mean([s.copy_move_inliers > 0 for s in members])) if members else float("nan"),
+            "copy_move_found": float(np.mean([s.copy_move_support > 0 for s in members])) if members else float("nan"),
         }
-    summary["copy_move_found_unedited"] = float(np.mean([s.copy_move_inliers > 0 for s in scores if s.label == 0]))
+    summary["copy_move_found_unedited"] = float(np.mean([s.copy_move_support > 0 for s in scores if s.label == 0]))
     return summary
 
 
@@ -161,7 +161,7 @@ def calibrate(checkpoint: str | Path, root: str | Path, max_false_alarm: float =
     copy_moves = [s for s in scores if s.family == "copy_move"]
     twins = {s.stem for s in copy_moves}
     pairs = copy_moves + [s for s in scores if s.label == 0 and s.stem in twins]
-    calibration = fit_calibration([s.copy_move_inliers for s in pairs], [s.label for s in pairs]) if pairs else None
+    calibration = fit_calibration([s.copy_move_support for s in pairs], [s.label for s in pairs]) if pairs else None
     scores = [score.calibrated(calibration) for score in scores]
     threshold = false_alarm_threshold(np.array([s.score for s in scores if s.label == 0]), max_false_alarm)
     validation = report(scores, threshold)
