@@ -153,3 +153,46 @@ def test_a_patch_cloned_twice_is_found_but_repeated_text_is_not():
         draw.text((20 + 37 * (row % 3), 20 + 62 * row), "OPEN DAILY - FRESH COFFEE", fill=(250, 250, 250), font=font)
     repeated = find_copy_move(sign)
     assert repeated is None or repeated.support < repeated.inliers // 2, repeated
+
+
+def test_calibrate_fits_the_copy_move_curve_on_validation_pairs_and_sets_the_threshold_on_the_combined_score(
+        tmp_path):
+    import json
+
+    import torch
+
+    from deepfake_edge.checkpoint import read_card, save_checkpoint
+    from deepfake_edge.models import build_model
+    from deepfake_edge.training.whole_image import calibrate
+
+    full = tmp_path / "set" / "validation" / "full"
+    for folder in ("Real", "Fake", "masks"):
+        (full / folder).mkdir(parents=True)
+    edits = {}
+    pictures = {"astronaut": skimage.data.astronaut(), "coffee": skimage.data.coffee(),
+                "chelsea": skimage.data.chelsea(), "rocket": skimage.data.rocket()}
+    for index, (name, picture) in enumerate(pictures.items()):
+        family = "copy_move" if index < 2 else "splice"
+        fake = _copied() if name == "astronaut" else picture.copy()
+        if name == "coffee":  # a second copy-move: the cup's saucer edge moved right
+            fake[250:350, 400:520] = picture[250:350, 150:270]
+        elif family == "splice":
+            fake[40:120, 40:160] = skimage.data.astronaut()[200:280, 200:320]
+        stem = f"{index:06d}"
+        Image.fromarray(picture).save(full / "Real" / f"{stem}.jpg", quality=95)
+        Image.fromarray(fake).save(full / "Fake" / f"{stem}.jpg", quality=95)
+        Image.fromarray(((fake != picture).any(axis=2) * 255).astype(np.uint8)).save(full / "masks" / f"{stem}.png")
+        edits[stem] = {"family": family, "source": name}
+    (full / "edits.json").write_text(json.dumps(edits))
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "cnn.safetensors", build_model("small_cnn"),
+                                 ModelCard(arch="small_cnn", input_size=64, resize_size=72))
+
+    validation = calibrate(checkpoint, tmp_path / "set", max_false_alarm=0.0, progress=False)
+    card = read_card(checkpoint)
+    a, b = card.copy_move_calibration
+    assert b > 0 and validation["copy_move"]["copy_move_found"] == 1.0
+    assert validation["copy_move_found_unedited"] == 0.0 and validation["splice"]["copy_move_found"] == 0.0
+    # No unedited photo may be called Fake (max_false_alarm 0), and both copy-moves outscore them all.
+    assert validation["false_alarm_rate"] == 0.0 and card.image_threshold == validation["threshold"]
+    assert validation["copy_move"]["roc_auc"] == 1.0

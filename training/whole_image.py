@@ -3,7 +3,7 @@
 The served verdict on a photo is the highest fake probability among its regions (deepfake_edge/regions.py)
 and its copy-move finding (deepfake_edge/copy_move.py), so its threshold is set on whole photos, not on
 crops. ``calibrate`` first fits the copy-move calibration on the validation split's copy-move pairs (the
-logistic curve from a photo's inlier count to a fake probability, even odds), then picks the lowest
+logistic curve from a finding's support to a fake probability, even odds), then picks the lowest
 threshold at which at most ``max_false_alarm`` of the unedited validation photos are called Fake, and
 stores both in the checkpoint's card (``copy_move_calibration``, ``image_threshold``), from where export
 carries them to the served model. ``evaluate --whole-images`` reports, on a split's full photos: ROC-AUC,
