@@ -12,11 +12,11 @@ forensics (Amerini et al., "A SIFT-based forensic method for copy-move attack de
 3. one similarity transform (shift, rotation, uniform scale) fitted to the pairs by RANSAC: its inliers
    are pairs that agree on one move;
 4. a second transform fitted to the pairs that share no keypoint with the first move's, its inliers the
-   *rival*: text (words repeated on a sign, a page) and periodic texture repeat under many moves, while a
-   patch and its copies (one or several) are one group of keypoints. The finding's ``support`` is the
-   first move's inliers less the rival's: unedited photos match themselves most where text repeats (scene
-   text and documents led both the demo set's training and test splits), and the rival discounts text
-   that repeats under several moves.
+   *rival*: text (words repeated on a sign, a page) repeats under many moves, while a patch and its copies
+   (one or several) are one group of keypoints. The finding's ``support`` is the first move's inliers
+   less the rival's: unedited photos match themselves most where text repeats (scene text and documents
+   led both the demo set's training and test splits), and the rival discounts text that repeats under
+   several moves.
 
 :func:`find_copy_move` returns the support, the inliers and the two matched areas, or None when the support
 is under :data:`MIN_SUPPORT`. How much support makes a photo suspicious is not decided here: the model card
