@@ -136,6 +136,10 @@ def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--videos", action="store_true",
                    help="calibrate the video verdict instead: on DATA's validation videos pick the frame-aggregation "
                         "rule with the best ROC-AUC and its threshold (the card's video_rule, video_threshold)")
+    p.add_argument("--copy-move", action="store_true",
+                   help="also fit the copy-move check's calibration (the card's copy_move_calibration), which turns "
+                        "it on in whole-image analysis; it costs ~0.6 s of one core per 1024x768 photo, more than the "
+                        "detector (docs/detection.md)")
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
@@ -150,7 +154,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         return run_calibrate_videos(args)
     log_to_terminal()
     try:
-        validation = calibrate(args.checkpoint, args.data, args.max_false_alarm)
+        validation = calibrate(args.checkpoint, args.data, args.max_false_alarm, copy_move=args.copy_move)
     except (ValueError, FileNotFoundError) as error:
         raise CommandError(str(error)) from error
     print(f"{args.checkpoint}: image_threshold set on validation photos\n{format_whole_image_report(validation)}")

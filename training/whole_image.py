@@ -2,8 +2,8 @@
 
 The served verdict on a photo is the highest fake probability among its regions (deepfake_edge/regions.py)
 and its copy-move finding (deepfake_edge/copy_move.py), so its threshold is set on whole photos, not on
-crops. ``calibrate`` first fits the copy-move calibration on the validation split's copy-move pairs (the
-logistic curve from a finding's support to a fake probability, even odds), then picks the lowest
+crops. ``calibrate --copy-move`` first fits the copy-move calibration on the validation split's copy-move
+pairs (the logistic curve from a finding's support to a fake probability, even odds); then it picks the lowest
 threshold at which at most ``max_false_alarm`` of the unedited validation photos are called Fake, and
 stores both in the checkpoint's card (``copy_move_calibration``, ``image_threshold``), from where export
 carries them to the served model. ``evaluate --whole-images`` reports, on a split's full photos: ROC-AUC,
@@ -153,15 +153,16 @@ def report(scores: list[PhotoScore], threshold: float) -> dict[str, Any]:
 
 
 def calibrate(checkpoint: str | Path, root: str | Path, max_false_alarm: float = DEFAULT_MAX_FALSE_ALARM,
-              max_pairs: int | None = DEFAULT_MAX_PAIRS, progress: bool = True) -> dict[str, Any]:
-    """Set ``copy_move_calibration`` and ``image_threshold`` in ``checkpoint``'s card from the validation
-    photos (rewritten in place, same dtype); returns the validation report at that threshold, which the card
-    keeps in ``metrics``."""
+              max_pairs: int | None = DEFAULT_MAX_PAIRS, progress: bool = True, copy_move: bool = False) -> dict[str, Any]:
+    """Set ``image_threshold`` in ``checkpoint``'s card from the validation photos (rewritten in place, same
+    dtype), and with ``copy_move`` first ``copy_move_calibration`` (without it: None, the check off); returns
+    the validation report at that threshold, which the card keeps in ``metrics``."""
     scores = score_photos(checkpoint, root, "validation", max_pairs, progress)
     copy_moves = [s for s in scores if s.family == "copy_move"]
     twins = {s.stem for s in copy_moves}
     pairs = copy_moves + [s for s in scores if s.label == 0 and s.stem in twins]
-    calibration = fit_calibration([s.copy_move_support for s in pairs], [s.label for s in pairs]) if pairs else None
+    fit = copy_move and pairs
+    calibration = fit_calibration([s.copy_move_support for s in pairs], [s.label for s in pairs]) if fit else None
     scores = [score.calibrated(calibration) for score in scores]
     threshold = false_alarm_threshold(np.array([s.score for s in scores if s.label == 0]), max_false_alarm)
     validation = report(scores, threshold)
