@@ -188,8 +188,9 @@ def test_calibrate_fits_the_copy_move_curve_on_validation_pairs_and_sets_the_thr
     checkpoint = save_checkpoint(tmp_path / "cnn.safetensors", build_model("small_cnn"),
                                  ModelCard(arch="small_cnn", input_size=64, resize_size=72))
 
-    calibrate(checkpoint, tmp_path / "set", max_false_alarm=0.0, progress=False)
-    assert read_card(checkpoint).copy_move_calibration is None  # the check stays off unless asked for
+    regions_alone = calibrate(checkpoint, tmp_path / "set", max_false_alarm=0.0, progress=False)
+    assert read_card(checkpoint).copy_move_calibration is None  # the check stays off unless asked for,
+    assert "copy_move_found_unedited" not in regions_alone  # and does not even run
     validation = calibrate(checkpoint, tmp_path / "set", max_false_alarm=0.0, progress=False, copy_move=True)
     card = read_card(checkpoint)
     a, b = card.copy_move_calibration
