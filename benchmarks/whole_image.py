@@ -12,7 +12,8 @@ request per image and one execution per request is "the regions of one image rea
 together as one batch"; fewer executions than requests means the dynamic batcher merged requests.
 
 :func:`time_split` times one whole-image ``detect`` at concurrency 1 step by step (decode, face
-detection, region planning and cutting, the Triton round trip of the rows) to show where the time goes.
+detection, region planning and cutting, the copy-move check when the card has it, the Triton round trip of
+the rows) to show where the time goes.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ JPEG_QUALITY = 90
 PHOTO_SET = (("astronaut", 0.0), ("grace_hopper", 0.3), ("camera", 0.5), ("chelsea", 0.5), ("coffee", 0.5),
              ("rocket", 0.5), ("hubble_deep_field", 0.5), ("retina", 0.5))
 MODES = ("whole", "fast")
-SPLIT_STEPS = ("decode", "face detection", "region plan + cut", "Triton round trip")
+# "copy-move check" is 0 for a card without the check's calibration (deepfake_edge/copy_move.py).
+SPLIT_STEPS = ("decode", "face detection", "region plan + cut", "copy-move check", "Triton round trip")
 
 Progress = Callable[[str], None]
 
@@ -232,6 +234,7 @@ def time_split(grpc_url: str, model: str, photos: PhotoSet, repeats: int, timeou
 
     from deepfake_edge.client import DeepfakeClient
     from deepfake_edge.client.analysis import read_image
+    from deepfake_edge.copy_move import find_copy_move
     from deepfake_edge.faces import detect_faces
     from deepfake_edge.regions import cut_regions, plan_regions
 
@@ -239,6 +242,7 @@ def time_split(grpc_url: str, model: str, photos: PhotoSet, repeats: int, timeou
     per_photo: list[dict] = []
     with DeepfakeClient(grpc_url, protocol="grpc", model=model, timeout_s=timeout_s, retries=0) as client:
         info = client.model_info()
+        check = info.card.copy_move_calibration is not None
         triton = tritonclient.grpc.InferenceServerClient(grpc_url)
         try:
             round_trip(triton, model, info, np.zeros((1, *info.input_shape), np.uint8), timeout_s)  # untimed
@@ -256,6 +260,9 @@ def time_split(grpc_url: str, model: str, photos: PhotoSet, repeats: int, timeou
                     clock.append(time.perf_counter())
                     plan = plan_regions(image.size, info.preprocessor, faces)
                     rows = cut_regions(image, plan, info.preprocessor)
+                    clock.append(time.perf_counter())
+                    if check:
+                        find_copy_move(image)
                     clock.append(time.perf_counter())
                     round_trip(triton, model, info, rows, timeout_s)
                     clock.append(time.perf_counter())

@@ -285,10 +285,12 @@ def infer(settings: ClientSettings, info: ModelInfo, prepared: list[Prepared], h
     return to_detections(prepared, Outputs.concat(parts), info)
 
 
-def detect(settings: ClientSettings, source: ImageSource, heatmap: bool, mode: str) -> Plan[Detection]:
+def detect(settings: ClientSettings, source: ImageSource, heatmap: bool, mode: str,
+           copy_move: bool = True) -> Plan[Detection]:
     """``detect``: raises BadImageError or a DeepfakeClientError."""
     info = yield from model_info(settings)
-    prepared = [(yield Compute(prepare, (info, source, check_mode(mode), settings.max_pixels, settings.provenance)))]
+    prepared = [(yield Compute(prepare, (info, source, check_mode(mode), settings.max_pixels, settings.provenance,
+                                         copy_move)))]
     detections = yield from retried(settings, partial(infer, settings, info, prepared, heatmap))
     return detections[0]
 

@@ -67,10 +67,11 @@ class AsyncDeepfakeClient(ClientSettings):
         """The served model's card and limits (fetched once)."""
         return await self._drive(analysis.model_info(self))
 
-    async def detect(self, source: ImageSource, heatmap: bool = False, mode: str = DEFAULT_MODE) -> Detection:
-        """Classify one image (``mode`` as in ``DeepfakeClient.detect``). Raises BadImageError or a
-        DeepfakeClientError subclass."""
-        return await self._drive(analysis.detect(self, source, heatmap, mode))
+    async def detect(self, source: ImageSource, heatmap: bool = False, mode: str = DEFAULT_MODE,
+                     copy_move: bool = True) -> Detection:
+        """Classify one image (``mode`` and ``copy_move`` as in ``DeepfakeClient.detect``). Raises
+        BadImageError or a DeepfakeClientError subclass."""
+        return await self._drive(analysis.detect(self, source, heatmap, mode, copy_move))
 
     async def detect_many(self, sources: Iterable[ImageSource],
                           **options: Unpack[analysis.DetectOptions]) -> list[Result]:

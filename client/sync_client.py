@@ -123,15 +123,17 @@ class DeepfakeClient(ClientSettings):
         """The UINT8 (N, 3, H, W) rows this client sends for ``source`` in ``mode`` (raises BadImageError)."""
         return analysis.prepare(self.model_info(), source, analysis.check_mode(mode), self.max_pixels).rows
 
-    def detect(self, source: ImageSource, heatmap: bool = False, mode: str = DEFAULT_MODE) -> Detection:
+    def detect(self, source: ImageSource, heatmap: bool = False, mode: str = DEFAULT_MODE,
+               copy_move: bool = True) -> Detection:
         """Classify one image (``mode``: "whole" scores every face, tiles over the whole frame and the global
-        view in one request; "fast" the global view alone). Raises BadImageError or a DeepfakeClientError."""
+        view in one request; "fast" the global view alone; ``copy_move`` as in :meth:`iter_detect`). Raises
+        BadImageError or a DeepfakeClientError."""
         with self._lock:
             self._callers += 1
             # One connection per concurrent caller: threads sharing this client are not serialised.
             self._pool.ensure(self._callers)
         try:
-            return self._run(analysis.detect(self, source, heatmap, mode))
+            return self._run(analysis.detect(self, source, heatmap, mode, copy_move))
         finally:
             with self._lock:
                 self._callers -= 1

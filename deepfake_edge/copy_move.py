@@ -29,6 +29,8 @@ both areas are reported.
 from __future__ import annotations
 
 import math
+import os
+import threading
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -36,7 +38,10 @@ import cv2
 import numpy as np
 from PIL import Image
 
-MAX_SIDE = 1024  # SIFT runs on a copy no larger than this: with the matching ~0.6 s of one core at 1024x768
+# SIFT runs on a copy no larger than this: ~0.11 s a photo with OpenCV's two threads and ~66 MB at its peak
+# (SIFT builds its scale space at twice this size). At 1024 px it took 0.42 s and ~175 MB, and found no more
+# of the demo set's copy-moves (docs/detection.md).
+MAX_SIDE = 640
 MAX_KEYPOINTS = 3000
 RATIO = 0.5  # generalised 2NN: neighbour i is a match while d_i / d_(i+1) < RATIO
 NEIGHBOURS = 4  # the keypoint itself and up to three copies
@@ -45,6 +50,10 @@ RANSAC_THRESHOLD = 3.0  # px of reprojection error at the working size
 MIN_SUPPORT = 4  # a smaller lead over the rival move is no finding at all (a similarity is fitted from 2 pairs)
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the original image's pixels
+
+# More checks at once than cores gain no throughput and each holds its own scale space, so a burst of
+# uploads to one process (the web app's threads) queues here instead of multiplying the memory.
+_RUNNING = threading.BoundedSemaphore(os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -66,14 +75,15 @@ class CopyMove:
 
 
 def find_copy_move(image: Image.Image) -> CopyMove | None:
-    """The strongest copy-move in an RGB ``image``, or None when its support is under :data:`MIN_SUPPORT`."""
+    """The strongest copy-move in an RGB ``image``, or None when its support is under :data:`MIN_SUPPORT`.
+    At most one check per CPU core runs at a time in a process; further callers wait their turn."""
     grey, factor = _working_copy(image)
-    sift = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS)
-    keypoints, descriptors = sift.detectAndCompute(grey, None)
-    if descriptors is None or len(keypoints) < NEIGHBOURS:
-        return None
-    points = np.float32([k.pt for k in keypoints])
-    pairs = _self_matches(descriptors, points)
+    with _RUNNING:
+        keypoints, descriptors = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS).detectAndCompute(grey, None)
+        if descriptors is None or len(keypoints) < NEIGHBOURS:
+            return None
+        points = np.float32([k.pt for k in keypoints])
+        pairs = _self_matches(descriptors, points)
     best = _strongest_move(points[pairs[:, 0]], points[pairs[:, 1]])
     if best is None or best[0] < MIN_SUPPORT:
         return None

@@ -27,6 +27,29 @@ def photo(name: str = "astronaut") -> Image.Image:
     return Image.fromarray(getattr(skimage.data, name)())
 
 
+COPIED_FROM = (300, 250, 420, 370)  # x0, y0, x1, y1 of the patch copied_astronaut copies
+COPIED_TO = (40, 330)  # where its copy lands (top-left corner)
+
+
+def copied_astronaut(angle: float = 0.0, scale: float = 1.0) -> np.ndarray:
+    """scikit-image's astronaut with the patch at COPIED_FROM pasted at COPIED_TO, turned by ``angle`` degrees
+    and scaled by ``scale`` about its centre: a copy-move."""
+    import cv2
+    import skimage.data
+
+    photo = skimage.data.astronaut()
+    x0, y0, x1, y1 = COPIED_FROM
+    patch = photo[y0:y1, x0:x1]
+    side = patch.shape[0]
+    move = cv2.getRotationMatrix2D((side / 2, side / 2), angle, scale)
+    warped = cv2.warpAffine(patch, move, (side, side))
+    inside = cv2.warpAffine(np.ones((side, side), np.uint8), move, (side, side)) > 0
+    out = photo.copy()
+    region = out[COPIED_TO[1]:COPIED_TO[1] + side, COPIED_TO[0]:COPIED_TO[0] + side]
+    region[inside] = warped[inside]
+    return out
+
+
 def write_good_images(folder: Path) -> list[str]:
     """Real photographs saved as an 8-bit JPEG, a PNG, a CMYK JPEG, a 16-bit grayscale PNG and an
     animated GIF (the client library classifies it on its first frame; ``detect`` and the web page, which

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from client_samples import photo, write_good_images
+from client_samples import copied_astronaut, photo, write_good_images
 from deepfake_edge.client import (
     AsyncDeepfakeClient,
     BadImageError,
@@ -215,6 +216,31 @@ def test_async_client_matches_the_sync_client(triton_server, good_folder, protoc
     expected_scores = [r.fake_probability for r in expected[:-1]]
     assert [r.fake_probability for r in many[:-1]] == pytest.approx(expected_scores, abs=SCORE_TOLERANCE)
     assert isinstance(many[-1].error, BadImageError)
+
+
+def test_the_served_card_runs_the_copy_move_check_unless_the_caller_turns_it_off(triton_server):
+    """The demo B0's card is calibrated for the copy-move check: a copied patch comes back as two regions,
+    in every entry point, and ``copy_move=False`` leaves them out (as video frames do)."""
+    copied = Image.fromarray(copied_astronaut())
+
+    def copies(detection: Detection) -> list:
+        return [region for region in detection.regions if region.kind == "copy_move"]
+
+    with DeepfakeClient(triton_server.grpc_url, model=MODEL) as client:
+        assert client.model_info().card.copy_move_calibration is not None
+        assert len(copies(client.detect(copied))) == 2
+        assert not copies(client.detect(copied, copy_move=False))
+        checked, unchecked = client.detect_many([copied, copied], concurrency=1), client.detect_many(
+            [copied], copy_move=False)
+        assert [len(copies(result)) for result in checked + unchecked] == [2, 2, 0]
+
+    async def run():
+        async with AsyncDeepfakeClient(triton_server.grpc_url, model=MODEL) as client:
+            return await client.detect(copied), await client.detect(copied, copy_move=False)
+
+    with_check, without = asyncio.run(run())
+    assert len(copies(with_check)) == 2 and not copies(without)
+    assert with_check.fake_probability >= without.fake_probability
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -10,6 +14,9 @@ import pytest
 import skimage.data
 from PIL import Image, ImageDraw, ImageFont
 
+from client_samples import COPIED_FROM, COPIED_TO, copied_astronaut
+
+from deepfake_edge import copy_move
 from deepfake_edge.client.analysis import Prepared, to_detections
 from deepfake_edge.client.triton_io import ModelInfo, Outputs
 from deepfake_edge.copy_move import MIN_SUPPORT, CopyMove, copy_move_score, find_copy_move, fit_calibration
@@ -18,25 +25,6 @@ from deepfake_edge.preprocessing import Preprocessor
 from deepfake_edge.regions import analyse
 from deepfake_edge.training.edit_graphics import font_files
 from deepfake_edge.training.whole_image import PhotoScore
-
-SOURCE = (300, 250, 420, 370)  # x0, y0, x1, y1 of the copied patch in the astronaut photo
-TARGET = (40, 330)  # where its copy lands
-
-
-def _copied(angle: float = 0.0, scale: float = 1.0) -> np.ndarray:
-    """The astronaut photo with SOURCE pasted at TARGET, turned by ``angle`` degrees and scaled."""
-    photo = skimage.data.astronaut()
-    x0, y0, x1, y1 = SOURCE
-    patch = photo[y0:y1, x0:x1]
-    side = patch.shape[0]
-    move = cv2.getRotationMatrix2D((side / 2, side / 2), angle, scale)
-    warped = cv2.warpAffine(patch, move, (side, side))
-    inside = cv2.warpAffine(np.ones((side, side), np.uint8), move, (side, side)) > 0
-    out = photo.copy()
-    region = out[TARGET[1]:TARGET[1] + side, TARGET[0]:TARGET[0] + side]
-    region[inside] = warped[inside]
-    return out
-
 
 def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     """Share of ``a`` inside ``b``."""
@@ -47,12 +35,12 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> floa
 
 @pytest.mark.parametrize("angle, scale", [(0.0, 1.0), (20.0, 0.9), (-35.0, 1.2)])
 def test_a_moved_rotated_or_rescaled_copy_is_found_with_both_areas(angle, scale):
-    found = find_copy_move(Image.fromarray(_copied(angle, scale)))
+    found = find_copy_move(Image.fromarray(copied_astronaut(angle, scale)))
     assert found is not None and found.inliers >= 8
-    side = SOURCE[2] - SOURCE[0]
-    target = (TARGET[0], TARGET[1], TARGET[0] + side, TARGET[1] + side)
+    side = COPIED_FROM[2] - COPIED_FROM[0]
+    target = (COPIED_TO[0], COPIED_TO[1], COPIED_TO[0] + side, COPIED_TO[1] + side)
     areas = sorted(found.areas)  # the copy cannot be told from its source: either order
-    assert _overlap(areas[0], target) > 0.8 and _overlap(areas[1], SOURCE) > 0.8, found
+    assert _overlap(areas[0], target) > 0.8 and _overlap(areas[1], COPIED_FROM) > 0.8, found
     # The move is reported in one direction or the other.
     assert min(abs(found.scale - scale), abs(found.scale - 1 / scale)) < 0.05
     assert min(abs(abs(found.angle) - abs(angle)), 180 - abs(found.angle)) < 2.0
@@ -66,11 +54,39 @@ def test_unedited_photos_with_repeated_texture_have_no_finding():
 
 
 def test_areas_are_in_original_pixels_when_the_photo_is_analysed_shrunk():
-    big = cv2.resize(_copied(), (1536, 1536), interpolation=cv2.INTER_CUBIC)  # 3x: analysed at 1024
+    big = cv2.resize(copied_astronaut(), (1536, 1536), interpolation=cv2.INTER_CUBIC)  # 3x: analysed at MAX_SIDE
     found = find_copy_move(Image.fromarray(big))
     assert found is not None
-    tripled = tuple(3 * v for v in SOURCE)
+    tripled = tuple(3 * v for v in COPIED_FROM)
     assert max(_overlap(area, tripled) for area in found.areas) > 0.8  # type: ignore[arg-type]
+
+
+def test_no_more_checks_run_at_once_than_there_are_cores(monkeypatch):
+    """A burst of uploads to one process (the web app's threads) waits for a core instead of building one SIFT
+    scale space per upload at once; every caller still gets its answer."""
+    real_sift, lock, running, most = cv2.SIFT_create, threading.Lock(), [0], [0]
+
+    class CountingSift:
+        def __init__(self, **options):
+            self.sift = real_sift(**options)
+
+        def detectAndCompute(self, *args):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.05)  # long enough for the other threads to pile up
+            try:
+                return self.sift.detectAndCompute(*args)
+            finally:
+                with lock:
+                    running[0] -= 1
+
+    monkeypatch.setattr(copy_move.cv2, "SIFT_create", CountingSift)
+    photo = Image.fromarray(copied_astronaut())
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        found = list(pool.map(find_copy_move, [photo] * 8))
+    assert all(f is not None and f.inliers >= 8 for f in found)
+    assert most[0] == min(8, os.cpu_count() or 1), most
 
 
 def test_tiny_flat_and_grey_images_give_no_finding():
@@ -140,8 +156,8 @@ def test_whole_image_evaluation_scores_a_photo_as_the_client_does():
 
 
 def test_a_patch_cloned_twice_is_found_but_repeated_text_is_not():
-    photo = _copied()
-    x0, y0, x1, y1 = SOURCE
+    photo = copied_astronaut()
+    x0, y0, x1, y1 = COPIED_FROM
     photo[40:40 + y1 - y0, 40:40 + x1 - x0] = photo[y0:y1, x0:x1]  # a second clone, top left
     found = find_copy_move(Image.fromarray(photo))
     assert found is not None and found.support >= 8
@@ -173,7 +189,7 @@ def test_calibrate_fits_the_copy_move_curve_on_validation_pairs_and_sets_the_thr
                 "chelsea": skimage.data.chelsea(), "rocket": skimage.data.rocket()}
     for index, (name, picture) in enumerate(pictures.items()):
         family = "copy_move" if index < 2 else "splice"
-        fake = _copied() if name == "astronaut" else picture.copy()
+        fake = copied_astronaut() if name == "astronaut" else picture.copy()
         if name == "coffee":  # a second copy-move: the cup's saucer edge moved right
             fake[250:350, 400:520] = picture[250:350, 150:270]
         elif family == "splice":

@@ -513,6 +513,42 @@ def test_fake_verdict_marks_the_suspicious_regions_and_never_reads_100_percent(b
         context.close()
 
 
+@pytest.fixture(scope="module")
+def copy_moved_photo(tmp_path_factory) -> Path:
+    """The astronaut with a patch of it copied elsewhere in the photo, as a PNG (nothing but the copy differs)."""
+    from client_samples import copied_astronaut
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("copy_move") / "copied.png"
+    Image.fromarray(copied_astronaut()).save(path)
+    return path
+
+
+@pytest.mark.skipif(not DEMO_TRAINED, reason="the copy-move check runs only under a card calibrated for it")
+def test_a_copy_move_that_decides_is_boxed_at_both_areas_and_named(browser, web_url, copy_moved_photo):
+    """The real server's answer for a real copy-move: both copies boxed in red where the answer says, and the
+    verdict line says what was found."""
+    context, page = _new_page(browser, web_url, viewport=LAPTOP)
+    try:
+        result = _upload_and_read_answer(page, copy_moved_photo)
+        copies = [region for region in result["regions"] if region["kind"] == "copy_move"]
+        assert len(copies) == 2, result["regions"]
+        deciding = max(result["regions"], key=lambda region: region["fake_probability"])
+        assert result["label"] == "Fake" and deciding["kind"] == "copy_move", (result["verdict"], deciding)
+        assert "two areas of the image are copies of each other" in page.inner_text("#verdict-explain")
+        shown, drawn = _drawn_boxes(page, "#viewer-regions .region--copy_move.is-suspicious")
+        assert len(drawn) == 2
+        expected = sorted((_expected_box(shown, region, result["image"]) for region in copies),
+                          key=lambda box: (box["x"], box["y"]))
+        for box, want in zip(sorted(drawn, key=lambda box: (box["x"], box["y"])), expected):
+            _assert_close(box, want)
+        assert page.inner_text("#viewer-regions .region--copy_move .region__label").startswith("copied area ")
+        page.wait_for_timeout(1900)
+        _screenshot(page, "regions-copy-move")
+    finally:
+        context.close()
+
+
 # ---------------------------------------------------------------- Content Credentials
 
 

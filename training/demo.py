@@ -16,7 +16,7 @@ Every step is one of the project's own ``deepfake-edge`` verbs. B0 is made in tw
 
 The small CNN trains once, from scratch, on the stage-2 set. Then, for each: copy the last run's best checkpoint
 (float16) to ``models/demo/<arch>.safetensors``, ``calibrate`` its whole-image threshold on the validation
-photos, and ``evaluate`` it into ``models/demo/report/<arch>/``: the crop test split (metrics.json, roc.png,
+photos (B0's with the copy-move check, ``calibrate --copy-move``), and ``evaluate`` it into ``models/demo/report/<arch>/``: the crop test split (metrics.json, roc.png,
 confusion_matrix.png, twins.png, training_curves.png, history.json, train_summary.json) and the full-size
 test photos by whole-image analysis (whole_image.json). B0's video verdict is calibrated and evaluated too,
 on ``data videos``' set in ``data/videos`` (the card's video rule and threshold; video_report.json,
@@ -47,6 +47,9 @@ DEMO_SPLIT_SEED = 0
 VIDEO_SET = Path("data/videos")
 VIDEO_PAIRS = 24  # unedited/edited pairs per split
 VIDEO_ARCHS = ("efficientnet_b0",)  # the models whose video verdict is calibrated (docs/video.md)
+# The models whose whole-image verdict includes the copy-move check (docs/detection.md); the small CNN stays the
+# plain baseline, and the web page, which runs both, checks each upload once.
+COPY_MOVE_ARCHS = ("efficientnet_b0",)
 DEMO_DIR = Path("models/demo")
 REPORT_DIR = DEMO_DIR / "report"
 # 24 times the default count: B0 sees 67,200 distinct crops per epoch. Twice that many crops of the same 298
@@ -179,7 +182,7 @@ def build(arch: str, recipe: Recipe) -> int:
     checkpoint = shutil.copyfile(run / "best.safetensors", DEMO_DIR / f"{arch}.safetensors")
     shutil.copyfile(run / "history.json", report / "history.json")
     shutil.copyfile(run / "summary.json", report / "train_summary.json")
-    steps = [["calibrate", str(checkpoint), str(recipe.data)],
+    steps = [["calibrate", str(checkpoint), str(recipe.data), *(["--copy-move"] if arch in COPY_MOVE_ARCHS else [])],
              ["evaluate", str(checkpoint), str(recipe.data), "--split", "test", "--out", str(report),
               "--history", str(report / "history.json")],
              ["evaluate", str(checkpoint), str(recipe.data), "--split", "test", "--whole-images", "--out", str(report)]]

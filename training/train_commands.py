@@ -138,8 +138,8 @@ def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
                         "rule with the best ROC-AUC and its threshold (the card's video_rule, video_threshold)")
     p.add_argument("--copy-move", action="store_true",
                    help="also fit the copy-move check's calibration (the card's copy_move_calibration), which turns "
-                        "it on in whole-image analysis; it costs ~0.6 s of one core per 1024x768 photo, more than the "
-                        "detector (docs/detection.md)")
+                        "it on in whole-image analysis (the demo B0's card has it); ~0.1 s per photo with two cores "
+                        "(docs/detection.md)")
 
 
 def run_calibrate(args: argparse.Namespace) -> int:

@@ -78,7 +78,7 @@ def score_photos(checkpoint: str | Path, root: str | Path, split: str, max_pairs
                  progress: bool = True, copy_move: bool | None = None) -> list[PhotoScore]:
     """Score the photos of ``root/<split>/full`` (at most ``max_pairs`` pairs, evenly spread over the split)
     with whole-image analysis: the checkpoint exported to ONNX as for serving, run by onnxruntime, and, with
-    ``copy_move`` (default: when the card is calibrated for it, as served), the copy-move check (~0.6 s a
+    ``copy_move`` (default: when the card is calibrated for it, as served), the copy-move check (~0.1 s a
     photo), under the card's copy-move calibration."""
     full = Path(root) / split / FULL_FOLDER
     edits = json.loads((full / EDITS_FILE).read_text())
