@@ -86,6 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="seconds allowed per request (default 30)")
     parser.add_argument("--shared-memory", action="store_true",
                         help="pass images through system shared memory (server on this machine only)")
+    parser.add_argument("--no-copy-move", dest="copy_move", action="store_false",
+                        help="whole mode: leave out the copy-move check (SIFT matched with itself, ~0.1 s a photo) "
+                             "that runs when the served card is calibrated for it, as the demo B0's is")
     parser.add_argument("--no-provenance", dest="provenance", action="store_false",
                         help="do not read the files' Content Credentials (C2PA) and EXIF/XMP metadata "
                              "(\"provenance\": null in --json)")
@@ -200,7 +203,8 @@ def _results(client: Any, paths: list, args: argparse.Namespace, heatmap: bool) 
             results: Iterator[Any] = (_detect_video(client, item, args, heatmap) for item in items)
         else:
             results = client.iter_detect((str(item.path) for item in items), concurrency=args.concurrency,
-                                         heatmap=heatmap, batch_size=args.batch_size, mode=args.mode)
+                                         heatmap=heatmap, batch_size=args.batch_size, mode=args.mode,
+                                         copy_move=args.copy_move)
         for item, result in zip(items, results):
             note = name_note(item.path, "video" if is_video else "image") if result.ok else None
             yield item, dataclasses.replace(result, notes=(*result.notes, note)) if note else result

@@ -312,6 +312,20 @@ def test_content_credentials_are_shown_beside_each_verdict(triton_server, signed
     assert code == EXIT_OK and "Content Credentials" not in capsys.readouterr().out
 
 
+def test_a_copy_move_is_reported_unless_the_check_is_left_out(triton_server, tmp_path, capsys):
+    from client_samples import copied_astronaut
+
+    path = tmp_path / "copied.png"
+    Image.fromarray(copied_astronaut()).save(path)
+    kinds = []
+    for options in ((), ("--no-copy-move",)):
+        code = detect(path, "--json", *options, "--url", triton_server.grpc_url)
+        record = json.loads(capsys.readouterr().out)
+        assert code == EXIT_OK, record
+        kinds.append(sorted(region["kind"] for region in record["regions"] if region["kind"] == "copy_move"))
+    assert kinds == [["copy_move", "copy_move"], []]
+
+
 def test_building_the_command_line_loads_neither_torch_nor_onnxruntime():
     """Every verb registers its options at start-up, so a verb module that imports torch at the top would make
     every `deepfake-edge` call (detect included) pay ~1.6 s and ~100 MB for it."""
