@@ -53,7 +53,7 @@ def test_unedited_photos_with_repeated_texture_have_no_finding():
         assert find_copy_move(Image.fromarray(picture)) is None, name
 
 
-@pytest.mark.parametrize("times", [3, 6])  # 6x: 3072 px, box-reduced before it goes grey
+@pytest.mark.parametrize("times", [3, 6])  # 6x: 3072 px, larger than any photo of the demo set
 def test_areas_are_in_original_pixels_when_the_photo_is_analysed_shrunk(times):
     side = 512 * times
     big = cv2.resize(copied_astronaut(), (side, side), interpolation=cv2.INTER_CUBIC)  # analysed at MAX_SIDE

@@ -16,11 +16,12 @@ Every step is one of the project's own ``deepfake-edge`` verbs. B0 is made in tw
 
 The small CNN trains once, from scratch, on the stage-2 set. Then, for each: copy the last run's best checkpoint
 (float16) to ``models/demo/<arch>.safetensors``, ``calibrate`` its whole-image threshold on the validation
-photos (B0's with the copy-move check, ``calibrate --copy-move``), and ``evaluate`` it into ``models/demo/report/<arch>/``: the crop test split (metrics.json, roc.png,
-confusion_matrix.png, twins.png, training_curves.png, history.json, train_summary.json) and the full-size
-test photos by whole-image analysis (whole_image.json). B0's video verdict is calibrated and evaluated too,
-on ``data videos``' set in ``data/videos`` (the card's video rule and threshold; video_report.json,
-video_timelines.png). See docs/training.md.
+photos (B0's with the copy-move check, ``calibrate --copy-move``), and ``evaluate`` it into
+``models/demo/report/<arch>/``: the crop test split (metrics.json, roc.png, confusion_matrix.png, twins.png,
+training_curves.png, history.json, train_summary.json) and the full-size test photos by whole-image analysis
+(whole_image.json). B0's video verdict is calibrated and evaluated too, on ``data videos``' set in
+``data/videos`` (the card's video rule and threshold; video_report.json, video_timelines.png). See
+docs/training.md.
 """
 
 from __future__ import annotations
