@@ -1,8 +1,10 @@
 """Video files of the test videos (training/video_synth.py): H.264 MP4 written frame by frame and read back,
 and camera footage read at a constant frame rate.
 
-Encoding: H.264 (libx264, CRF 23, preset veryfast, yuv420p) in MP4 with 2 encoder threads: x264's bytes
-depend on its thread count, so a fixed count makes the same frames write identical files on any machine.
+Encoding: H.264 (libx264, CRF 23, preset veryfast, yuv420p) in MP4 with 2 encoder threads: x264's output
+depends on its thread count, so the count is fixed. Even so, identical frames did not always encode to
+identical bytes from run to run (the 2-core build VM, PyAV 18.1, 2026-12-07): what the same arguments
+reproduce is the frames, exactly so when encoded losslessly (``crf`` 0).
 ("veryfast" encodes 720p about 4x faster than "medium" at the same CRF, which keeps 24 pairs a split to a
 few minutes on two cores.)
 """

@@ -29,7 +29,7 @@ donors come from the same split. ``face_swap`` prefers people photos (the donor 
 face and follows it through the pan); on a photo without one it is a face pasted somewhere plausible.
 
 Encoding: both twins alike, training/video_io.py's H.264 (libx264, CRF 23, preset veryfast, yuv420p, MP4, a
-fixed encoder thread count, so the same arguments write identical files on any machine). Every pair is
+fixed encoder thread count; the same arguments give the same frames, though not always the same bytes). Every pair is
 seeded by (seed, split, index); a stem is ``NNN_<footage>_<family>``, the family actually made (a fallback
 renames it).
 
