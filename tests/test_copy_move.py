@@ -173,35 +173,44 @@ def test_a_patch_cloned_twice_is_found_but_repeated_text_is_not():
     assert repeated is None or repeated.support < repeated.inliers // 2, repeated
 
 
-def test_calibrate_fits_the_copy_move_curve_on_validation_pairs_and_sets_the_threshold_on_the_combined_score(
-        tmp_path):
+def _write_full_split(folder, photos: dict[str, tuple[str, np.ndarray, np.ndarray]]) -> None:
+    """A 'data edits' full/ split: for each stem, its family, unedited twin and edited photo."""
     import json
 
+    for name in ("Real", "Fake", "masks"):
+        (folder / name).mkdir(parents=True)
+    for stem, (_, real, fake) in photos.items():
+        Image.fromarray(real).save(folder / "Real" / f"{stem}.jpg", quality=95)
+        Image.fromarray(fake).save(folder / "Fake" / f"{stem}.jpg", quality=95)
+        Image.fromarray(((fake != real).any(axis=2) * 255).astype(np.uint8)).save(folder / "masks" / f"{stem}.png")
+    (folder / "edits.json").write_text(json.dumps({stem: {"family": family, "source": stem}
+                                                   for stem, (family, _, _) in photos.items()}))
+
+
+def test_calibrate_fits_the_copy_move_curve_on_training_pairs_and_sets_the_threshold_on_validation(tmp_path):
     import torch
 
     from deepfake_edge.checkpoint import read_card, save_checkpoint
     from deepfake_edge.models import build_model
-    from deepfake_edge.training.whole_image import calibrate
+    from deepfake_edge.training.whole_image import calibrate, copy_move_pairs
 
-    full = tmp_path / "set" / "validation" / "full"
-    for folder in ("Real", "Fake", "masks"):
-        (full / folder).mkdir(parents=True)
-    edits = {}
-    pictures = {"astronaut": skimage.data.astronaut(), "coffee": skimage.data.coffee(),
-                "chelsea": skimage.data.chelsea(), "rocket": skimage.data.rocket()}
-    for index, (name, picture) in enumerate(pictures.items()):
-        family = "copy_move" if index < 2 else "splice"
-        fake = copied_astronaut() if name == "astronaut" else picture.copy()
-        if name == "coffee":  # a second copy-move: the cup's saucer edge moved right
-            fake[250:350, 400:520] = picture[250:350, 150:270]
-        elif family == "splice":
-            fake[40:120, 40:160] = skimage.data.astronaut()[200:280, 200:320]
-        stem = f"{index:06d}"
-        Image.fromarray(picture).save(full / "Real" / f"{stem}.jpg", quality=95)
-        Image.fromarray(fake).save(full / "Fake" / f"{stem}.jpg", quality=95)
-        Image.fromarray(((fake != picture).any(axis=2) * 255).astype(np.uint8)).save(full / "masks" / f"{stem}.png")
-        edits[stem] = {"family": family, "source": name}
-    (full / "edits.json").write_text(json.dumps(edits))
+    astronaut, coffee = skimage.data.astronaut(), skimage.data.coffee()
+    moved_saucer = coffee.copy()
+    moved_saucer[250:350, 400:520] = coffee[250:350, 150:270]  # the cup's saucer edge moved right
+    splices = {}
+    for stem, picture in (("000002", skimage.data.rocket()), ("000003", skimage.data.chelsea())):
+        spliced = picture.copy()
+        spliced[40:120, 40:160] = astronaut[200:280, 200:320]
+        splices[stem] = ("splice", picture, spliced)
+    copy_moves = {"000000": ("copy_move", astronaut, copied_astronaut()), "000001": ("copy_move", coffee, moved_saucer)}
+    # Training adds a copy-move the check cannot see (a flat patch of the camera's sky moved): a curve fitted on
+    # validation's two found pairs would differ from one fitted here.
+    camera = np.repeat(skimage.data.camera()[..., None], 3, axis=2)
+    flat_move = camera.copy()
+    flat_move[20:60, 300:360] = camera[20:60, 100:160]
+    _write_full_split(tmp_path / "set" / "train" / "full",
+                      {**copy_moves, "000002": ("copy_move", camera, flat_move)})
+    _write_full_split(tmp_path / "set" / "validation" / "full", {**copy_moves, **splices})
     torch.manual_seed(0)
     checkpoint = save_checkpoint(tmp_path / "cnn.safetensors", build_model("small_cnn"),
                                  ModelCard(arch="small_cnn", input_size=64, resize_size=72))
@@ -211,9 +220,14 @@ def test_calibrate_fits_the_copy_move_curve_on_validation_pairs_and_sets_the_thr
     assert "copy_move_found_unedited" not in regions_alone  # and does not even run
     validation = calibrate(checkpoint, tmp_path / "set", max_false_alarm=0.0, progress=False, copy_move=True)
     card = read_card(checkpoint)
-    a, b = card.copy_move_calibration
-    assert b > 0 and validation["copy_move"]["copy_move_found"] == 1.0
+    supports, labels = copy_move_pairs(tmp_path / "set", "train", progress=False)
+    assert labels == [0, 1] * 3 and supports[1] >= MIN_SUPPORT and supports[5] == 0
+    assert card.copy_move_calibration == pytest.approx(fit_calibration(supports, labels))
+    assert card.copy_move_calibration != pytest.approx(fit_calibration(supports[:4], labels[:4]))
+    assert card.copy_move_calibration[1] > 0 and validation["copy_move"]["copy_move_found"] == 1.0
     assert validation["copy_move_found_unedited"] == 0.0 and validation["splice"]["copy_move_found"] == 0.0
     # No unedited photo may be called Fake (max_false_alarm 0), and both copy-moves outscore them all.
     assert validation["false_alarm_rate"] == 0.0 and card.image_threshold == validation["threshold"]
     assert validation["copy_move"]["roc_auc"] == 1.0
+    with pytest.raises(ValueError, match="copy-move pairs"):
+        copy_move_pairs(tmp_path / "set", "test")

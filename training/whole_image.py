@@ -2,13 +2,15 @@
 
 The served verdict on a photo is the highest fake probability among its regions (deepfake_edge/regions.py)
 and its copy-move finding (deepfake_edge/copy_move.py), so its threshold is set on whole photos, not on
-crops. ``calibrate --copy-move`` first fits the copy-move calibration on the validation split's copy-move
-pairs (the logistic curve from a finding's support to a fake probability, even odds); then it picks the lowest
-threshold at which at most ``max_false_alarm`` of the unedited validation photos are called Fake, and
-stores both in the checkpoint's card (``copy_move_calibration``, ``image_threshold``), from where export
-carries them to the served model. ``evaluate --whole-images`` reports, on a split's full photos: ROC-AUC,
-share caught at that threshold, false-alarm rate, overall and per edit family, the pointing game (the
-stitched heatmap's peak inside the edit mask) and the share with a copy-move finding.
+crops. ``calibrate --copy-move`` first fits the copy-move calibration (the logistic curve from a finding's
+support to a fake probability, even odds) on the *training* split's copy-move pairs: the check learns
+nothing, so those photos are as unseen to it as validation's, seven times as many, and the threshold is then
+not set on the photos its curve was fitted on. Then it picks the lowest threshold at which at most
+``max_false_alarm`` of the unedited validation photos are called Fake, and stores both in the checkpoint's
+card (``copy_move_calibration``, ``image_threshold``), from where export carries them to the served model.
+``evaluate --whole-images`` reports, on a split's full photos: ROC-AUC, share caught at that threshold,
+false-alarm rate, overall and per edit family, the pointing game (the stitched heatmap's peak inside the
+edit mask) and the share with a copy-move finding.
 """
 
 from __future__ import annotations
@@ -164,14 +166,11 @@ def report(scores: list[PhotoScore], threshold: float) -> dict[str, Any]:
 def calibrate(checkpoint: str | Path, root: str | Path, max_false_alarm: float = DEFAULT_MAX_FALSE_ALARM,
               max_pairs: int | None = DEFAULT_MAX_PAIRS, progress: bool = True, copy_move: bool = False) -> dict[str, Any]:
     """Set ``image_threshold`` in ``checkpoint``'s card from the validation photos (rewritten in place, same
-    dtype), and with ``copy_move`` first ``copy_move_calibration`` (without it: None, the check off); returns
+    dtype), and with ``copy_move`` first ``copy_move_calibration`` from the training split's copy-move pairs
+    (without it: None, the check off); returns
     the validation report at that threshold, which the card keeps in ``metrics``."""
+    calibration = fit_calibration(*copy_move_pairs(root, "train", progress)) if copy_move else None
     scores = score_photos(checkpoint, root, "validation", max_pairs, progress, copy_move)
-    copy_moves = [s for s in scores if s.family == "copy_move"]
-    twins = {s.stem for s in copy_moves}
-    pairs = copy_moves + [s for s in scores if s.label == 0 and s.stem in twins]
-    fit = copy_move and pairs
-    calibration = fit_calibration([s.copy_move_support for s in pairs], [s.label for s in pairs]) if fit else None
     scores = [score.calibrated(calibration) for score in scores]
     threshold = false_alarm_threshold(np.array([s.score for s in scores if s.label == 0]), max_false_alarm)
     validation = report(scores, threshold)
@@ -181,6 +180,22 @@ def calibrate(checkpoint: str | Path, root: str | Path, max_false_alarm: float =
     card = card.replace(image_threshold=threshold, copy_move_calibration=calibration, metrics=metrics)
     save_checkpoint(checkpoint, model, card, dtype=dtype)
     return validation
+
+
+def copy_move_pairs(root: str | Path, split: str, progress: bool = True) -> tuple[list[int], list[int]]:
+    """The copy-move check's support (0: no finding) on every copy-move pair of ``root/<split>/full``, the
+    edited photo and its unedited twin, and their labels (1 = copy-moved); no model runs. Raises ValueError
+    when the split has no copy-move pair."""
+    full = Path(root) / split / FULL_FOLDER
+    edits = json.loads((full / EDITS_FILE).read_text()) if (full / EDITS_FILE).is_file() else {}
+    jobs = [(stem, label) for stem in sorted(edits) if edits[stem]["family"] == "copy_move" for label in (0, 1)]
+    if not jobs:
+        raise ValueError(f"fitting the copy-move calibration needs copy-move pairs in {full} ('data edits')")
+    supports = []
+    for stem, label in tqdm(jobs, desc=f"copy-move check, {split}", unit="photo", disable=not progress):
+        found = find_copy_move(load_image(full / LABELS[label] / f"{stem}.jpg"))
+        supports.append(found.support if found else 0)
+    return supports, [label for _, label in jobs]
 
 
 def format_whole_image_report(summary: dict[str, Any]) -> str:
