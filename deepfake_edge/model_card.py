@@ -39,9 +39,9 @@ class ModelCard:
     ``video_rule`` names how a video's frame scores make its score (a key of
     ``deepfake_edge.tracks.VIDEO_RULES``) and ``video_threshold`` applies to that score in whole-image
     analysis; both ``None`` until calibrated on videos (then: rule "top3_mean" and the mode's threshold).
-    ``copy_move_calibration`` is the (a, b) that turns a photo's copy-move inliers into a fake probability
-    (deepfake_edge/copy_move.py), fitted on validation photos; ``None``: whole-image analysis runs no
-    copy-move check.
+    ``copy_move_calibration`` is the (a, b) that turns a photo's copy-move support into a fake probability
+    (deepfake_edge/copy_move.py), fitted on the training photos' copy-move pairs; ``None``: whole-image
+    analysis runs no copy-move check.
     """
 
     arch: str

@@ -137,9 +137,9 @@ def _register_calibrate(subparsers: argparse._SubParsersAction) -> None:
                    help="calibrate the video verdict instead: on DATA's validation videos pick the frame-aggregation "
                         "rule with the best ROC-AUC and its threshold (the card's video_rule, video_threshold)")
     p.add_argument("--copy-move", action="store_true",
-                   help="also fit the copy-move check's calibration (the card's copy_move_calibration), which turns "
-                        "it on in whole-image analysis (the demo B0's card has it); ~0.1 s per photo with two cores "
-                        "(docs/detection.md)")
+                   help="also fit the copy-move check's calibration (the card's copy_move_calibration) on DATA's "
+                        "training copy-move pairs, which turns it on in whole-image analysis (the demo B0's card has "
+                        "it); ~0.1 s per photo with two cores (docs/detection.md)")
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
