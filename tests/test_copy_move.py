@@ -162,9 +162,10 @@ def test_a_patch_cloned_twice_is_found_but_repeated_text_is_not():
     x0, y0, x1, y1 = COPIED_FROM
     photo[40:40 + y1 - y0, 40:40 + x1 - x0] = photo[y0:y1, x0:x1]  # a second clone, top left
     found = find_copy_move(Image.fromarray(photo))
-    assert found is not None and found.support >= 8
-    # A sign with its words printed again and again under different moves: every move has a rival.
-    sign = Image.fromarray(skimage.data.coffee())
+    assert found is not None and found.support >= MIN_SUPPORT
+    # A sign with its words printed again and again under different moves: every move has a rival. The photo
+    # is cut to the check's working size, so that the text is matched as printed, not shrunk.
+    sign = Image.fromarray(np.ascontiguousarray(skimage.data.coffee()[:, :copy_move.MAX_SIDE]))
     draw = ImageDraw.Draw(sign)
     font = ImageFont.truetype(font_files()[0], 26) if font_files() else ImageFont.load_default()
     for row in range(6):
@@ -195,14 +196,14 @@ def test_calibrate_fits_the_copy_move_curve_on_training_pairs_and_sets_the_thres
     from deepfake_edge.training.whole_image import calibrate, copy_move_pairs
 
     astronaut, coffee = skimage.data.astronaut(), skimage.data.coffee()
-    moved_saucer = coffee.copy()
-    moved_saucer[250:350, 400:520] = coffee[250:350, 150:270]  # the cup's saucer edge moved right
+    moved_rim = coffee.copy()
+    moved_rim[260:380, 380:530] = coffee[50:170, 100:250]  # the top of the cup's rim moved down right
     splices = {}
     for stem, picture in (("000002", skimage.data.rocket()), ("000003", skimage.data.chelsea())):
         spliced = picture.copy()
         spliced[40:120, 40:160] = astronaut[200:280, 200:320]
         splices[stem] = ("splice", picture, spliced)
-    copy_moves = {"000000": ("copy_move", astronaut, copied_astronaut()), "000001": ("copy_move", coffee, moved_saucer)}
+    copy_moves = {"000000": ("copy_move", astronaut, copied_astronaut()), "000001": ("copy_move", coffee, moved_rim)}
     # Training adds a copy-move the check cannot see (a flat patch of the camera's sky moved): a curve fitted on
     # validation's two found pairs would differ from one fitted here.
     camera = np.repeat(skimage.data.camera()[..., None], 3, axis=2)
