@@ -4,7 +4,8 @@ The detector scores one 224-px region at a time, so it cannot see that two regio
 patch with clean edges looks like any other patch. This is the classic keypoint method of copy-move
 forensics (Amerini et al., "A SIFT-based forensic method for copy-move attack detection", 2011):
 
-1. SIFT keypoints and descriptors of the greyscale photo, its longer side at most :data:`MAX_SIDE`;
+1. SIFT keypoints and descriptors of the greyscale photo, its longer side at most :data:`MAX_SIDE`, down to
+   a contrast of :data:`CONTRAST_THRESHOLD`;
 2. each keypoint matched with the photo's own keypoints by the generalised 2-nearest-neighbour test (a
    neighbour is kept while it is much closer than the next one, :data:`RATIO`), so a patch copied
    several times matches every copy; pairs closer than :data:`MIN_DISTANCE` px are dropped (a texture
@@ -20,7 +21,7 @@ forensics (Amerini et al., "A SIFT-based forensic method for copy-move attack de
 
 :func:`find_copy_move` returns the support, the inliers and the two matched areas, or None when the support
 is under :data:`MIN_SUPPORT`. How much support makes a photo suspicious is not decided here: the model card
-carries a logistic calibration of the support fitted on validation photos
+carries a logistic calibration of the support fitted on the training photos' copy-move pairs
 (``ModelCard.copy_move_calibration``), and ``copy_move_score`` turns it into the fake probability that
 competes with the regions' (deepfake_edge/regions.py). The moved copy cannot be told from its source, so
 both areas are reported.
@@ -81,7 +82,8 @@ def find_copy_move(image: Image.Image) -> CopyMove | None:
     At most one check per CPU core runs at a time in a process; further callers wait their turn."""
     grey, factor = _working_copy(image)
     with _RUNNING:
-        keypoints, descriptors = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS, contrastThreshold=CONTRAST_THRESHOLD).detectAndCompute(grey, None)
+        sift = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS, contrastThreshold=CONTRAST_THRESHOLD)
+        keypoints, descriptors = sift.detectAndCompute(grey, None)
         if descriptors is None or len(keypoints) < NEIGHBOURS:
             return None
         points = np.float32([k.pt for k in keypoints])

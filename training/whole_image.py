@@ -167,8 +167,8 @@ def calibrate(checkpoint: str | Path, root: str | Path, max_false_alarm: float =
               max_pairs: int | None = DEFAULT_MAX_PAIRS, progress: bool = True, copy_move: bool = False) -> dict[str, Any]:
     """Set ``image_threshold`` in ``checkpoint``'s card from the validation photos (rewritten in place, same
     dtype), and with ``copy_move`` first ``copy_move_calibration`` from the training split's copy-move pairs
-    (without it: None, the check off); returns
-    the validation report at that threshold, which the card keeps in ``metrics``."""
+    (without it: None, the check off); returns the validation report at that threshold, which the card keeps
+    in ``metrics``."""
     calibration = fit_calibration(*copy_move_pairs(root, "train", progress)) if copy_move else None
     scores = score_photos(checkpoint, root, "validation", max_pairs, progress, copy_move)
     scores = [score.calibrated(calibration) for score in scores]
