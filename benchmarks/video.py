@@ -16,10 +16,10 @@ of the measured runs) and the CPU seconds of this process and of the server's pr
 
 ``detect_video`` reports wall seconds per stage (``timings_s``): "open", "decode" (in the caller's thread),
 "inference_wait" (waiting for answers beyond decoding). The client prepares a frame's rows (face
-detection, region plan and cut) on its worker threads, so that work sits inside "inference_wait".
-:func:`time_split` separates it: every sampled frame once more at concurrency 1, step by step as the
-client does it (decode, face detection, region plan + cut or the fast view, the Triton round trip of the
-rows sent as the client sends them).
+detection, region plan and cut, copy-move check) on its worker threads, so that work sits inside
+"inference_wait". :func:`time_split` separates it: every sampled frame once more at concurrency 1, step by
+step as the client does it (decode, face detection, region plan + cut and the copy-move check or the fast
+view, the Triton round trip of the rows sent as the client sends them).
 
 :func:`verdict` judges the target; :mod:`deepfake_edge.benchmarks.video_report` renders the section.
 """
@@ -48,7 +48,8 @@ CLIP_SECONDS = 10.0
 TARGET_S = 10.0  # issue 23: the 10 s 720p clip analysed in at most this many seconds
 MODES = ("whole", "fast")
 TIMING_KEYS = ("open", "decode", "inference_wait", "heatmap", "total")
-SPLIT_STEPS = ("decode", "face detection", "region plan + cut", "Triton round trip")
+# "copy-move check" only when the served card is calibrated for it (the client runs it only then).
+SPLIT_STEPS = ("decode", "face detection", "region plan + cut", "copy-move check", "Triton round trip")
 FAST_SPLIT_STEPS = ("decode", "fast view (resize + crop)", "Triton round trip")
 
 Progress = Callable[[str], None]
@@ -87,7 +88,8 @@ def make_clip(path: Path, seconds: float = CLIP_SECONDS, size: tuple[int, int] =
 def time_split(clip: Path, grpc_url: str, model: str, limits, timeout_s: float = 60.0) -> dict:
     """Every sampled frame of ``clip`` at concurrency 1, step by step as ``detect_video`` has the client do
     it: decode (the reader's own sampling), then in whole mode face detection (on the copy the detector
-    works on), region plan + cut and the Triton round trip of the frame's rows; in fast mode the single
+    works on), region plan + cut, the copy-move check when the served card is calibrated for it, and the
+    Triton round trip of the frame's rows; in fast mode the single
     view, and the round trip of the views in the client's chunks (8 frames a request), per frame. Seconds
     per clip and milliseconds per frame of each step."""
     import tritonclient.grpc
@@ -95,6 +97,7 @@ def time_split(clip: Path, grpc_url: str, model: str, limits, timeout_s: float =
 
     from deepfake_edge.client import DeepfakeClient
     from deepfake_edge.client.analysis import images_per_request
+    from deepfake_edge.copy_move import find_copy_move
     from deepfake_edge.faces import DETECT_MAX_SIDE, detect_faces
     from deepfake_edge.regions import cut_regions, plan_regions
     from deepfake_edge.video import VideoReader
@@ -110,8 +113,9 @@ def time_split(clip: Path, grpc_url: str, model: str, limits, timeout_s: float =
     with DeepfakeClient(grpc_url, protocol="grpc", model=model, timeout_s=timeout_s, retries=0) as client:
         info = client.model_info()
     preprocessor = info.preprocessor
+    checked = info.card.copy_move_calibration is not None
     triton = tritonclient.grpc.InferenceServerClient(grpc_url)
-    whole: dict[str, list[float]] = {step: [] for step in SPLIT_STEPS[1:]}
+    whole: dict[str, list[float]] = {step: [] for step in SPLIT_STEPS[1:] if checked or step != "copy-move check"}
     regions: list[int] = []
     faces_found: list[int] = []
     try:
@@ -128,6 +132,9 @@ def time_split(clip: Path, grpc_url: str, model: str, limits, timeout_s: float =
             plan = plan_regions(image.size, preprocessor, faces)
             rows = cut_regions(image, plan, preprocessor)
             clock.append(time.perf_counter())
+            if checked:
+                find_copy_move(image)
+                clock.append(time.perf_counter())
             round_trip(triton, model, info, rows, timeout_s)
             clock.append(time.perf_counter())
             for step, began, ended in zip(whole, clock, clock[1:]):
@@ -154,7 +161,7 @@ def time_split(clip: Path, grpc_url: str, model: str, limits, timeout_s: float =
         total = sum(seconds) if isinstance(seconds, list) else seconds
         return {"step": name, "s_per_clip": round(total, 4), "ms_per_frame": round(total / count * 1e3, 2)}
 
-    whole_steps = [step("decode", decode_s), *(step(name, whole[name]) for name in SPLIT_STEPS[1:])]
+    whole_steps = [step("decode", decode_s), *(step(name, seconds) for name, seconds in whole.items())]
     fast_steps = [step("decode", decode_s), step(FAST_SPLIT_STEPS[1], views_s),
                   step("Triton round trip", fast_trip_s)]
     return {"frames": count, "open_s": round(open_s, 4), "fast_images_per_request": chunk,

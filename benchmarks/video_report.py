@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from deepfake_edge.benchmarks.report import _fmt, _table
-from deepfake_edge.benchmarks.video import FAST_SPLIT_STEPS, TARGET_S, verdict
+from deepfake_edge.benchmarks.video import FAST_SPLIT_STEPS, SPLIT_STEPS, TARGET_S, verdict
 from deepfake_edge.benchmarks.whole_image import format_batch_sizes
 
 POINT_HEADER = ["mode", "frame concurrency", "s per clip (p50)", "runs (s)", "frames", "frames/s", "regions/frame",
@@ -34,7 +34,7 @@ def split_rows(split: dict) -> list[list[str]]:
     """One row per step: whole and fast, ms per frame and s per clip."""
     whole = {s["step"]: s for s in split["whole"]["steps"]}
     fast = {s["step"]: s for s in split["fast"]["steps"]}
-    names = ["decode", "face detection", "region plan + cut", FAST_SPLIT_STEPS[1], "Triton round trip"]
+    names = [*SPLIT_STEPS[:-1], FAST_SPLIT_STEPS[1], SPLIT_STEPS[-1]]
     rows = [["open (container, first frame)", "–", _fmt(split["open_s"], 3), "–", _fmt(split["open_s"], 3)]]
     for name in names:
         w, f = whole.get(name), fast.get(name)
@@ -77,9 +77,9 @@ def markdown_lines(section: dict) -> list[str]:
              f"bytes, sha256 {clip['sha256'][:16]}…); `detect_video` through a sync `DeepfakeClient`, heatmap off; "
              f"per point one warm-up run, then {section['repeats']} measured, in turns with the mode's other "
              "frame concurrency (order reversed every other round); timings are `detect_video`'s "
-             "`timings_s` (medians; \"inference wait\" includes the client's face detection and region cutting, "
-             "which run on its worker threads; \"rest\" is model info, tracking and scoring); Triton's counts and "
-             "the CPU are for the measured runs only.", ""]
+             "`timings_s` (medians; \"inference wait\" includes the client's face detection, region cutting and "
+             "copy-move check, which run on its worker threads; \"rest\" is model info, tracking and scoring); "
+             "Triton's counts and the CPU are for the measured runs only.", ""]
     lines += _table(POINT_HEADER, point_rows(section["points"])) + [""]
     split = section.get("time_split") or {}
     if split.get("frames"):
@@ -133,7 +133,7 @@ def plot(section: dict, path: Path) -> Path:
     plt = _pyplot()
     figure, axes = plt.subplots(1, 2, figsize=(13, 5.6))
     colours = {"open": "tab:gray", "decode": "tab:blue", "inference_wait": "tab:orange", "rest": "tab:purple",
-               "face detection": "tab:green", "region plan + cut": "tab:olive",
+               "face detection": "tab:green", "region plan + cut": "tab:olive", "copy-move check": "tab:pink",
                FAST_SPLIT_STEPS[1]: "tab:cyan", "Triton round trip": "tab:red"}
     points = section.get("points", [])
     labels = [f"{p['mode']} c={p['concurrency']}" for p in points]

@@ -112,7 +112,7 @@ def prepare(info: ModelInfo, source: ImageSource, mode: str, max_pixels: int, pr
 def analyse_whole(source: ImageSource, image: Image.Image, info: ModelInfo, copy_move: bool = True,
                   provenance: Optional[Provenance] = None) -> Prepared:
     """Whole mode's regions of a decoded ``image`` and, when ``copy_move`` is asked for and the served card
-    is calibrated for it, its copy-move check (videos leave it out: their rule is calibrated without it)."""
+    is calibrated for it, its copy-move check."""
     plan, rows = analyse(image, info.preprocessor)
     found = find_copy_move(image) if copy_move and info.card.copy_move_calibration is not None else None
     return Prepared(source, rows, plan, (0, 0, *image.size), provenance, found)

@@ -154,7 +154,7 @@ class DeepfakeClient(ClientSettings):
         inputs. Nothing raises per input: a bad image, a server error or an unreachable server becomes
         that input's Failure. Once the server is unreachable (after retries), the remaining inputs fail
         with that error without being sent. ``copy_move`` runs the copy-move check of whole mode when the
-        served card is calibrated for it (video frames leave it out: their rule is calibrated without it).
+        served card is calibrated for it (video frames too: ``calibrate --videos`` scores them with it).
         """
         analysis.check_options(concurrency, batch_size, mode)
         info = self._run(analysis.info_or_error(self))

@@ -204,7 +204,7 @@ def detect_video(client: "DeepfakeClient", source: Any, limits: VideoLimits = Vi
         failures: list[tuple[int, float, Exception]] = []
         version = ""
         peak: Optional[tuple[FrameScore, float, float, Any]] = None  # frame, scale, logit, image (heatmap only)
-        results = client.iter_detect(images(), mode=mode, concurrency=concurrency, heatmap=False, copy_move=False)
+        results = client.iter_detect(images(), mode=mode, concurrency=concurrency, heatmap=False)
         try:
             while True:
                 waited, decoded = time.perf_counter(), timings["decode"]

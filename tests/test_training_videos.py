@@ -221,6 +221,34 @@ def test_calibration_and_evaluation_report_every_figure(video_set, tmp_path):
     assert saved["rule"] == report["rule"] and len(saved["videos"]) == 2 * TINY["pairs_per_split"]
     assert (tmp_path / "report" / PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "ROC-AUC" in format_video_report(report)
+    # the demo card is calibrated for the copy-move check, so its frames run it, as served
+    assert card.copy_move_calibration is not None and 0.0 <= report["copy_move_found_unedited"] <= 1.0
+    assert all(0.0 <= report[name]["copy_move_found"] <= 1.0 for name in families | {"all"})
+    assert "copy-move" in format_video_report(report)
+
+
+@pytest.mark.skipif(not DEMO_B0.is_file(), reason="demo checkpoint not committed")
+def test_a_frames_copy_move_finding_counts_as_one_more_non_face_region(tmp_path):
+    """As for a photo: a frame's score and its background (non-face) score are the highest of its regions and
+    its copy-move finding's probability under the card's curve; without a curve the check does not run."""
+    from video_samples import copy_moved_clip
+
+    from deepfake_edge.copy_move import MIN_SUPPORT, copy_move_score
+    from deepfake_edge.training.video_eval import _score_frames
+    from deepfake_edge.training.whole_image import served_session
+    from deepfake_edge.video import VideoLimits
+
+    clip = copy_moved_clip(tmp_path)
+    calibration = (-0.71, 1.64)
+    with served_session(DEMO_B0) as (session, preprocessor):
+        checked, _ = _score_frames(session, preprocessor, clip, VideoLimits(), calibration)
+        unchecked, _ = _score_frames(session, preprocessor, clip, VideoLimits(), None)
+    assert len(checked) == len(unchecked) == 4  # 2 s at 2 frames a second
+    for with_check, without in zip(checked, unchecked):
+        assert without.copy_move_support is None and with_check.copy_move_support >= MIN_SUPPORT
+        copied = copy_move_score(with_check.copy_move_support, calibration)[0]
+        assert with_check.score == pytest.approx(max(without.score, copied))
+        assert with_check.background == pytest.approx(max(without.background, copied))
 
 
 def test_a_rule_must_win_by_a_whole_pair_of_videos_to_be_chosen_over_a_simpler_one():

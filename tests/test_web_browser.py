@@ -630,6 +630,28 @@ def short_video(tmp_path_factory) -> Path:
     return video_samples.real_clip(tmp_path_factory.mktemp("video"), "street.mp4", seconds=3.0)
 
 
+@pytest.mark.skipif(not DEMO_TRAINED, reason="the copy-move check runs only under a card calibrated for it")
+def test_a_copy_move_in_a_video_is_named_and_boxed_on_its_peak_frame(browser, web_url, tmp_path):
+    """Video frames run the copy-move check as photos do: a clip whose copied patch moves with the scene is
+    called Fake, the verdict line says the frame holds two copies, and both are boxed on the peak frame."""
+    video_samples = pytest.importorskip("video_samples")
+    clip = video_samples.copy_moved_clip(tmp_path)
+    context, page = _new_page(browser, web_url, viewport=LAPTOP)
+    try:
+        with page.expect_response(lambda response: response.url.endswith("/api/detect")) as answer:
+            page.set_input_files("#file-input", str(clip))
+        result = answer.value.json()
+        _wait_for_state(page, "result")
+        copies = [region for region in result["regions"] if region["kind"] == "copy_move"]
+        deciding = max(result["regions"], key=lambda region: region["fake_probability"])
+        assert result["kind"] == "video" and len(copies) == 2, result["regions"]
+        assert result["label"] == "Fake" and deciding["kind"] == "copy_move", (result["verdict"], deciding)
+        assert "two areas of the frame are copies of each other" in page.inner_text("#verdict-explain")
+        assert page.locator("#viewer-regions .region--copy_move.is-suspicious").count() == 2
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize("viewport", [LAPTOP, PHONE], ids=["laptop", "phone"])
 def test_a_short_video_shows_its_verdict_timeline_and_peak_frame(browser, web_url, short_video, viewport):
     context, page = _new_page(browser, web_url, viewport=viewport)

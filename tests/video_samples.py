@@ -66,6 +66,28 @@ def real_clip(folder: Path, name: str = "clip.mp4", seconds: float = 3.0, fastst
                   container_options={"movflags": "faststart"} if faststart else None)
 
 
+COPY_CLIP_MARGIN = 24  # px between copy_moved_clip's frame edge and its photo at time 0
+COPY_CLIP_STEP = 4  # px the photo moves right per frame (10 fps)
+
+
+def copy_moved_clip(folder: Path, name: str = "copied.mp4") -> Path:
+    """2 s at 10 fps of a 640x560 frame in which scikit-image's astronaut, a patch of it copied elsewhere
+    (client_samples.copied_astronaut), slides right :data:`COPY_CLIP_STEP` px a frame from
+    :data:`COPY_CLIP_MARGIN`: a copy-move that moves with the scene, as in every frame of an edited video."""
+    from client_samples import copied_astronaut
+
+    photo = copied_astronaut()
+    height, width = photo.shape[:2]
+
+    def frame(k: int) -> np.ndarray:
+        canvas = np.full((560, 640, 3), 90, np.uint8)
+        left = COPY_CLIP_MARGIN + COPY_CLIP_STEP * k
+        canvas[COPY_CLIP_MARGIN:COPY_CLIP_MARGIN + height, left:left + width] = photo
+        return canvas
+
+    return encode(folder / name, ((frame(k), k / 10) for k in range(20)))
+
+
 def hd_clip(folder: Path) -> Path:
     """10 s of 1280x720 H.264 at 25 fps made from vtest.avi's first 250 frames (benchmark input, ~10 s to make):
     the clip of ``bench --only video``, made by the same maker (benchmarks/video.py)."""

@@ -3,10 +3,11 @@ without a server, the way whole_image.py does it for photos.
 
 Each video is sampled by :class:`deepfake_edge.video.VideoReader` with the served defaults (2 frames a second,
 at most 120, shrunk to 1280 px) and each sampled frame is analysed as a photo (regions.py: faces, tiles,
-the global view) by the checkpoint exported to ONNX as for serving and run by onnxruntime. A frame's score is
-its highest region's; faces are followed across frames (tracks.associate) and every rule of
-``tracks.VIDEO_RULES`` makes the video's score from the same frames, exactly as client/video.py does with a
-server's answers.
+the global view) by the checkpoint exported to ONNX as for serving and run by onnxruntime, and, when the card
+is calibrated for it, matched with itself by the copy-move check (copy_move.py). A frame's score is its highest
+region's, a copy-move finding counting as one more region, as for a photo; faces are followed across frames
+(tracks.associate) and every rule of ``tracks.VIDEO_RULES`` makes the video's score from the same frames,
+exactly as client/video.py does with a server's answers.
 
 ``calibrate_videos`` picks, on the validation videos, the rule with the highest video ROC-AUC (rules within
 one (edited, unedited) pair of it tie, and ties go to the simpler rule: peak, then top3_mean, then
@@ -32,11 +33,12 @@ from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
 from deepfake_edge.checkpoint import load_checkpoint, read_card, save_checkpoint
+from deepfake_edge.copy_move import copy_move_score
 from deepfake_edge.model_card import LABELS, ModelCard
 from deepfake_edge.regions import DEFAULT_MAX_FALSE_ALARM, analyse
 from deepfake_edge.tracks import DEFAULT_VIDEO_RULE, VIDEO_RULES, associate, video_score
 from deepfake_edge.training.video_synth import VIDEOS_FILE
-from deepfake_edge.training.whole_image import false_alarm_threshold, forward_rows, served_session
+from deepfake_edge.training.whole_image import copy_move_support, false_alarm_threshold, forward_rows, served_session
 from deepfake_edge.video import VideoLimits, VideoReader
 
 # Simpler first: on equal validation ROC-AUC the earlier rule is chosen.
@@ -50,14 +52,16 @@ Box = tuple[int, int, int, int]
 
 @dataclass(frozen=True)
 class FrameRecord:
-    """One sampled frame: its score (the highest region's), the highest score of its non-face regions (its
-    score when it has none, as in client/video.py) and its faces as ((x0, y0, x1, y1) in video pixels, score)."""
+    """One sampled frame: its score (the highest region's, a copy-move finding included), the highest score of
+    its non-face regions (its score when it has none, as in client/video.py), its faces as ((x0, y0, x1, y1)
+    in video pixels, score) and its copy-move support (0: no finding; None: the check did not run)."""
 
     index: int
     time_s: float
     score: float
     background: float
     faces: tuple[tuple[Box, float], ...] = ()
+    copy_move_support: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,11 +102,13 @@ def score_videos(checkpoint: str | Path, root: str | Path, split: str, limits: V
         stems = [stems[int(i * len(stems) / max_pairs)] for i in range(max_pairs)]
     jobs = [(stem, label) for stem in stems for label in (0, 1)]
     scores = []
+    calibration = read_card(checkpoint).copy_move_calibration
     with served_session(checkpoint) as (session, preprocessor):
         for stem, label in tqdm(jobs, desc=f"videos {split}", unit="video", disable=not progress):
             record = records[stem]
             started = time.perf_counter()
-            frames, notes = _score_frames(session, preprocessor, folder / LABELS[label] / f"{stem}.mp4", limits)
+            frames, notes = _score_frames(session, preprocessor, folder / LABELS[label] / f"{stem}.mp4", limits,
+                                          calibration)
             by_rule, n_tracks = rule_scores(frames)
             scores.append(VideoScore(stem, label, record["family"] if label else None, record["footage"],
                                      record["source"], tuple(frames), by_rule, n_tracks, tuple(notes),
@@ -110,8 +116,10 @@ def score_videos(checkpoint: str | Path, root: str | Path, split: str, limits: V
     return scores
 
 
-def _score_frames(session: Any, preprocessor: Any, path: Path, limits: VideoLimits
-                  ) -> tuple[list[FrameRecord], list[str]]:
+def _score_frames(session: Any, preprocessor: Any, path: Path, limits: VideoLimits,
+                  copy_move_calibration: tuple[float, float] | None) -> tuple[list[FrameRecord], list[str]]:
+    """Each sampled frame of ``path`` scored as client/video.py scores it; the copy-move check runs when
+    ``copy_move_calibration`` is given (as it is served for a card that carries one)."""
     frames = []
     with VideoReader(path, limits) as reader:
         for sampled in reader.frames():
@@ -120,9 +128,14 @@ def _score_frames(session: Any, preprocessor: Any, path: Path, limits: VideoLimi
             faces = tuple((tuple(int(round(v * sampled.scale)) for v in region.box), float(p))
                           for region, p in zip(plan.regions, probabilities) if region.kind == "face")
             others = [float(p) for region, p in zip(plan.regions, probabilities) if region.kind != "face"]
-            score = float(probabilities.max())
+            support = None
+            if copy_move_calibration is not None:
+                support = copy_move_support(sampled.image)
+                if support:  # a finding is one more non-face region
+                    others.append(copy_move_score(support, copy_move_calibration)[0])
+            score = max([float(probabilities.max())] + others)
             frames.append(FrameRecord(sampled.index, float(sampled.time_s), score, max(others) if others else score,
-                                      faces))  # type: ignore[arg-type]
+                                      faces, support))  # type: ignore[arg-type]
         notes = list(reader.notes)
     return frames, notes
 
@@ -183,12 +196,17 @@ def video_report(scores: Sequence[VideoScore], rule: str, threshold: float) -> d
         "frames_scored": int(sum(len(s.frames) for s in scores)),
         "seconds_per_video": float(np.mean([s.seconds for s in scores])) if scores else float("nan"),
     }
+    checked = any(f.copy_move_support is not None for s in scores for f in s.frames)
+    if checked:
+        summary["copy_move_found_unedited"] = _found_share([s for s in scores if s.label == 0])
     rows = {"all": fake_all}
     for family in sorted({s.family for s in fake_all if s.family}):
         rows[family] = [s for s in fake_all if s.family == family]
     for name, members in rows.items():
         fake = np.array([s.scores[rule] for s in members])
         summary[name] = {"videos_edited": int(len(fake)), "roc_auc": _auc(real, fake), "caught": _rate(fake, threshold)}
+        if checked:
+            summary[name]["copy_move_found"] = _found_share(members)
     summary["footage"] = {}
     for kind in sorted({s.footage for s in scores}):
         kind_real = np.array([s.scores[rule] for s in scores if s.label == 0 and s.footage == kind])
@@ -197,6 +215,11 @@ def video_report(scores: Sequence[VideoScore], rule: str, threshold: float) -> d
                                     "roc_auc": _auc(kind_real, kind_fake), "caught": _rate(kind_fake, threshold),
                                     "false_alarm_rate": _rate(kind_real, threshold)}
     return summary
+
+
+def _found_share(videos: Sequence[VideoScore]) -> float:
+    """The share of ``videos`` with a copy-move finding in at least one sampled frame."""
+    return float(np.mean([any(f.copy_move_support for f in s.frames) for s in videos])) if videos else float("nan")
 
 
 def video_rows(scores: Sequence[VideoScore], rule: str, threshold: float) -> list[dict[str, Any]]:
@@ -308,17 +331,21 @@ def plot_timelines(scores: Sequence[VideoScore], rule: str, threshold: float, pa
 
 
 def format_video_report(summary: dict[str, Any]) -> str:
+    checked = "copy_move_found_unedited" in summary
+    found = (f"; a copy-move found in a frame of {summary['copy_move_found_unedited']:.1%} of them" if checked
+             else "")
     lines = [f"rule {summary['rule']}, threshold {summary['threshold']:.4f}: false alarms on "
-             f"{summary['videos_unedited']} unedited videos {summary['false_alarm_rate']:.1%}; "
+             f"{summary['videos_unedited']} unedited videos {summary['false_alarm_rate']:.1%}{found}; "
              f"edited above its twin {summary['twin_accuracy']:.1%}",
              f"unedited camera footage called Real: {summary['camera_unedited']['called_real']:.1%} of "
              f"{summary['camera_unedited']['videos']}"
              + (" (all)" if summary["camera_unedited"]["all_real"] else ""),
              "ROC-AUC by rule: " + ", ".join(f"{r} {a:.3f}" for r, a in summary["rules_roc_auc"].items()),
-             f"{'edit family':<14}{'videos':>7}{'ROC-AUC':>9}{'caught':>8}"]
+             f"{'edit family':<14}{'videos':>7}{'ROC-AUC':>9}{'caught':>8}" + (f"{'copy-move':>11}" if checked else "")]
     for name, row in summary.items():
         if isinstance(row, dict) and "videos_edited" in row:
-            lines.append(f"{name:<14}{row['videos_edited']:>7}{row['roc_auc']:>9.3f}{row['caught']:>8.1%}")
+            lines.append(f"{name:<14}{row['videos_edited']:>7}{row['roc_auc']:>9.3f}{row['caught']:>8.1%}"
+                         + (f"{row['copy_move_found']:>11.1%}" if checked else ""))
     lines.append(f"{'footage':<14}{'videos':>7}{'ROC-AUC':>9}{'caught':>8}{'false alarms':>14}")
     for kind, row in summary["footage"].items():
         lines.append(f"{kind:<14}{row['videos_edited']:>7}{row['roc_auc']:>9.3f}{row['caught']:>8.1%}"

@@ -111,7 +111,7 @@ def _score_photo(session: Any, preprocessor: Preprocessor, full: Path, stem: str
         peak = bool(mask[y, x] >= 128)
     support = None
     if copy_move:
-        support = _copy_move_support(image)
+        support = copy_move_support(image)
     region_score = float(probabilities.max())
     return PhotoScore(stem, label, family if label else None, region_score, peak, region_score, support)
 
@@ -190,12 +190,12 @@ def copy_move_pairs(root: str | Path, split: str, progress: bool = True) -> tupl
     jobs = [(stem, label) for stem in sorted(edits) if edits[stem]["family"] == "copy_move" for label in (0, 1)]
     if not jobs:
         raise ValueError(f"fitting the copy-move calibration needs copy-move pairs in {full} ('data edits')")
-    supports = [_copy_move_support(load_image(full / LABELS[label] / f"{stem}.jpg"))
+    supports = [copy_move_support(load_image(full / LABELS[label] / f"{stem}.jpg"))
                 for stem, label in tqdm(jobs, desc=f"copy-move check, {split}", unit="photo", disable=not progress)]
     return supports, [label for _, label in jobs]
 
 
-def _copy_move_support(image: Image.Image) -> int:
+def copy_move_support(image: Image.Image) -> int:
     """The support of ``image``'s copy-move finding, 0 without one."""
     found = find_copy_move(image)
     return found.support if found else 0

@@ -429,7 +429,8 @@
     copy_move: ": two areas of the image are copies of each other" };
   var KIND_NAME = { face: "face", tile: "region", global: "whole view", copy_move: "copied area" };
   var FRAME_WHERE = { face: ", in a face (marked in red on the frame below)",
-    tile: ", in one part of the frame (marked in red below)" };
+    tile: ", in one part of the frame (marked in red below)",
+    copy_move: ", where two areas of the frame are copies of each other (marked in red below)" };
 
   // The region that decided the verdict: the highest-scoring one (the image score is their maximum).
   function decidingRegion(regions) {
