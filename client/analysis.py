@@ -2,8 +2,9 @@
 are transports that only perform the I/O these functions ask for ("sans-IO").
 
 :func:`prepare` turns one source into the rows of one request (one row in fast mode; every region of
-the image in whole mode, deepfake_edge/regions.py); :func:`request_slices` says how the rows go out;
-:func:`to_detections` turns the answered rows back into one :class:`Detection` per source;
+the image in whole mode, deepfake_edge/regions.py) and starts the image's copy-move check, which runs
+while Triton answers the rows; :func:`request_slices` says how the rows go out;
+:func:`to_detections` turns the answered rows (and the checks) back into one :class:`Detection` per source;
 :func:`merge_chunk` gives every source of a chunk its Detection or Failure. Every operation runs under
 client/endpoints.py's :func:`retried` (which endpoint, what is retried, the back-off).
 
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Iterable, Iterator, Optional, TypedDict
@@ -52,19 +55,25 @@ DEFAULT_IMAGES_PER_REQUEST = 8  # fast mode: with several requests in flight the
 MIN_ROWS_TO_SPLIT = 8
 MAX_PARALLEL_PARTS = 4
 
+# The copy-move check of an image runs here while its rows are sent and answered, so at concurrency 1 its
+# ~70 ms no longer adds to the round trip. One thread per core: more checks at once than cores gain nothing
+# but memory (deepfake_edge/copy_move.py), so a burst of images queues here.
+_COPY_MOVE_CHECKS = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="copy-move")
+
 
 @dataclass(frozen=True)
 class Prepared:
     """One source ready to send: its UINT8 (N, 3, S, S) ``rows``; ``plan`` in whole mode, else the crop
-    box of the single view (for the heatmap); its ``provenance`` when it was read; the ``copy_move``
-    found in whole mode when the card is calibrated for it (deepfake_edge/copy_move.py)."""
+    box of the single view (for the heatmap); its ``provenance`` when it was read; in whole mode, when the
+    card is calibrated for it, its ``copy_move`` check, started (deepfake_edge/copy_move.py; its result is
+    the finding or None)."""
 
     source: ImageSource
     rows: np.ndarray
     plan: Optional[RegionPlan]
     crop_box: tuple[int, int, int, int]
     provenance: Optional[Provenance] = None
-    copy_move: Optional[CopyMove] = None
+    copy_move: "Optional[Future[Optional[CopyMove]]]" = None
 
     @property
     def mode(self) -> str:
@@ -112,10 +121,20 @@ def prepare(info: ModelInfo, source: ImageSource, mode: str, max_pixels: int, pr
 def analyse_whole(source: ImageSource, image: Image.Image, info: ModelInfo, copy_move: bool = True,
                   provenance: Optional[Provenance] = None) -> Prepared:
     """Whole mode's regions of a decoded ``image`` and, when ``copy_move`` is asked for and the served card
-    is calibrated for it, its copy-move check."""
+    is calibrated for it, its copy-move check, started on the check threads (:func:`wait_for_copy_moves`)."""
     plan, rows = analyse(image, info.preprocessor)
-    found = find_copy_move(image) if copy_move and info.card.copy_move_calibration is not None else None
-    return Prepared(source, rows, plan, (0, 0, *image.size), provenance, found)
+    check = None
+    if copy_move and info.card.copy_move_calibration is not None:
+        check = _COPY_MOVE_CHECKS.submit(find_copy_move, image)
+    return Prepared(source, rows, plan, (0, 0, *image.size), provenance, check)
+
+
+def wait_for_copy_moves(prepared: list[Prepared]) -> None:
+    """Return once the copy-move checks of ``prepared`` have finished (a plan waits here, in a Compute step,
+    so that :func:`to_detections` does not block an event loop)."""
+    for item in prepared:
+        if item.copy_move is not None:
+            item.copy_move.exception()
 
 
 def read_source_provenance(source: ImageSource) -> tuple[ImageSource, Optional[Provenance]]:
@@ -176,7 +195,8 @@ def request_slices(rows: int, info: ModelInfo) -> list[slice]:
 
 
 def to_detections(prepared: list[Prepared], outputs: Outputs, info: ModelInfo) -> list[Detection]:
-    """One Detection per prepared source from the answered rows of all of them, in order."""
+    """One Detection per prepared source from the answered rows of all of them and their copy-move checks
+    (waited for, if still running), in order."""
     detections, start = [], 0
     for item in prepared:
         rows = slice(start, start + len(item.rows))
@@ -195,9 +215,10 @@ def to_detections(prepared: list[Prepared], outputs: Outputs, info: ModelInfo) -
             notes = item.plan.notes
             if heatmaps is not None:
                 heatmap = stitch_heatmap(item.plan, probabilities, heatmaps)
-            if item.copy_move is not None and card.copy_move_calibration is not None:
-                copied, copied_logit = copy_move_score(item.copy_move.support, card.copy_move_calibration)
-                regions += tuple(RegionScore("copy_move", area, copied) for area in item.copy_move.areas)
+            found = None if item.copy_move is None else item.copy_move.result()
+            if found is not None and card.copy_move_calibration is not None:
+                copied, copied_logit = copy_move_score(found.support, card.copy_move_calibration)
+                regions += tuple(RegionScore("copy_move", area, copied) for area in found.areas)
                 if copied > probability:  # a copy-move competes with the regions, as one more region
                     probability, logit = copied, copied_logit
         elif heatmaps is not None:
@@ -282,6 +303,7 @@ def infer(settings: ClientSettings, info: ModelInfo, prepared: list[Prepared], h
     batches = [rows[part] for part in request_slices(len(rows), info)]
     results = yield Send(batches, heatmap)
     parts = [read_outputs(result, len(batch), info, heatmap) for result, batch in zip(results, batches)]
+    yield Compute(wait_for_copy_moves, (prepared,))  # they ran while Triton answered
     return to_detections(prepared, Outputs.concat(parts), info)
 
 

@@ -6,7 +6,7 @@ import math
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -126,7 +126,9 @@ def _detection(card: ModelCard, found: CopyMove | None, region_probability: floa
     probabilities[0] = region_probability
     logits = np.log(probabilities / (1 - probabilities))
     info = ModelInfo("m", card, 32, (3, card.input_size, card.input_size), 1)
-    prepared = Prepared("astronaut", rows, plan, (0, 0, *image.size), None, found)
+    check: Future = Future()  # the check analyse_whole starts, finished with ``found``
+    check.set_result(found)
+    prepared = Prepared("astronaut", rows, plan, (0, 0, *image.size), None, check)
     return to_detections([prepared], Outputs(probabilities, logits, None, "1"), info)[0]
 
 
@@ -145,6 +147,31 @@ def test_a_copy_move_joins_the_verdict_as_two_regions_and_decides_when_it_is_the
         plain = _detection(other_card, other_found)
         assert plain.fake_probability == pytest.approx(0.2) and plain.label == "Real"
         assert not [r for r in plain.regions if r.kind == "copy_move"]
+
+
+def test_whole_mode_leaves_the_check_running_while_the_rows_go_out_and_waits_for_it_after(monkeypatch):
+    """analyse_whole returns the rows at once, the check still running on the check threads; the plan waits
+    for it once Triton has answered (wait_for_copy_moves), and its finding then joins the verdict."""
+    from deepfake_edge.client import analysis
+
+    release, found = threading.Event(), CopyMove(30, ((40, 330, 160, 450), (300, 250, 420, 370)), 1.0, 0.0)
+
+    def held_check(image: Image.Image) -> CopyMove:
+        assert release.wait(10), "the test never let the check finish"
+        return found
+
+    monkeypatch.setattr(analysis, "find_copy_move", held_check)
+    card = ModelCard(arch="efficientnet_b0", threshold=0.5, image_threshold=0.9, copy_move_calibration=(-1.0, 1.5))
+    info = ModelInfo("m", card, 32, (3, card.input_size, card.input_size), 1)
+    prepared = analysis.analyse_whole("astronaut", Image.fromarray(skimage.data.astronaut()), info)
+    assert len(prepared.rows) == len(prepared.plan.regions) and not prepared.copy_move.done()
+    release.set()
+    analysis.wait_for_copy_moves([prepared])
+    assert prepared.copy_move.done()
+    probabilities = np.full(len(prepared.rows), 0.01, np.float32)
+    detection = to_detections([prepared], Outputs(probabilities, np.log(probabilities / 0.99), None, "1"), info)[0]
+    assert [r.box for r in detection.regions if r.kind == "copy_move"] == list(found.areas)
+    assert detection.fake_probability == copy_move_score(30, card.copy_move_calibration)[0]
 
 
 def test_whole_image_evaluation_scores_a_photo_as_the_client_does():
