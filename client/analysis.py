@@ -45,7 +45,7 @@ from deepfake_edge.client.triton_io import (
     parse_model_config,
     read_outputs,
 )
-from deepfake_edge.copy_move import CopyMove, copy_move_score, find_copy_move
+from deepfake_edge.copy_move import CopyMove, copy_move_score, find_in_working_copy, working_copy
 from deepfake_edge.preprocessing import BadImageError, ImageSource, load_image
 from deepfake_edge.provenance import Provenance, provenance_for
 from deepfake_edge.regions import MODES, RegionPlan, analyse, stitch_heatmap, strongest
@@ -125,7 +125,8 @@ def analyse_whole(source: ImageSource, image: Image.Image, info: ModelInfo, copy
     plan, rows = analyse(image, info.preprocessor)
     check = None
     if copy_move and info.card.copy_move_calibration is not None:
-        check = _COPY_MOVE_CHECKS.submit(find_copy_move, image)
+        # The small working copy is made now: the check must not hold (or outlive) the decoded image.
+        check = _COPY_MOVE_CHECKS.submit(find_in_working_copy, working_copy(image))
     return Prepared(source, rows, plan, (0, 0, *image.size), provenance, check)
 
 

@@ -20,7 +20,8 @@ forensics (Amerini et al., "A SIFT-based forensic method for copy-move attack de
    several moves.
 
 :func:`find_copy_move` returns the support, the inliers and the two matched areas, or None when the support
-is under :data:`MIN_SUPPORT`. How much support makes a photo suspicious is not decided here: the model card
+is under :data:`MIN_SUPPORT`; it is :func:`working_copy` then :func:`find_in_working_copy`, so a caller can
+make the small copy while it holds the image and check it later (the client checks while Triton answers). How much support makes a photo suspicious is not decided here: the model card
 carries a logistic calibration of the support fitted on the training photos' copy-move pairs
 (``ModelCard.copy_move_calibration``), and ``copy_move_score`` turns it into the fake probability that
 competes with the regions' (deepfake_edge/regions.py). The moved copy cannot be told from its source, so
@@ -77,10 +78,36 @@ class CopyMove:
         return self.inliers - self.rival
 
 
+@dataclass(frozen=True)
+class WorkingCopy:
+    """What the check runs on: the greyscale uint8 ``grey`` copy of an image, at most :data:`MAX_SIDE` px
+    long, ``factor`` original pixels per working pixel, and the original's ``size``."""
+
+    grey: np.ndarray
+    factor: float
+    size: tuple[int, int]
+
+
+def working_copy(image: Image.Image) -> WorkingCopy:
+    """The copy :func:`find_in_working_copy` checks (a few ms): made while ``image`` is at hand, it lets the
+    check run later, elsewhere, without holding on to the image."""
+    factor = max(1.0, max(image.size) / MAX_SIDE)
+    grey = image.convert("L")
+    if factor > 1.0:
+        grey = grey.resize((max(1, round(image.width / factor)), max(1, round(image.height / factor))),
+                           Image.Resampling.BOX)
+    return WorkingCopy(np.asarray(grey, dtype=np.uint8), factor, image.size)
+
+
 def find_copy_move(image: Image.Image) -> CopyMove | None:
-    """The strongest copy-move in an RGB ``image``, or None when its support is under :data:`MIN_SUPPORT`.
-    At most one check per CPU core runs at a time in a process; further callers wait their turn."""
-    grey, factor = _working_copy(image)
+    """The strongest copy-move in an RGB ``image``, or None when its support is under :data:`MIN_SUPPORT`."""
+    return find_in_working_copy(working_copy(image))
+
+
+def find_in_working_copy(copy: WorkingCopy) -> CopyMove | None:
+    """:func:`find_copy_move` of the image ``copy`` was made from. At most one check per CPU core runs at a
+    time in a process; further callers wait their turn."""
+    grey, factor = copy.grey, copy.factor
     with _RUNNING:
         sift = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS, contrastThreshold=CONTRAST_THRESHOLD)
         keypoints, descriptors = sift.detectAndCompute(grey, None)
@@ -97,8 +124,8 @@ def find_copy_move(image: Image.Image) -> CopyMove | None:
     used = np.unique(pairs[kept])
     apart = ~np.isin(pairs, used).any(axis=1)
     rival = _strongest_move(points[pairs[apart, 0]], points[pairs[apart, 1]])
-    found = CopyMove(count, (_box(points[pairs[kept, 0]], factor, image.size),
-                             _box(points[pairs[kept, 1]], factor, image.size)),
+    found = CopyMove(count, (_box(points[pairs[kept, 0]], factor, copy.size),
+                             _box(points[pairs[kept, 1]], factor, copy.size)),
                      round(math.hypot(move[0, 0], move[1, 0]), 4),
                      round(math.degrees(math.atan2(move[1, 0], move[0, 0])), 2), rival[0] if rival else 0)
     return found if found.support >= MIN_SUPPORT else None
@@ -141,16 +168,6 @@ def fit_calibration(supports: Sequence[int], labels: Sequence[int], steps: int =
         hessian = (design * (p * (1 - p))[:, None]).T @ design + ridge * np.eye(2)
         weights -= np.linalg.solve(hessian, gradient)
     return float(weights[0]), float(weights[1])
-
-
-def _working_copy(image: Image.Image) -> tuple[np.ndarray, float]:
-    """The greyscale uint8 copy SIFT runs on, and original pixels per working pixel."""
-    factor = max(1.0, max(image.size) / MAX_SIDE)
-    grey = image.convert("L")
-    if factor > 1.0:
-        grey = grey.resize((max(1, round(image.width / factor)), max(1, round(image.height / factor))),
-                           Image.Resampling.BOX)
-    return np.asarray(grey, dtype=np.uint8), factor
 
 
 def _self_matches(descriptors: np.ndarray, points: np.ndarray) -> np.ndarray:
