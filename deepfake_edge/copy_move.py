@@ -21,11 +21,11 @@ forensics (Amerini et al., "A SIFT-based forensic method for copy-move attack de
 
 :func:`find_copy_move` returns the support, the inliers and the two matched areas, or None when the support
 is under :data:`MIN_SUPPORT`; it is :func:`working_copy` then :func:`find_in_working_copy`, so a caller can
-make the small copy while it holds the image and check it later (the client checks while Triton answers). How much support makes a photo suspicious is not decided here: the model card
-carries a logistic calibration of the support fitted on the training photos' copy-move pairs
-(``ModelCard.copy_move_calibration``), and ``copy_move_score`` turns it into the fake probability that
-competes with the regions' (deepfake_edge/regions.py). The moved copy cannot be told from its source, so
-both areas are reported.
+make the small copy while it holds the image and check it later (the client checks while Triton answers).
+How much support makes a photo suspicious is not decided here: the model card carries a logistic
+calibration of the support fitted on the training photos' copy-move pairs (``ModelCard.copy_move_calibration``),
+and ``copy_move_score`` turns it into the fake probability that competes with the regions'
+(deepfake_edge/regions.py). The moved copy cannot be told from its source, so both areas are reported.
 """
 
 from __future__ import annotations

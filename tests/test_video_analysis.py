@@ -436,18 +436,23 @@ def test_detect_video_end_to_end(triton_server, clips):
 def test_a_copy_move_in_a_video_is_found_in_its_frames_as_in_a_photo(triton_server, clips):
     """Every sampled frame of a clip whose copied patch moves with the scene is matched with itself: its two
     areas come back as copy_move regions, boxed in video pixels where the patch and its copy are, and they
-    count in the frame's score, which equals the score of the same frame sent as a photo."""
+    count in the frame's score, which equals the score of the same frame sent as a photo and the score
+    video calibration (training/video_eval.py) gives the frame."""
     from video_samples import COPY_CLIP_MARGIN, COPY_CLIP_STEP
 
     from client_samples import COPIED_FROM, COPIED_TO
 
     from deepfake_edge.client import DeepfakeClient
     from deepfake_edge.client.video import detect_video
+    from deepfake_edge.export.commands import DEMO_CHECKPOINTS
+    from deepfake_edge.training.video_eval import _score_frames
+    from deepfake_edge.training.whole_image import served_session
     from deepfake_edge.video import VideoLimits, VideoReader
 
     limits = VideoLimits(sample_fps=2.0)
     with DeepfakeClient(triton_server.grpc_url, model=MODEL) as client:
-        assert client.model_info().card.copy_move_calibration is not None
+        calibration = client.model_info().card.copy_move_calibration
+        assert calibration is not None
         video = detect_video(client, clips["copied"], limits, mode="whole")
         with VideoReader(clips["copied"], limits) as reader:
             first = next(reader.frames()).image
@@ -465,6 +470,11 @@ def test_a_copy_move_in_a_video_is_found_in_its_frames_as_in_a_photo(triton_serv
             centre = (x + side / 2, y + side / 2)
             assert any(b[0] <= centre[0] <= b[2] and b[1] <= centre[1] <= b[3] for b in (r.box for r in copies))
     assert single.fake_probability == pytest.approx(video.frames[0].fake_probability, abs=1e-5)
+    with served_session(Path(__file__).resolve().parent.parent / DEMO_CHECKPOINTS[0]) as (session, preprocessor):
+        calibrated, _ = _score_frames(session, preprocessor, clips["copied"], limits, calibration)
+    assert [f.score for f in calibrated] == pytest.approx([f.fake_probability for f in video.frames], abs=1e-4)
+    assert [f.background for f in calibrated] == pytest.approx(
+        [f.background_probability for f in video.frames], abs=1e-4)
 
 
 @pytest.mark.server
