@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Iterable, Iterator, Optional, TypedDict
@@ -45,7 +44,7 @@ from deepfake_edge.client.triton_io import (
     parse_model_config,
     read_outputs,
 )
-from deepfake_edge.copy_move import CopyMove, copy_move_score, find_in_working_copy, working_copy
+from deepfake_edge.copy_move import CopyMove, copy_move_score, start_copy_move
 from deepfake_edge.preprocessing import BadImageError, ImageSource, load_image
 from deepfake_edge.provenance import Provenance, provenance_for
 from deepfake_edge.regions import MODES, RegionPlan, analyse, stitch_heatmap, strongest
@@ -54,11 +53,6 @@ DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_IMAGES_PER_REQUEST = 8  # fast mode: with several requests in flight the server batches across them
 MIN_ROWS_TO_SPLIT = 8
 MAX_PARALLEL_PARTS = 4
-
-# The copy-move check of an image runs here while its rows are sent and answered, so at concurrency 1 its
-# ~70 ms no longer adds to the round trip. One thread per core: more checks at once than cores gain nothing
-# but memory (deepfake_edge/copy_move.py), so a burst of images queues here.
-_COPY_MOVE_CHECKS = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="copy-move")
 
 
 @dataclass(frozen=True)
@@ -121,12 +115,12 @@ def prepare(info: ModelInfo, source: ImageSource, mode: str, max_pixels: int, pr
 def analyse_whole(source: ImageSource, image: Image.Image, info: ModelInfo, copy_move: bool = True,
                   provenance: Optional[Provenance] = None) -> Prepared:
     """Whole mode's regions of a decoded ``image`` and, when ``copy_move`` is asked for and the served card
-    is calibrated for it, its copy-move check, started on the check threads (:func:`wait_for_copy_moves`)."""
+    is calibrated for it, its copy-move check, started: it runs while the rows are sent and answered, so at
+    concurrency 1 its ~70 ms no longer adds to the round trip (:func:`wait_for_copy_moves`)."""
     plan, rows = analyse(image, info.preprocessor)
     check = None
     if copy_move and info.card.copy_move_calibration is not None:
-        # The small working copy is made now: the check must not hold (or outlive) the decoded image.
-        check = _COPY_MOVE_CHECKS.submit(find_in_working_copy, working_copy(image))
+        check = start_copy_move(image)
     return Prepared(source, rows, plan, (0, 0, *image.size), provenance, check)
 
 

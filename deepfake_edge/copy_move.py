@@ -20,8 +20,9 @@ forensics (Amerini et al., "A SIFT-based forensic method for copy-move attack de
    several moves.
 
 :func:`find_copy_move` returns the support, the inliers and the two matched areas, or None when the support
-is under :data:`MIN_SUPPORT`; it is :func:`working_copy` then :func:`find_in_working_copy`, so a caller can
-make the small copy while it holds the image and check it later (the client checks while Triton answers).
+is under :data:`MIN_SUPPORT`; :func:`start_copy_move` starts the same check and returns at once, so a caller
+can go on while it runs (the client sends the image's rows to Triton meanwhile). Either way the check runs on
+the process's check threads, one per core.
 How much support makes a photo suspicious is not decided here: the model card carries a logistic
 calibration of the support fitted on the training photos' copy-move pairs (``ModelCard.copy_move_calibration``),
 and ``copy_move_score`` turns it into the fake probability that competes with the regions'
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import math
 import os
-import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -57,7 +58,7 @@ Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in the original image's pixels
 
 # More checks at once than cores gain no throughput and each holds its own scale space, so a burst of
 # uploads to one process (the web app's threads) queues here instead of multiplying the memory.
-_RUNNING = threading.BoundedSemaphore(os.cpu_count() or 1)
+_CHECKS = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="copy-move")
 
 
 @dataclass(frozen=True)
@@ -78,43 +79,32 @@ class CopyMove:
         return self.inliers - self.rival
 
 
-@dataclass(frozen=True)
-class WorkingCopy:
-    """What the check runs on: the greyscale uint8 ``grey`` copy of an image, at most :data:`MAX_SIDE` px
-    long, ``factor`` original pixels per working pixel, and the original's ``size``."""
-
-    grey: np.ndarray
-    factor: float
-    size: tuple[int, int]
+def find_copy_move(image: Image.Image) -> CopyMove | None:
+    """The strongest copy-move in an RGB ``image``, or None when its support is under :data:`MIN_SUPPORT`.
+    At most one check per CPU core runs at a time in a process; further callers wait their turn."""
+    return start_copy_move(image).result()
 
 
-def working_copy(image: Image.Image) -> WorkingCopy:
-    """The copy :func:`find_in_working_copy` checks (a few ms): made while ``image`` is at hand, it lets the
-    check run later, elsewhere, without holding on to the image."""
+def start_copy_move(image: Image.Image) -> "Future[CopyMove | None]":
+    """:func:`find_copy_move` of ``image``, started on the check threads. Only the small greyscale copy the
+    check works on (made here, a few ms) waits in their queue: the caller may close the image at once."""
     factor = max(1.0, max(image.size) / MAX_SIDE)
     grey = image.convert("L")
     if factor > 1.0:
         grey = grey.resize((max(1, round(image.width / factor)), max(1, round(image.height / factor))),
                            Image.Resampling.BOX)
-    return WorkingCopy(np.asarray(grey, dtype=np.uint8), factor, image.size)
+    return _CHECKS.submit(_check, np.asarray(grey, dtype=np.uint8), factor, image.size)
 
 
-def find_copy_move(image: Image.Image) -> CopyMove | None:
-    """The strongest copy-move in an RGB ``image``, or None when its support is under :data:`MIN_SUPPORT`."""
-    return find_in_working_copy(working_copy(image))
-
-
-def find_in_working_copy(copy: WorkingCopy) -> CopyMove | None:
-    """:func:`find_copy_move` of the image ``copy`` was made from. At most one check per CPU core runs at a
-    time in a process; further callers wait their turn."""
-    grey, factor = copy.grey, copy.factor
-    with _RUNNING:
-        sift = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS, contrastThreshold=CONTRAST_THRESHOLD)
-        keypoints, descriptors = sift.detectAndCompute(grey, None)
-        if descriptors is None or len(keypoints) < NEIGHBOURS:
-            return None
-        points = np.float32([k.pt for k in keypoints])
-        pairs = _self_matches(descriptors, points)
+def _check(grey: np.ndarray, factor: float, size: tuple[int, int]) -> CopyMove | None:
+    """The check of the greyscale working copy ``grey`` of an image of ``size``, ``factor`` original pixels
+    per working pixel."""
+    sift = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS, contrastThreshold=CONTRAST_THRESHOLD)
+    keypoints, descriptors = sift.detectAndCompute(grey, None)
+    if descriptors is None or len(keypoints) < NEIGHBOURS:
+        return None
+    points = np.float32([k.pt for k in keypoints])
+    pairs = _self_matches(descriptors, points)
     best = _strongest_move(points[pairs[:, 0]], points[pairs[:, 1]])
     if best is None or best[0] < MIN_SUPPORT:
         return None
@@ -124,8 +114,8 @@ def find_in_working_copy(copy: WorkingCopy) -> CopyMove | None:
     used = np.unique(pairs[kept])
     apart = ~np.isin(pairs, used).any(axis=1)
     rival = _strongest_move(points[pairs[apart, 0]], points[pairs[apart, 1]])
-    found = CopyMove(count, (_box(points[pairs[kept, 0]], factor, copy.size),
-                             _box(points[pairs[kept, 1]], factor, copy.size)),
+    found = CopyMove(count, (_box(points[pairs[kept, 0]], factor, size),
+                             _box(points[pairs[kept, 1]], factor, size)),
                      round(math.hypot(move[0, 0], move[1, 0]), 4),
                      round(math.degrees(math.atan2(move[1, 0], move[0, 0])), 2), rival[0] if rival else 0)
     return found if found.support >= MIN_SUPPORT else None

@@ -156,11 +156,11 @@ def test_whole_mode_leaves_the_check_running_while_the_rows_go_out_and_waits_for
 
     release, found = threading.Event(), CopyMove(30, ((40, 330, 160, 450), (300, 250, 420, 370)), 1.0, 0.0)
 
-    def held_check(copy: copy_move.WorkingCopy) -> CopyMove:
+    def held_check(*working_copy) -> CopyMove:
         assert release.wait(10), "the test never let the check finish"
         return found
 
-    monkeypatch.setattr(analysis, "find_in_working_copy", held_check)
+    monkeypatch.setattr(copy_move, "_check", held_check)
     card = ModelCard(arch="efficientnet_b0", threshold=0.5, image_threshold=0.9, copy_move_calibration=(-1.0, 1.5))
     info = ModelInfo("m", card, 32, (3, card.input_size, card.input_size), 1)
     prepared = analysis.analyse_whole("astronaut", Image.fromarray(skimage.data.astronaut()), info)
