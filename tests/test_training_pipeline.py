@@ -248,3 +248,38 @@ def test_tiny_efficientnet_with_packaged_lite0_weights_frozen_stem_and_stochasti
     for name in ("conv_stem.weight", "bn1.running_mean", "blocks.1.0.conv_pwl.weight", "blocks.1.0.bn3.running_var"):
         torch.testing.assert_close(trained[name], lite0[name], rtol=0, atol=0)  # weights and BN statistics frozen
     assert not torch.equal(trained["blocks.2.0.conv_pwl.weight"], lite0["blocks.2.0.conv_pwl.weight"])
+
+
+def test_distillation_keeps_a_teachers_answers_on_self_blends_only(easy_data, tmp_path, capsys):
+    from deepfake_edge.training.datasets import Sample
+    from deepfake_edge.training.distillation import distilled
+
+    names = ["000003.jpg", "e000001_0.jpg", "n000002_1.jpg", "nature_1.jpg"]
+    assert distilled([Sample(tmp_path / "Fake" / name, 1) for name in names]) == [True, False, False, True]
+
+    teacher = tmp_path / "teacher"  # twelve epochs: after three its probabilities stay near 0.5, too weak a target
+    assert _train(easy_data, teacher, "--epochs", "12", "--lr", "3e-3") == 0
+    # The same images with the labels swapped: trained on them alone, a student learns the inverted answer; with
+    # the teacher's soft targets weighing ten times its labels it keeps the teacher's.
+    swapped = tmp_path / "swapped"
+    for split in SPLIT_SIZES:
+        shutil.copytree(easy_data / split / "Real", swapped / split / "Fake")
+        shutil.copytree(easy_data / split / "Fake", swapped / split / "Real")
+    capsys.readouterr()
+    aucs = {}
+    for name, extra in (("plain", ()), ("distilled", ("--distill-from", str(teacher / "best.safetensors"),
+                                                      "--distill-weight", "10"))):
+        assert _train(swapped, tmp_path / name, "--epochs", "3", "--lr", "3e-3", *extra) == 0
+        capsys.readouterr()
+        assert main(["evaluate", str(tmp_path / name / "best.safetensors"), str(easy_data), "--json"]) == 0
+        aucs[name] = json.loads(capsys.readouterr().out)["roc_auc"]
+    assert aucs["plain"] < 0.3 and aucs["distilled"] > 0.7, aucs
+    history = json.loads((tmp_path / "distilled" / "history.json").read_text())
+    assert all(h["train_distill_loss"] > 0 for h in history)
+    assert "train_distill_loss" not in json.loads((tmp_path / "plain" / "history.json").read_text())[0]
+    config = read_card(tmp_path / "distilled" / "best.safetensors").extra["train_config"]
+    assert (config["distill_from"], config["distill_weight"]) == (str(teacher / "best.safetensors"), 10)
+
+    assert _train(easy_data, tmp_path / "other_size", "--input-size", "48", "--distill-from",
+                  str(teacher / "best.safetensors")) == 2
+    assert "the teacher" in capsys.readouterr().err

@@ -32,6 +32,8 @@ class TrainConfig:
     device: str = "auto"
     pair_batches: bool = True
     mask_loss: float = 0.0  # weight of the auxiliary blend-localisation loss (blend_localisation.py); 0 = off
+    distill_from: str | None = None  # a checkpoint whose answers on self-blends are kept (distillation.py)
+    distill_weight: float = 1.0
 
     def resolved_resize_size(self) -> int:
         return self.resize_size or round(self.input_size / 0.875)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,8 @@ FULL_MANIFEST = "full.json"  # written by deepfake_edge.training.edit_synth (dat
 EDIT_CROP_PREFIX = "e"
 # <split>/Real/nNNNNNN_K.jpg: regions of unedited full-size photos a checkpoint scored highest (data negatives)
 HARD_NEGATIVE_PREFIX = "n"
+# The full-size photos' crops carry the prefix, the source pair's number and the region's rank: e000123_1.jpg
+_FULL_SIZE_CROP = re.compile(rf"[{EDIT_CROP_PREFIX}{HARD_NEGATIVE_PREFIX}]\d{{6}}_\d+")
 MASK_FOLDER = "masks"  # <split>/masks/<stem>.png: the blend mask of <split>/Fake/<stem>.jpg, written by data synth
 
 _VERIFY_THREADS = min(8, os.cpu_count() or 1)
@@ -264,6 +267,12 @@ def _read_manifest(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest.get("description"), str) else None
+
+
+def is_full_size_crop(path: Path) -> bool:
+    """Whether ``path`` is a region of a full-size photo (``data edits``' ``eNNNNNN_K``, ``data negatives``'
+    ``nNNNNNN_K``) rather than a self-blended crop or its twin (``data synth``'s ``NNNNNN``)."""
+    return _FULL_SIZE_CROP.fullmatch(path.stem) is not None
 
 
 def blend_mask_paths(samples: list[Sample]) -> list[Path | None]:

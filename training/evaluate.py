@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from deepfake_edge.checkpoint import load_checkpoint
 from deepfake_edge.preprocessing import Preprocessor
-from deepfake_edge.training.datasets import EDIT_CROP_PREFIX, HARD_NEGATIVE_PREFIX
+from deepfake_edge.training.datasets import is_full_size_crop
 from deepfake_edge.training.metrics import compute_metrics
 from deepfake_edge.training.pairing import pair_groups
 from deepfake_edge.training.plots import plot_confusion, plot_curves, plot_roc, plot_twins
@@ -113,12 +113,10 @@ def by_source(samples: Sequence, labels: np.ndarray, scores: np.ndarray) -> dict
 
 
 def by_kind(samples: Sequence, labels: np.ndarray, scores: np.ndarray) -> dict[str, dict[str, Any]]:
-    """ROC-AUC and count of the self-blended crops and of the regions of full-size photos (``data edits``'
-    crops, file names starting with ``e``, and ``data negatives``', ``n``) when a split holds both: one pooled
-    AUC would let one kind hide the other."""
-    full_size = (EDIT_CROP_PREFIX, HARD_NEGATIVE_PREFIX)
-    kinds = np.array(["edit_regions" if sample.path.stem.startswith(full_size) else "self_blends"
-                      for sample in samples])
+    """ROC-AUC and count of the self-blended crops and of the regions of full-size photos (``data edits``' and
+    ``data negatives``' crops, :func:`is_full_size_crop`) when a split holds both: one pooled AUC would let one
+    kind hide the other."""
+    kinds = np.array(["edit_regions" if is_full_size_crop(sample.path) else "self_blends" for sample in samples])
     if len(set(kinds.tolist())) < 2:
         return {}
     return {kind: {"n": int((kinds == kind).sum()),

@@ -36,6 +36,7 @@ from deepfake_edge.preprocessing import Preprocessor, normalize
 from deepfake_edge.training.blend_localisation import BlendMaskHead
 from deepfake_edge.training.config import TrainConfig
 from deepfake_edge.training.datasets import blend_mask_paths, pos_weight
+from deepfake_edge.training.distillation import Teacher, distilled
 from deepfake_edge.training.init_weights import LITE0, LITE0_MEAN_STD, load_initial_weights
 from deepfake_edge.training.metrics import calibrate_threshold, compute_metrics
 from deepfake_edge.training.pairing import GroupBatchSampler, group_keys, pair_groups
@@ -100,6 +101,7 @@ class TrainingState:
 class _EpochStats:
     loss: float  # mean classification loss
     mask_loss: float | None  # mean blend-mask loss; None when the mask head is off
+    distill_loss: float | None  # mean distillation loss; None without a teacher
     images: int  # images trained on
     dropped: int  # unreadable images skipped
 
@@ -112,6 +114,7 @@ class _Run:
     device: torch.device
     model: nn.Module
     mask_head: BlendMaskHead | None
+    teacher: Teacher | None
     card: ModelCard  # preprocessing of the run; threshold and metrics are filled in per best epoch
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader
@@ -211,8 +214,10 @@ def _train_loader(samples: Sequence, card: ModelCard, config: TrainConfig, order
     """Shuffled batches; real/fake pairs stay together with one augmentation draw (see pairing.py)."""
     groups = pair_groups(samples) if config.pair_batches else [[i] for i in range(len(samples))]
     masks = blend_mask_paths(samples) if config.mask_loss else None
+    flags = distilled(samples) if config.distill_from else None
     dataset = DetectorDataset(samples, Preprocessor.from_card(card), TrainAugment(card.input_size, card.interpolation),
-                              seed=config.seed, rng_keys=group_keys(groups, len(samples)), mask_paths=masks)
+                              seed=config.seed, rng_keys=group_keys(groups, len(samples)), mask_paths=masks,
+                              flags=flags)
     drop_last = len(samples) > config.batch_size  # BatchNorm needs > 1 image per batch
     sampler = GroupBatchSampler(groups, config.batch_size, order, drop_last)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=config.workers,
@@ -222,26 +227,33 @@ def _train_loader(samples: Sequence, card: ModelCard, config: TrainConfig, order
 
 def _train_epoch(run: _Run, batches: tqdm, state: TrainingState) -> _EpochStats:
     """One pass over ``batches``, one optimiser step per batch (``state.updates`` counts them). The optimised
-    loss is the classification loss plus ``mask_loss`` times the blend-mask loss when the mask head is on."""
-    model, mask_head, config = run.model, run.mask_head, run.config
+    loss is the classification loss, plus ``mask_loss`` times the blend-mask loss when the mask head is on, plus
+    ``distill_weight`` times the distillation loss with a teacher."""
+    model, mask_head, teacher, config = run.model, run.mask_head, run.teacher, run.config
     train_mode(model)
     trained = [*model.parameters(), *(mask_head.parameters() if mask_head is not None else ())]
-    losses, mask_losses, images_seen, dropped = [], [], 0, 0
-    for images, targets, bad, *masks in batches:
+    losses, mask_losses, distill_losses, images_seen, dropped = [], [], [], 0, 0
+    for images, targets, bad, *extras in batches:
         dropped += bad
         if len(images) < 2:  # BatchNorm cannot train on a single image
             continue
-        images = _model_input(images, run.card, run.device)
+        pixels = images.to(run.device, non_blocking=True)
+        images = _model_input(pixels, run.card, run.device)
         targets = targets.to(run.device)
         with torch.autocast(run.device.type, dtype=torch.float16, enabled=run.scaler.is_enabled()):
             if mask_head is None:
-                loss = run.criterion(model(images).squeeze(1).float(), targets)
+                logits = model(images).squeeze(1).float()
             else:
                 features = model.forward_features(images)
-                loss = run.criterion(model.forward_head(features).squeeze(1).float(), targets)
-                mask_loss = mask_head.loss(features, masks[0].to(run.device))
+                logits = model.forward_head(features).squeeze(1).float()
+                mask_loss = mask_head.loss(features, extras[0].to(run.device))
                 mask_losses.append(mask_loss.item())
+            loss = run.criterion(logits, targets)
         total = loss if mask_head is None else loss + config.mask_loss * mask_loss
+        if teacher is not None:
+            distill_loss = teacher.loss(logits, pixels, extras[-1].to(run.device))
+            distill_losses.append(distill_loss.item())
+            total = total + config.distill_weight * distill_loss
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(total).backward()
         run.scaler.unscale_(run.optimizer)
@@ -253,9 +265,11 @@ def _train_epoch(run: _Run, batches: tqdm, state: TrainingState) -> _EpochStats:
         losses.append(loss.item())
         images_seen += len(targets)
         batches.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", lr=f"{run.lr:.2e}",
-                            **({"mask": f"{np.mean(mask_losses[-20:]):.4f}"} if mask_losses else {}))
+                            **({"mask": f"{np.mean(mask_losses[-20:]):.4f}"} if mask_losses else {}),
+                            **({"distill": f"{np.mean(distill_losses[-20:]):.4f}"} if distill_losses else {}))
     return _EpochStats(loss=float(np.mean(losses)) if losses else float("nan"),
                        mask_loss=float(np.mean(mask_losses)) if mask_losses else None,
+                       distill_loss=float(np.mean(distill_losses)) if distill_losses else None,
                        images=images_seen, dropped=dropped)
 
 
@@ -305,6 +319,7 @@ def _prepare(train_samples: Sequence, val_samples: Sequence, config: TrainConfig
     np.random.seed(config.seed)
     model, init_counts, frozen = _build_detector(config, device)
     mask_head = BlendMaskHead(model.num_features).to(device) if config.mask_loss else None
+    teacher = Teacher(config.distill_from, device, config.input_size) if config.distill_from else None
     mean, std = _mean_std(config)
     card = ModelCard(
         arch=config.arch, input_size=config.input_size, resize_size=config.resolved_resize_size(),
@@ -316,7 +331,7 @@ def _prepare(train_samples: Sequence, val_samples: Sequence, config: TrainConfig
     weight = pos_weight(train_samples)
     optimizer = _optimizer(model if mask_head is None else nn.ModuleList([model, mask_head]), config)
     return _Run(
-        config=config, device=device, model=model, mask_head=mask_head, card=card, train_loader=train_loader,
+        config=config, device=device, model=model, mask_head=mask_head, teacher=teacher, card=card, train_loader=train_loader,
         val_loader=val_loader, order=order,
         criterion=nn.BCEWithLogitsLoss(pos_weight=torch.tensor([weight], device=device)),
         optimizer=optimizer, scheduler=_scheduler(optimizer, config, len(train_loader)),
@@ -332,7 +347,9 @@ def _describe(run: _Run, n_train: int, n_val: int) -> str:
             f"{run.pairs} real/fake pairs, pos_weight {run.pos_weight:.3f}, init {config.init_weights or 'random'}"
             + (f" ({counts['loaded']}/{counts['model_tensors']} tensors)" if counts else "")
             + (f", {run.frozen_params / 1e6:.2f} M frozen (stem + {config.freeze_blocks} stages)"
-               if run.frozen_params else ""))
+               if run.frozen_params else "")
+            + (f", self-blends distilled from {config.distill_from} (weight {config.distill_weight})"
+               if run.teacher is not None else ""))
 
 
 def _run_epoch(run: _Run, state: TrainingState, out_dir: Path) -> None:
@@ -356,6 +373,7 @@ def _run_epoch(run: _Run, state: TrainingState, out_dir: Path) -> None:
     state.history.append({
         "epoch": epoch, "train_loss": stats.loss,
         **({"train_mask_loss": stats.mask_loss} if run.mask_head is not None else {}),
+        **({"train_distill_loss": stats.distill_loss} if run.teacher is not None else {}),
         "val_loss": val_loss, "val_roc_auc": metrics["roc_auc"], "val_accuracy": metrics["accuracy"],
         "val_eer": metrics["eer"], "threshold": threshold, "lr": run.lr,
         "skipped_images": skipped, "seconds": time.perf_counter() - started,

@@ -73,6 +73,10 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
                           "the masks/ folder 'data synth' and 'data edits' write; the head is training-only, "
                           "checkpoints are unchanged); the demo B0 uses 1, which raised its validation ROC-AUC by "
                           "0.007 on two seeds; 0 turns it off")
+    option("--distill-from", "a checkpoint whose fake probabilities on the self-blended samples (not the crops of "
+                             "full-size photos) are a second, soft target, so a run that learns new edits keeps "
+                             "what that model knew (the demo B0's stage 1) (default: none)", type=str)
+    option("--distill-weight", "weight of that soft target's loss")
     option("--freeze-blocks", "keep the stem and the first N stages at their initial weights (EfficientNet-style "
                               "models)")
     option("--patience", "early stopping: epochs without a better validation AUC")

@@ -116,7 +116,8 @@ class DetectorDataset(torch.utils.data.Dataset):
     ``rng_keys[index]`` (items sharing a key, a real/fake pair, get identical augmentation) or the index;
     otherwise through ``preprocessor``. Unreadable files yield ``None`` (dropped and counted by :func:`collate`)
     so one bad image never stops a run. With ``mask_paths`` (training only: one blend-mask file per sample,
-    ``None`` for an all-zero mask) an item also carries its augmented mask, a uint8 (1, H, W) tensor.
+    ``None`` for an all-zero mask) an item also carries its augmented mask, a uint8 (1, H, W) tensor; with
+    ``flags`` (one per sample) it carries its flag last, a bool tensor.
     """
 
     def __init__(
@@ -127,11 +128,13 @@ class DetectorDataset(torch.utils.data.Dataset):
         seed: int = 0,
         rng_keys: Sequence[int] | None = None,
         mask_paths: Sequence[Path | None] | None = None,
+        flags: Sequence[bool] | None = None,
     ) -> None:
         if mask_paths is not None and augment is None:
             raise ValueError("blend masks are a training target: they need the training augmentation")
         self.samples = list(samples)
         self.mask_paths = mask_paths
+        self.flags = flags
         self.preprocessor = preprocessor
         self.augment = augment
         self.seed = seed
@@ -160,11 +163,14 @@ class DetectorDataset(torch.utils.data.Dataset):
             log.warning("skipping unreadable image %s: %s", sample.path, error)
             return None
         item = (torch.from_numpy(np.ascontiguousarray(pixels)), float(sample.label))
-        if self.mask_paths is None:
-            return item
-        if mask is None:  # a real image: nothing is blended anywhere
-            return (*item, torch.zeros((1, *pixels.shape[1:]), dtype=torch.uint8))
-        return (*item, torch.from_numpy(np.asarray(mask, dtype=np.uint8)[None].copy()))
+        if self.mask_paths is not None:
+            if mask is None:  # a real image: nothing is blended anywhere
+                item += (torch.zeros((1, *pixels.shape[1:]), dtype=torch.uint8),)
+            else:
+                item += (torch.from_numpy(np.asarray(mask, dtype=np.uint8)[None].copy()),)
+        if self.flags is not None:
+            item += (torch.tensor(bool(self.flags[index])),)
+        return item
 
     def _load_mask(self, index: int, size: tuple[int, int]) -> Image.Image | None:
         path = None if self.mask_paths is None else self.mask_paths[index]
@@ -176,14 +182,13 @@ class DetectorDataset(torch.utils.data.Dataset):
 
 
 def collate(items: list) -> tuple:
-    """Stack the readable items: ``(uint8 images, float labels, number of dropped items)``, and the uint8
-    masks last when the dataset yields them."""
+    """Stack the readable items: ``(uint8 images, float labels, number of dropped items)``, then what else the
+    dataset yields, in its order: the uint8 masks, the bool flags."""
     good = [item for item in items if item is not None]
     dropped = len(items) - len(good)
     if not good:
         return torch.empty(0, dtype=torch.uint8), torch.empty(0), dropped
     images = torch.stack([item[0] for item in good])
     labels = torch.tensor([item[1] for item in good], dtype=torch.float32)
-    if len(good[0]) == 3:
-        return images, labels, dropped, torch.stack([item[2] for item in good])
-    return images, labels, dropped
+    extras = [torch.stack([item[k] for item in good]) for k in range(2, len(good[0]))]
+    return images, labels, dropped, *extras
