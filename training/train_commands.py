@@ -75,7 +75,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
                           "0.007 on two seeds; 0 turns it off")
     option("--distill-from", "a checkpoint whose fake probabilities on the self-blended samples (not the crops of "
                              "full-size photos) are a second, soft target, so a run that learns new edits keeps "
-                             "what that model knew (the demo B0's stage 1) (default: none)", type=str)
+                             "what that model knew (docs/training.md) (default: none)", type=str)
     option("--distill-weight", "weight of that soft target's loss")
     option("--freeze-blocks", "keep the stem and the first N stages at their initial weights (EfficientNet-style "
                               "models)")
