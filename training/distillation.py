@@ -50,4 +50,3 @@ class Teacher:
             return student_logits.sum() * 0.0
         targets = self.probabilities(images[flags])
         return binary_cross_entropy_with_logits(student_logits[flags].float(), targets)
-

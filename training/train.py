@@ -331,8 +331,8 @@ def _prepare(train_samples: Sequence, val_samples: Sequence, config: TrainConfig
     weight = pos_weight(train_samples)
     optimizer = _optimizer(model if mask_head is None else nn.ModuleList([model, mask_head]), config)
     return _Run(
-        config=config, device=device, model=model, mask_head=mask_head, teacher=teacher, card=card, train_loader=train_loader,
-        val_loader=val_loader, order=order,
+        config=config, device=device, model=model, mask_head=mask_head, teacher=teacher, card=card,
+        train_loader=train_loader, val_loader=val_loader, order=order,
         criterion=nn.BCEWithLogitsLoss(pos_weight=torch.tensor([weight], device=device)),
         optimizer=optimizer, scheduler=_scheduler(optimizer, config, len(train_loader)),
         scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
