@@ -116,7 +116,7 @@ def analyse_whole(source: ImageSource, image: Image.Image, info: ModelInfo, copy
                   provenance: Optional[Provenance] = None) -> Prepared:
     """Whole mode's regions of a decoded ``image`` and, when ``copy_move`` is asked for and the served card
     is calibrated for it, its copy-move check, started: it runs while the rows are sent and answered, so at
-    concurrency 1 its ~70 ms no longer adds to the round trip (:func:`wait_for_copy_moves`)."""
+    concurrency 1 its time no longer adds to the round trip's (:func:`wait_for_copy_moves`)."""
     plan, rows = analyse(image, info.preprocessor)
     check = None
     if copy_move and info.card.copy_move_calibration is not None:
