@@ -247,7 +247,7 @@ def test_learning_rate_warms_up_per_step_then_decays_by_cosine_and_round_trips_t
 
 
 def test_training_state_prefers_a_higher_auc_then_a_lower_loss_and_counts_stale_epochs():
-    from deepfake_edge.training.train import TrainingState
+    from deepfake_edge.training.train_state import TrainingState
 
     state = TrainingState()
     assert state.record(1, float("nan"), 0.7)  # a NaN AUC (one class) counts as 0 and still beats nothing
@@ -261,7 +261,7 @@ def test_training_state_prefers_a_higher_auc_then_a_lower_loss_and_counts_stale_
 
 def test_state_files_of_other_versions_are_refused(tmp_path):
     from deepfake_edge.training.config import TrainConfig
-    from deepfake_edge.training.train import config_from_state
+    from deepfake_edge.training.train_state import config_from_state
 
     old = tmp_path / "last_state.pt"
     torch.save({"config": vars(TrainConfig()), "progress": {"epoch": 1}}, old)

@@ -5,8 +5,8 @@ is calibrated on validation), ``last_state.pt`` (optimizer/scheduler/:class:`Tra
 ``--resume`` needs, kept apart from the weights file that ships), ``history.json``, ``curves.png`` and
 ``summary.json`` (best epoch, training throughput).
 
-"Best" is the highest validation ROC-AUC; ties (within 1e-4, common once AUC saturates on easy data)
-go to the lower validation loss, so training keeps improving calibration after AUC reaches 1.0.
+"Best" is the highest validation ROC-AUC; ties go to the lower validation loss, so training keeps improving
+calibration after AUC reaches 1.0 (training/train_state.py).
 
 Progress goes to this module's logger at INFO (the ``train`` verb shows it on stderr); the per-step
 progress bar is tqdm's.
@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from deepfake_edge.training.init_weights import LITE0, LITE0_MEAN_STD, load_init
 from deepfake_edge.training.metrics import calibrate_threshold, compute_metrics
 from deepfake_edge.training.pairing import GroupBatchSampler, group_keys, pair_groups
 from deepfake_edge.training.plots import plot_curves
+from deepfake_edge.training.train_state import STATE_FILE, TrainingState, resume as resume_state, save_state
 from deepfake_edge.training.transforms import DetectorDataset, TrainAugment, collate
 
 if TYPE_CHECKING:
@@ -49,12 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BEST_CHECKPOINT = "best.safetensors"
-STATE_FILE = "last_state.pt"
-STATE_FORMAT = 2  # 2: timm scheduler + TrainingState (format 1, a LambdaLR and a plain dict, is not read)
 HISTORY_FILE = "history.json"
 CURVES_FILE = "curves.png"
 SUMMARY_FILE = "summary.json"
-_TIE = 1e-4
 
 
 @dataclass
@@ -63,38 +60,6 @@ class FitResult:
     card: ModelCard
     history: list[dict[str, Any]] = field(default_factory=list)
     throughput_img_s: float = 0.0
-
-
-@dataclass
-class TrainingState:
-    """Where a run stands after ``epoch`` epochs; saved in ``last_state.pt`` so ``--resume`` continues it."""
-
-    epoch: int = 0
-    updates: int = 0  # optimiser steps so far: the learning-rate schedule's clock
-    best_epoch: int = 0  # 0: no checkpoint written yet
-    best_auc: float = -1.0
-    best_loss: float = math.inf
-    stale_epochs: int = 0  # epochs since the best one (early stopping)
-    train_images: int = 0
-    train_seconds: float = 0.0
-    history: list[dict[str, Any]] = field(default_factory=list)  # one row per epoch, as in history.json
-
-    @property
-    def throughput(self) -> float:
-        """Training images per second (forward + backward + step, without validation)."""
-        return self.train_images / max(self.train_seconds, 1e-9)
-
-    def record(self, epoch: int, auc: float, val_loss: float) -> bool:
-        """Close ``epoch`` with its validation ROC-AUC (NaN counts as 0) and loss; True if it is the new best."""
-        auc = 0.0 if math.isnan(auc) else auc
-        improved = auc > self.best_auc + _TIE or (auc >= self.best_auc - _TIE and val_loss < self.best_loss)
-        self.epoch = epoch
-        if improved:
-            self.best_auc, self.best_loss, self.best_epoch = max(auc, self.best_auc), val_loss, epoch
-            self.stale_epochs = 0
-        else:
-            self.stale_epochs += 1
-        return improved
 
 
 @dataclass
@@ -131,6 +96,12 @@ class _Run:
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
+
+    @property
+    def parts(self) -> dict[str, Any]:
+        """What the state file saves and ``--resume`` restores, by name."""
+        parts = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
+        return parts | ({"mask_head": self.mask_head} if self.mask_head is not None else {})
 
 
 def _device(choice: str) -> torch.device:
@@ -288,7 +259,7 @@ def fit(
     if not train_samples or not val_samples:
         raise ValueError(f"need training and validation images (got {len(train_samples)} and {len(val_samples)})")
     run = _prepare(train_samples, val_samples, config, training_data)
-    state = _resume(run, resume) if resume else TrainingState()
+    state = resume_state(resume, run.parts) if resume else TrainingState()
     log.info("%s", _describe(run, len(train_samples), len(val_samples)))
     epochs_run = 0
     while state.epoch < config.epochs and state.stale_epochs < config.patience:
@@ -386,7 +357,7 @@ def _run_epoch(run: _Run, state: TrainingState, out_dir: Path) -> None:
     log.info("epoch %d: train loss %.4f  val loss %.4f  val AUC %.4f  acc %.4f%s%s", epoch, stats.loss, val_loss,
              metrics["roc_auc"], metrics["accuracy"], "  *best" if improved else "",
              f"  ({skipped} unreadable skipped)" if skipped else "")
-    _save_state(out_dir / STATE_FILE, run, state)
+    save_state(out_dir / STATE_FILE, run.config, state, run.parts)
     (out_dir / HISTORY_FILE).write_text(json.dumps(state.history, indent=1))
 
 
@@ -421,40 +392,3 @@ def _card_extra(run: _Run, epoch: int) -> dict[str, Any]:
         "pos_weight": run.pos_weight,
         "train_config": dataclasses.asdict(config),
     }
-
-
-def _save_state(path: Path, run: _Run, state: TrainingState) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({
-        "format": STATE_FORMAT, "config": dataclasses.asdict(run.config), "progress": dataclasses.asdict(state),
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
-        **({"mask_head": run.mask_head.state_dict()} if run.mask_head is not None else {}),
-    }, tmp)
-    tmp.replace(path)  # never leave a half-written state file behind an interrupted run
-
-
-def _load_state(path: str | Path) -> dict[str, Any]:
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
-        raise ValueError(f"{path} is not a state file of this version's 'train' (start a new run)")
-    return saved
-
-
-def _resume(run: _Run, path: str | Path) -> TrainingState:
-    """Load model, optimiser, scheduler and scaler of ``run`` from a state file; return its progress."""
-    saved = _load_state(path)
-    run.model.load_state_dict(saved["model"])
-    if run.mask_head is not None:
-        run.mask_head.load_state_dict(saved["mask_head"])
-    run.optimizer.load_state_dict(saved["optimizer"])
-    run.scheduler.load_state_dict(saved["scheduler"])
-    run.scaler.load_state_dict(saved["scaler"])
-    state = TrainingState(**saved["progress"])
-    log.info("resumed from %s after epoch %d", path, state.epoch)
-    return state
-
-
-def config_from_state(path: str | Path) -> TrainConfig:
-    """The configuration of the run a state file belongs to (``--resume`` continues exactly that run)."""
-    return TrainConfig(**_load_state(path)["config"])

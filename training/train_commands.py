@@ -175,7 +175,7 @@ def _load(args: argparse.Namespace, seed: int):
 
 def _train_config(args: argparse.Namespace) -> tuple[TrainConfig, Path]:
     """The run's settings and directory: the options, or with ``--resume`` the state file's own."""
-    from deepfake_edge.training.train import config_from_state
+    from deepfake_edge.training.train_state import config_from_state
 
     if args.resume:
         config = config_from_state(args.resume)
