@@ -148,8 +148,8 @@ def test_each_demo_recipe_trains_at_the_size_its_set_is_made() -> None:
 def test_the_cpu_b0_publishes_its_last_continued_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """build() trains stage 2, continues each run from the previous run's best (the last two on fresh draws
     of the set, the last after mining that draw's hard negatives with the previous best), and publishes,
-    calibrates and evaluates the last run's checkpoint on the first set (each ``train`` here writes its
-    --out folder instead of training)."""
+    refits the last run's head on the first set and publishes, calibrates and evaluates that checkpoint there
+    (each ``train`` and ``refit-head`` here writes its --out instead of training)."""
     for name in ("RUNS", "DEMO_DIR", "REPORT_DIR"):
         monkeypatch.setattr(demo, name, tmp_path / name)
     demo.DEMO_DIR.mkdir()
@@ -162,6 +162,10 @@ def test_the_cpu_b0_publishes_its_last_continued_run(tmp_path: Path, monkeypatch
             out.mkdir(parents=True)
             for file in ("best.safetensors", "history.json", "summary.json"):
                 (out / file).write_text(out.name)
+        if arguments[0] == "refit-head":
+            out = Path(arguments[arguments.index("--out") + 1])
+            out.parent.mkdir(parents=True)
+            out.write_text(out.parent.name)
         return 0
 
     monkeypatch.setattr(demo, "_run", run)
@@ -177,9 +181,14 @@ def test_the_cpu_b0_publishes_its_last_continued_run(tmp_path: Path, monkeypatch
     mining = [c for c in commands if c[:2] == ["data", "negatives"]]
     assert mining == [["data", "negatives", f"{recipe.data}_s2", str(outs[-2] / "best.safetensors")]]
     assert commands.index(mining[0]) == commands.index(trains[-1]) - 1
+    refits = [c for c in commands if c[0] == "refit-head"]
+    assert refits == [["refit-head", str(outs[-1] / "best.safetensors"), str(recipe.data), "--out",
+                       str(demo.RUNS / "efficientnet_b0_refit" / "best.safetensors")]]
+    assert commands.index(refits[0]) == commands.index(trains[-1]) + 1
     published = demo.DEMO_DIR / "efficientnet_b0.safetensors"
-    assert published.read_text() == outs[-1].name and len(set(outs)) == len(outs)
-    after = commands[len(trains) + len(mining):]
+    assert published.read_text() == "efficientnet_b0_refit" and len(set(outs)) == len(outs)
+    assert (demo.REPORT_DIR / "efficientnet_b0" / "history.json").read_text() == outs[-1].name
+    after = commands[len(trains) + len(mining) + len(refits):]
     photos, videos = after[:3], after[3:]
     assert [c[0] for c in photos] == ["calibrate", "evaluate", "evaluate"]
     assert all(c[1:3] == [str(published), str(recipe.data)] for c in photos)

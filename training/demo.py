@@ -1,6 +1,6 @@
 """Reproduce the committed demo models: ``python -m deepfake_edge.training.demo`` (what ``make demo-model`` runs).
 
-Every step is one of the project's own ``deepfake-edge`` verbs. B0 is made in two stages:
+Every step is one of the project's own ``deepfake-edge`` verbs. B0 is made in three stages:
 
 1. self-blends: ``data synth`` (the default self-blended set at the recipe's size) and ``train`` from the
    packaged EfficientNet-Lite0 weights into ``runs/demo/efficientnet_b0_sbi/`` (CUDA recipe: 224 px, six
@@ -12,9 +12,11 @@ Every step is one of the project's own ``deepfake-edge`` verbs. B0 is made in tw
    draw of it (``data/edits_224px_s1``: other crops and edits of the same split photos;
    ``runs/demo/efficientnet_b0_fresh/``), then one on a second draw (``data/edits_224px_s2``) with the hard
    negatives the previous best finds in its unedited training photos (``data negatives``;
-   ``runs/demo/efficientnet_b0_negatives/``, whose best is published).
+   ``runs/demo/efficientnet_b0_negatives/``);
+3. the verdict on whole photos: ``refit-head`` refits the last run's classifier on every region of the set's
+   training photos (``runs/demo/efficientnet_b0_refit/``, which is published).
 
-The small CNN trains once, from scratch, on the stage-2 set. Then, for each: copy the last run's best checkpoint
+The small CNN trains once, from scratch, on the stage-2 set. Then, for each: copy the published checkpoint
 (float16) to ``models/demo/<arch>.safetensors``, ``calibrate`` its whole-image threshold on the validation
 photos (B0's with the copy-move check, ``calibrate --copy-move``), and ``evaluate`` it into
 ``models/demo/report/<arch>/``: the crop test split (metrics.json, roc.png, confusion_matrix.png, twins.png,
@@ -79,12 +81,14 @@ class Continuation:
 @dataclass(frozen=True)
 class Recipe:
     """How one demo model is made: the synthetic set it trains on (``data``, made at ``image_size`` px),
-    its ``train`` arguments and the runs that continue it (the last one's best checkpoint is published)."""
+    its ``train`` arguments and the runs that continue it (the last one's best checkpoint is published, or,
+    with ``refit_head``, that checkpoint with its classifier refitted on ``data``'s training photos)."""
 
     data: Path
     image_size: int
     train_args: tuple[str, ...]
     continuations: tuple[Continuation, ...] = ()
+    refit_head: bool = False  # then ``refit-head`` on ``data`` into runs/demo/<arch>_refit, which is published
 
     def data_of(self, continuation: Continuation) -> Path:
         """The set ``continuation`` trains on."""
@@ -136,8 +140,8 @@ _B0_CONTINUATIONS = (
                                *_cpu(threads=2, seed=3)), sample_seed=2, self_blends=16000, hard_negatives=True),
 )
 RECIPES: dict[str, dict[str, Recipe]] = {
-    "efficientnet_b0": {"cuda": Recipe(EDIT_SET, 224, (*_B0_EDITS, *_CUDA)),
-                        "cpu": Recipe(EDIT_SET, 224, (*_B0_EDITS, *_CPU), _B0_CONTINUATIONS)},
+    "efficientnet_b0": {"cuda": Recipe(EDIT_SET, 224, (*_B0_EDITS, *_CUDA), refit_head=True),
+                        "cpu": Recipe(EDIT_SET, 224, (*_B0_EDITS, *_CPU), _B0_CONTINUATIONS, refit_head=True)},
     "small_cnn": {
         "cpu": Recipe(EDIT_SET, 224, ("--arch", "small_cnn", "--epochs", "3", "--lr", "2e-3", "--patience",
                                       "4", "--input-size", "112", *_CPU)),
@@ -179,8 +183,13 @@ def build(arch: str, recipe: Recipe) -> int:
         if code := _run(["train", data, *continuation.train_args, "--init-weights", str(previous / "best.safetensors"),
                          "--out", str(run)]):
             return code
+    published = run / "best.safetensors"
+    if recipe.refit_head:
+        published = RUNS / f"{arch}_refit" / "best.safetensors"
+        if code := _run(["refit-head", str(run / "best.safetensors"), str(recipe.data), "--out", str(published)]):
+            return code
     report.mkdir(parents=True, exist_ok=True)
-    checkpoint = shutil.copyfile(run / "best.safetensors", DEMO_DIR / f"{arch}.safetensors")
+    checkpoint = shutil.copyfile(published, DEMO_DIR / f"{arch}.safetensors")
     shutil.copyfile(run / "history.json", report / "history.json")
     shutil.copyfile(run / "summary.json", report / "train_summary.json")
     steps = [["calibrate", str(checkpoint), str(recipe.data), *(["--copy-move"] if arch in COPY_MOVE_ARCHS else [])],

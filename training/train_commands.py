@@ -27,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_calibrate(subparsers)
     _register_train(subparsers)
     _register_evaluate(subparsers)
+    _register_refit_head(subparsers)
 
 
 def _verb(subparsers: argparse._SubParsersAction, name: str, help: str, func: Callable[[argparse.Namespace], int],
@@ -251,3 +252,43 @@ def _evaluate_whole_images(args: argparse.Namespace) -> int:
         (args.out / "whole_image.json").write_text(json.dumps({"split": args.split, **summary}, indent=2) + "\n")
     print(json.dumps(summary) if args.json else format_whole_image_report(summary))
     return 0
+
+
+def _register_refit_head(subparsers: argparse._SubParsersAction) -> None:
+    from deepfake_edge.training.head_refit import RefitOptions
+
+    p = _verb(subparsers, "refit-head", "refit a checkpoint's last layer on every region of the training photos",
+              run_refit_head, checkpoint="a .safetensors checkpoint (left as it is)")
+    p.add_argument("data", type=Path, help="a set with train/full/ photos from 'data edits' (and its crops)")
+    p.add_argument("--out", type=Path, required=True, help="the refitted checkpoint to write")
+    p.add_argument("--max-pairs", type=int, default=None, help="training pairs to use (default: all)")
+    defaults = RefitOptions()
+    helps = {"photo_weight": "weight of each photo's soft-maximum region against its label",
+             "self_blend_weight": "weight of the self-blended training crops",
+             "pull": "L2 pull towards the checkpoint's own classifier", "fake_share": "share of the region loss "
+             "on Fake regions", "temperature": "of the soft maximum, in logits", "iterations": "L-BFGS iterations",
+             "seed": "picks the self-blended crops"}
+    for name, help in helps.items():
+        default = getattr(defaults, name)
+        p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=help)
+
+
+def run_refit_head(args: argparse.Namespace) -> int:
+    """Keep the backbone and refit the linear classifier on what whole-image analysis scores: every region
+    (faces, tiles, global view) of both twins of each training pair, labelled by the edit mask, each photo's
+    soft-maximum region against the photo's label, and the self-blended crops (docs/training.md). The crop
+    threshold is set again on the validation crops; run 'calibrate' on the result for its image threshold."""
+    from deepfake_edge.training.head_refit import RefitOptions, refit_head
+
+    log_to_terminal()
+    options = RefitOptions(**{name: getattr(args, name) for name in RefitOptions.__dataclass_fields__})
+    try:
+        record = refit_head(args.checkpoint, args.data, args.out, options, args.max_pairs)
+    except (ValueError, FileNotFoundError) as error:
+        raise CommandError(str(error)) from error
+    regions = record["regions"]
+    print(f"{args.out}: head refitted on {record['photos']} photos ({regions['fake']} Fake, {regions['real']} Real "
+          f"regions, {regions['left_out']} left out) and {record['self_blend_crops']} self-blended crops in "
+          f"{record['seconds']:.0f} s; run 'deepfake-edge calibrate {args.out} {args.data}' next")
+    return 0
+
