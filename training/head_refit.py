@@ -12,8 +12,8 @@ cuts from the training split's full photos (``data edits``' ``train/full``), by 
    regions in between are left out. Fake and Real regions weigh ``fake_share`` and ``1 - fake_share``.
 2. **photos** (multiple-instance learning): each photo's soft maximum of its region logits (temperature
    ``temperature``), the verdict rule made differentiable, against the photo's label, times ``photo_weight``.
-3. **self-blends**: cross-entropy on up to :data:`SELF_BLEND_CROPS` of the split's self-blended crops and their
-   twins, times ``self_blend_weight``, so the crop-scale detector is kept.
+3. **self-blends**: cross-entropy on up to :data:`SELF_BLEND_CROPS` of the split's self-blended crops (both
+   labels, drawn by ``seed``), times ``self_blend_weight``, so the crop-scale detector is kept.
 4. ``pull`` / 2 times the squared distance from the checkpoint's own classifier weights.
 
 The backbone's pooled features are computed once (an ONNX graph in onnxruntime, ~13 ms a region on one core),
@@ -170,6 +170,9 @@ def fit_head(table: RegionTable, weight: np.ndarray, bias: float, options: Refit
     b = torch.tensor([float(bias)], requires_grad=True)
     optimiser = torch.optim.LBFGS([w, b], max_iter=options.iterations, history_size=20, line_search_fn="strong_wolfe")
     n_photos = len(photo_labels)
+    blend_x, blend_y = x[:0], y[:0]
+    if blends is not None:
+        blend_x, blend_y = (torch.from_numpy(a.astype(np.float32)) for a in blends)
 
     def objective() -> torch.Tensor:
         optimiser.zero_grad()
@@ -181,8 +184,7 @@ def fit_head(table: RegionTable, weight: np.ndarray, bias: float, options: Refit
             spread = torch.zeros(n_photos).index_add(0, photo, torch.exp((logits - peak[photo]) / options.temperature))
             soft_max = peak + options.temperature * spread.clamp_min(1e-30).log()
             loss = loss + options.photo_weight * F.binary_cross_entropy_with_logits(soft_max, photo_labels)
-        if blends is not None and options.self_blend_weight:
-            blend_x, blend_y = (torch.from_numpy(a.astype(np.float32)) for a in blends)
+        if len(blend_y) and options.self_blend_weight:
             loss = loss + options.self_blend_weight * F.binary_cross_entropy_with_logits(blend_x @ w + b, blend_y)
         loss.backward()
         return loss
@@ -201,7 +203,6 @@ def refit_head(checkpoint: str | Path, root: str | Path, out: str | Path, option
     the card records (``extra["head_refit"]``)."""
     started, root = time.perf_counter(), Path(root)
     model, card = load_checkpoint(checkpoint)
-    dtype = next(iter(model.state_dict().values())).dtype  # as stored: a float16 checkpoint stays float16
     model, preprocessor = model.float().eval(), Preprocessor.from_card(card)
     classifier: nn.Linear = model.get_classifier()
     with tempfile.TemporaryDirectory(prefix="deepfake-edge-refit-") as workdir:
@@ -234,5 +235,5 @@ def refit_head(checkpoint: str | Path, root: str | Path, out: str | Path, option
     card = card.replace(threshold=threshold, metrics={"validation": compute_metrics(val_labels, scores, threshold)},
                         image_threshold=None, video_rule=None, video_threshold=None,
                         extra={**card.extra, "head_refit": record})
-    save_checkpoint(out, model, card, dtype=dtype)
+    save_checkpoint(out, model, card)
     return record
