@@ -17,7 +17,8 @@ from sklearn.metrics import roc_auc_score
 from deepfake_edge.checkpoint import read_card, save_checkpoint
 from deepfake_edge.model_card import ModelCard
 from deepfake_edge.models import build_model
-from deepfake_edge.training.head_refit import RefitOptions, RegionTable, fit_head, refit_head, region_labels
+from deepfake_edge.training.config import RefitOptions
+from deepfake_edge.training.head_refit import RegionTable, fit_head, refit_head, region_labels
 
 
 def _photos(rng: np.random.Generator, pairs: int, regions: int = 12, channels: int = 8) -> RegionTable:

@@ -1,5 +1,5 @@
-"""What defines a training run, apart from the code: :class:`TrainConfig` (no torch here, so the CLI can
-show its defaults without loading torch)."""
+"""What defines a training run, apart from the code: :class:`TrainConfig`, and :class:`RefitOptions` for
+``refit-head`` (no torch here, so the CLI can show their defaults without loading torch)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,17 @@ class TrainConfig:
 
     def resolved_resize_size(self) -> int:
         return self.resize_size or round(self.input_size / 0.875)
+
+
+@dataclass(frozen=True)
+class RefitOptions:
+    """``refit-head``'s settings: the weights of its objective's terms (training/head_refit.py) and the L-BFGS
+    iterations; ``seed`` draws the self-blended crops."""
+
+    fake_share: float = 0.5
+    photo_weight: float = 2.0
+    temperature: float = 0.25
+    self_blend_weight: float = 0.5
+    pull: float = 0.01
+    iterations: int = 60
+    seed: int = 0

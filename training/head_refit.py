@@ -47,6 +47,7 @@ from deepfake_edge.export.graph import DetectorGraph
 from deepfake_edge.model_card import LABELS
 from deepfake_edge.preprocessing import Preprocessor, load_image
 from deepfake_edge.regions import analyse
+from deepfake_edge.training.config import RefitOptions
 from deepfake_edge.training.datasets import MASK_FOLDER, Sample, is_full_size_crop, load_splits
 from deepfake_edge.training.edit_synth import EDITS_FILE, FULL_FOLDER
 from deepfake_edge.training.metrics import calibrate_threshold, compute_metrics
@@ -55,19 +56,6 @@ FAKE_OVERLAP = 0.1  # share of a region's area the edit covers
 FAKE_COVER = 0.25  # share of the edit inside the region
 SELF_BLEND_CROPS = 4000
 _ROWS_PER_FORWARD = 32
-
-
-@dataclass(frozen=True)
-class RefitOptions:
-    """The weights of the objective's terms (module docstring) and the L-BFGS iterations."""
-
-    fake_share: float = 0.5
-    photo_weight: float = 2.0
-    temperature: float = 0.25
-    self_blend_weight: float = 0.5
-    pull: float = 0.01
-    iterations: int = 60
-    seed: int = 0
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 
 from deepfake_edge.cli import CommandError, add_verb, log_to_terminal
 from deepfake_edge.training.commands import _HelpFormatter
-from deepfake_edge.training.config import TrainConfig
+from deepfake_edge.training.config import RefitOptions, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,6 @@ def _evaluate_whole_images(args: argparse.Namespace) -> int:
 
 
 def _register_refit_head(subparsers: argparse._SubParsersAction) -> None:
-    from deepfake_edge.training.head_refit import RefitOptions
-
     p = _verb(subparsers, "refit-head", "refit a checkpoint's last layer on every region of the training photos",
               run_refit_head, checkpoint="a .safetensors checkpoint (left as it is)")
     p.add_argument("data", type=Path, help="a set with train/full/ photos from 'data edits' (and its crops)")
@@ -278,7 +276,7 @@ def run_refit_head(args: argparse.Namespace) -> int:
     (faces, tiles, global view) of both twins of each training pair, labelled by the edit mask, each photo's
     soft-maximum region against the photo's label, and the self-blended crops (docs/training.md). The crop
     threshold is set again on the validation crops; run 'calibrate' on the result for its image threshold."""
-    from deepfake_edge.training.head_refit import RefitOptions, refit_head
+    from deepfake_edge.training.head_refit import refit_head
 
     log_to_terminal()
     options = RefitOptions(**{name: getattr(args, name) for name in RefitOptions.__dataclass_fields__})
