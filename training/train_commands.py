@@ -275,7 +275,8 @@ def run_refit_head(args: argparse.Namespace) -> int:
     """Keep the backbone and refit the linear classifier on what whole-image analysis scores: every region
     (faces, tiles, global view) of both twins of each training pair, labelled by the edit mask, each photo's
     soft-maximum region against the photo's label, and the self-blended crops (docs/training.md). The crop
-    threshold is set again on the validation crops; run 'calibrate' on the result for its image threshold."""
+    threshold is set again on the validation crops; run 'calibrate' on the result for its image threshold (with
+    --copy-move for a card that had the copy-move check)."""
     from deepfake_edge.training.head_refit import refit_head
 
     log_to_terminal()
@@ -287,6 +288,7 @@ def run_refit_head(args: argparse.Namespace) -> int:
     regions = record["regions"]
     print(f"{args.out}: head refitted on {record['photos']} photos ({regions['fake']} Fake, {regions['real']} Real "
           f"regions, {regions['left_out']} left out) and {record['self_blend_crops']} self-blended crops in "
-          f"{record['seconds']:.0f} s; run 'deepfake-edge calibrate {args.out} {args.data}' next")
+          f"{record['seconds']:.0f} s; run 'deepfake-edge calibrate {args.out} {args.data}' next (with --copy-move "
+          f"to keep the copy-move check)")
     return 0
 
