@@ -58,8 +58,10 @@ def feature_map_size(model: nn.Module, input_size: int) -> tuple[int, int]:
     return int(features.shape[2]), int(features.shape[3])
 
 
-def export_onnx(model: nn.Module, card: ModelCard, path: str | Path, opset: int = 17) -> Path:
-    """Write ``DetectorGraph(model, card)`` to ``path`` as one self-contained ONNX file, batch axis dynamic.
+def export_onnx(model: nn.Module, card: ModelCard, path: str | Path, opset: int = 17,
+                graph_class: type[DetectorGraph] = DetectorGraph, output_names: tuple[str, ...] = OUTPUT_NAMES) -> Path:
+    """Write ``graph_class(model, card)`` (the served graph unless told otherwise; its outputs ``output_names``) to
+    ``path`` as one self-contained ONNX file, batch axis dynamic.
 
     Uses the TorchScript exporter (``dynamo=False``): it writes a single file (the dynamo exporter
     splits weights into ``.onnx.data``), which keeps Triton version folders and quantization simple.
@@ -68,7 +70,7 @@ def export_onnx(model: nn.Module, card: ModelCard, path: str | Path, opset: int 
         raise ValueError(f"opset {opset} is too old: the export needs opset >= 17")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    graph = DetectorGraph(model, card).eval()
+    graph = graph_class(model, card).eval()
     example = torch.zeros(2, 3, card.input_size, card.input_size, dtype=torch.uint8)
     batch_axis = {0: "batch"}
     with torch.no_grad(), warnings.catch_warnings():
@@ -80,8 +82,8 @@ def export_onnx(model: nn.Module, card: ModelCard, path: str | Path, opset: int 
             dynamo=False,
             opset_version=opset,
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
-            dynamic_axes={name: batch_axis for name in (INPUT_NAME, *OUTPUT_NAMES)},
+            output_names=list(output_names),
+            dynamic_axes={name: batch_axis for name in (INPUT_NAME, *output_names)},
             do_constant_folding=True,
         )
     _attach_card(path, card)

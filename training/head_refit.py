@@ -43,10 +43,11 @@ from tqdm import tqdm
 
 from deepfake_edge.checkpoint import load_checkpoint, save_checkpoint
 from deepfake_edge.export.evaluate import make_session
-from deepfake_edge.export.graph import DetectorGraph
+from deepfake_edge.export.graph import DetectorGraph, export_onnx
 from deepfake_edge.model_card import LABELS
 from deepfake_edge.preprocessing import Preprocessor, load_image
 from deepfake_edge.regions import analyse
+from deepfake_edge.serving_contract import INPUT_NAME
 from deepfake_edge.training.config import RefitOptions
 from deepfake_edge.training.datasets import MASK_FOLDER, Sample, is_full_size_crop, load_splits
 from deepfake_edge.training.edit_synth import EDITS_FILE, FULL_FOLDER
@@ -84,7 +85,7 @@ def region_labels(overlap: np.ndarray, cover: np.ndarray) -> np.ndarray:
 
 
 def _forward(session: Any, rows: np.ndarray) -> np.ndarray:
-    return np.concatenate([session.run(None, {"image": rows[start:start + _ROWS_PER_FORWARD]})[0]
+    return np.concatenate([session.run(None, {INPUT_NAME: rows[start:start + _ROWS_PER_FORWARD]})[0]
                            for start in range(0, len(rows), _ROWS_PER_FORWARD)])
 
 
@@ -195,11 +196,7 @@ def refit_head(checkpoint: str | Path, root: str | Path, out: str | Path, option
     classifier: nn.Linear = model.get_classifier()
     with tempfile.TemporaryDirectory(prefix="deepfake-edge-refit-") as workdir:
         path = Path(workdir) / "features.onnx"
-        with torch.no_grad():
-            torch.onnx.export(FeatureGraph(model, card).eval(),
-                              (torch.zeros(2, 3, card.input_size, card.input_size, dtype=torch.uint8),), str(path),
-                              dynamo=False, opset_version=17, input_names=["image"], output_names=["features"],
-                              dynamic_axes={"image": {0: "batch"}, "features": {0: "batch"}})
+        export_onnx(model, card, path, graph_class=FeatureGraph, output_names=("features",))
         session = make_session(path, threads=1)
         table = region_table(session, preprocessor, root, "train", max_pairs, progress)
         splits = load_splits(root, seed=options.seed)
