@@ -185,6 +185,14 @@ def test_a_replica_killed_under_load_loses_no_result_and_is_routed_around(
     assert not psutil.pid_exists(victim_pid) or psutil.Process(victim_pid).status() == psutil.STATUS_ZOMBIE
 
 
+def _alive(process: psutil.Process) -> bool:
+    """Running and not a zombie; a process that exits between the two questions is not alive."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_serve_replicas_verb_serves_through_haproxy_and_stops_cleanly(repository: Path, sources: list[bytes]) -> None:
     from test_server_commands import CLI, READY_LINE, LineReader
 
@@ -215,7 +223,7 @@ def test_serve_replicas_verb_serves_through_haproxy_and_stops_cleanly(repository
             os.killpg(serve.pid, signal.SIGKILL)
             serve.wait()
     assert "stopped" in output.rest()
-    assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not [p for p in family if _alive(p)]
     assert not list(SHM_DIR.glob(f"{SHM_STEM}dfe{serve.pid}_*"))
     assert not list(Path(tempfile.gettempdir()).glob(f"deepfake-edge-*-{serve.pid}-*"))
 
@@ -246,7 +254,7 @@ def test_haproxy_does_not_outlive_a_launcher_that_is_killed() -> None:
         launcher.wait()
         launcher.stdout.close()
     deadline = time.monotonic() + 10
-    while [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]:
+    while [p for p in family if _alive(p)]:
         assert time.monotonic() < deadline, f"haproxy outlived its killed launcher: {family}"
         time.sleep(0.1)
     # Nobody was left to remove its folder: the next start does.
@@ -263,7 +271,7 @@ def test_stop_leaves_no_process_region_or_folder(replicas: ReplicaSet) -> None:
     folders = [balancer.workdir, Path(replicas._gateway_dir.name)]  # type: ignore[union-attr]
     folders += [Path(server._workdir.name) for server in replicas.servers]  # type: ignore[union-attr]
     replicas.stop()
-    assert not [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not [p for p in processes if _alive(p)]
     assert prefixes and not [path for prefix in prefixes for path in SHM_DIR.glob(f"{prefix}*")]
     assert not [folder for folder in folders if folder is not None and folder.exists()]
     for prefix in (WORKDIR_PREFIX, GATEWAY_PREFIX):
