@@ -212,7 +212,7 @@ def test_a_photos_rows_run_on_both_detector_instances(triton_server) -> None:
     """Sent at the same instant, the two halves of a photo's rows were merged by the detector's batcher into
     one batch on one instance (one core; ~490 against ~295 ms); they are sent apart so each runs alone."""
     photo = encode(packaged_photos()["astronaut"].resize((1024, 768)), "JPEG", quality=90)
-    photos = 5
+    photos = 8
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
     try:
         infer_whole(client, [photo])  # warm-up
@@ -223,5 +223,6 @@ def test_a_photos_rows_run_on_both_detector_instances(triton_server) -> None:
     finally:
         client.close()
     assert after["succeeded"] - before["succeeded"] == 2 * photos, "each photo's rows go out as two requests"
-    # Merged, the 10 requests would run as 5 executions; a loaded machine may still merge the odd pair.
-    assert after["executions"] - before["executions"] >= 2 * photos - 2, (before, after)
+    # Merged, the 16 requests would run as 8 executions, apart as 16. The batcher may still merge the odd
+    # pair when a request is late (two of ten once on an idle machine), so the bound sits halfway.
+    assert after["executions"] - before["executions"] >= 3 * photos // 2, (before, after)
