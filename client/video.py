@@ -75,9 +75,10 @@ class VideoDetection(Verdict):
 
     ``fake_probability`` is made from the frame scores by ``rule`` (deepfake_edge/tracks.py: VIDEO_RULES);
     ``label`` and ``confidence`` come from the served card exactly as for a photo, under the video
-    threshold (``ModelCard.video_threshold`` in whole mode when calibrated, else the mode's image
-    threshold). ``logit`` is the logit of ``fake_probability``. ``frames`` is the timeline in time order,
-    ``peak_index``/``peak_time_s`` the highest-scoring frame (a sample number, ``frames[i].index``).
+    threshold (``ModelCard.video_threshold_for`` the number of frames analysed, in whole mode when
+    calibrated, else the mode's image threshold). ``logit`` is the logit of ``fake_probability``. ``frames``
+    is the timeline in time order, ``peak_index``/``peak_time_s`` the highest-scoring frame (a sample
+    number, ``frames[i].index``).
     ``notes`` say what was capped or skipped (sampling lowered, frames not analysed, decoding stopped).
     With a heatmap requested: ``peak_image`` is the peak frame as analysed (shrunk to at most
     ``VideoLimits.max_side``), ``heatmap`` its stitched heatmap over ``heatmap_box``, which like every box
@@ -120,10 +121,12 @@ class VideoDetection(Verdict):
                                box_of_size=(self.video.width, self.video.height))
 
 
-def video_card(card: ModelCard, mode: str) -> tuple[str, ModelCard, Optional[str]]:
-    """The rule, the card whose ``threshold`` decides a video in ``mode``, and a note when the served card's
-    rule is unknown to this client (then the defaults apply). ``video_threshold`` is calibrated on
-    whole-mode scores, so like ``image_threshold`` it applies in whole mode only."""
+def video_card(card: ModelCard, mode: str, frames: Optional[int] = None) -> tuple[str, ModelCard, Optional[str]]:
+    """The rule, the card whose ``threshold`` decides a video of ``frames`` sampled frames in ``mode`` (None: as
+    long as the calibration clips), and a note when the served card's rule is unknown to this client (then
+    the defaults apply) or its threshold was raised for the video's length (``ModelCard.video_threshold_for``).
+    ``video_threshold`` is calibrated on whole-mode scores, so like ``image_threshold`` it applies in whole
+    mode only."""
     card = card.for_mode(mode)
     rule, note = card.video_rule, None
     if rule is not None and rule not in VIDEO_RULES:
@@ -131,7 +134,11 @@ def video_card(card: ModelCard, mode: str) -> tuple[str, ModelCard, Optional[str
                 f"used {DEFAULT_VIDEO_RULE!r} and the image threshold")
         return DEFAULT_VIDEO_RULE, card, note
     if mode == "whole" and card.video_threshold is not None:
-        card = card.replace(threshold=card.video_threshold)
+        threshold = card.video_threshold_for(frames)
+        if threshold is not None and threshold > card.video_threshold:
+            note = (f"threshold {threshold:.4f} for {frames} sampled frames ({card.video_threshold:.4f} for short "
+                    "clips): every frame of an unedited video is one more chance to score high")
+        card = card.replace(threshold=threshold)
     return rule or DEFAULT_VIDEO_RULE, card, note
 
 
@@ -175,7 +182,6 @@ def detect_video(client: "DeepfakeClient", source: Any, limits: VideoLimits = Vi
     started = time.perf_counter()
     timings = {"open": 0.0, "decode": 0.0, "inference_wait": 0.0, "heatmap": 0.0}
     info = client.model_info()  # raises when the server cannot be asked, before anything is decoded
-    rule, card, card_note = video_card(info.card, mode)
     wanted = getattr(client, "provenance", False) if provenance is None else provenance
     found = _video_provenance(source) if wanted else None
 
@@ -246,6 +252,7 @@ def detect_video(client: "DeepfakeClient", source: Any, limits: VideoLimits = Vi
               for index, time_s, error in failures[:MAX_FAILURE_NOTES]]
     if len(failures) > MAX_FAILURE_NOTES:
         notes.append(f"{len(failures)} of {len(failures) + len(timeline)} sampled frames were not analysed")
+    rule, card, card_note = video_card(info.card, mode, len(timeline))
     if card_note:
         notes.append(card_note)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -39,6 +40,8 @@ class ModelCard:
     ``video_rule`` names how a video's frame scores make its score (a key of
     ``deepfake_edge.tracks.VIDEO_RULES``) and ``video_threshold`` applies to that score in whole-image
     analysis; both ``None`` until calibrated on videos (then: rule "top3_mean" and the mode's threshold).
+    ``video_threshold`` is set on short clips; ``video_length_thresholds``, (sampled frames, threshold) pairs
+    in increasing frames, raise it for longer videos (:meth:`video_threshold_for`).
     ``copy_move_calibration`` is the (a, b) that turns a photo's copy-move support into a fake probability
     (deepfake_edge/copy_move.py), fitted on the training photos' copy-move pairs; ``None``: whole-image
     analysis runs no copy-move check.
@@ -55,6 +58,7 @@ class ModelCard:
     image_threshold: float | None = None
     video_rule: str | None = None
     video_threshold: float | None = None
+    video_length_thresholds: tuple[tuple[int, float], ...] | None = None
     copy_move_calibration: tuple[float, float] | None = None
     training_data: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -82,6 +86,13 @@ class ModelCard:
             return self.replace(threshold=self.image_threshold)
         return self
 
+    def video_threshold_for(self, frames: int | None = None) -> float | None:
+        """``video_threshold`` for a video of ``frames`` sampled frames (None: as long as the calibration clips);
+        None when the card is not calibrated on videos. See :func:`length_threshold`."""
+        if self.video_threshold is None:
+            return None
+        return length_threshold(self.video_threshold, self.video_length_thresholds, frames)
+
     def replace(self, **changes: Any) -> "ModelCard":
         return dataclasses.replace(self, **changes)
 
@@ -101,8 +112,27 @@ class ModelCard:
         for name in ("mean", "std", "labels", "copy_move_calibration"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
+        if values.get("video_length_thresholds") is not None:
+            values["video_length_thresholds"] = tuple((int(n), float(t)) for n, t in values["video_length_thresholds"])
         return cls(**values)
 
     @classmethod
     def from_json(cls, text: str) -> "ModelCard":
         return cls.from_dict(json.loads(text))
+
+
+def length_threshold(threshold: float, table: Sequence[tuple[int, float]] | None, frames: int | None) -> float:
+    """The video threshold for ``frames`` sampled frames: ``threshold`` (set on short clips) raised by ``table``.
+
+    Every frame of an unedited video is one more chance to score high, so a threshold that holds false alarms
+    on short clips lets more of them through on long videos. ``table`` holds (frames, threshold) pairs in
+    increasing frames; between two entries the threshold is interpolated on log frames, beyond the last it is
+    the last's. The result is never below ``threshold``; with no table or no ``frames`` it is ``threshold``.
+    """
+    if not table or frames is None or frames <= table[0][0]:
+        return threshold
+    for (n0, t0), (n1, t1) in zip(table, table[1:]):
+        if frames <= n1:
+            share = (math.log(frames) - math.log(n0)) / (math.log(n1) - math.log(n0))
+            return max(threshold, t0 + share * (t1 - t0))
+    return max(threshold, table[-1][1])

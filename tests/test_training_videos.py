@@ -203,6 +203,11 @@ def test_calibration_and_evaluation_report_every_figure(video_set, tmp_path):
     assert card.video_rule == validation["rule"] in VIDEO_RULES
     assert card.video_threshold == validation["threshold"]
     assert validation["false_alarm_rate"] <= 0.05
+    # Longer videos get higher thresholds (training/video_length.py), starting from the clips' own.
+    table = card.video_length_thresholds
+    assert table[0][1] == card.video_threshold and [list(entry) for entry in table] == validation["length_thresholds"]
+    assert [n for n, _ in table[1:]] == [n for n in (15, 30, 60, 120) if n > table[0][0]]
+    assert [t for _, t in table] == sorted(t for _, t in table)
     assert card.metrics["video_validation"]["rule"] == card.video_rule
     assert "videos" not in card.metrics["video_validation"]
     assert set(validation["rules_roc_auc"]) == set(VIDEO_RULES)
@@ -216,6 +221,10 @@ def test_calibration_and_evaluation_report_every_figure(video_set, tmp_path):
     families = {v["family"] for v in report["videos"] if v["family"]}
     assert all(report[family]["videos_edited"] >= 1 for family in families)
     assert {v["called"] for v in report["videos"]} <= set(LABELS)
+    for video in report["videos"]:  # each called at the card's threshold for its length, as served
+        frames = len(video["timeline"])
+        assert video["threshold"] == pytest.approx(card.video_threshold_for(frames), abs=1e-6)
+        assert video["called"] == LABELS[int(video["score"] >= card.video_threshold_for(frames))]
     assert isinstance(report["camera_unedited"]["all_real"], bool)
     saved = json.loads((tmp_path / "report" / REPORT_FILE).read_text())
     assert saved["rule"] == report["rule"] and len(saved["videos"]) == 2 * TINY["pairs_per_split"]

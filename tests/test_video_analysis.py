@@ -202,6 +202,30 @@ def test_video_card_picks_rule_and_threshold():
     assert (rule, whole.threshold) == ("top3_mean", 0.7) and "future_rule" in note
 
 
+def test_a_longer_video_gets_the_threshold_for_its_length():
+    from deepfake_edge.client.video import video_card
+    from deepfake_edge.model_card import ModelCard, length_threshold
+
+    table = ((8, 0.90), (30, 0.93), (120, 0.96))
+    assert length_threshold(0.90, table, None) == length_threshold(0.90, table, 8) == 0.90
+    assert length_threshold(0.90, table, 3) == 0.90  # shorter than the clips: never lowered
+    assert length_threshold(0.90, table, 30) == pytest.approx(0.93)
+    assert length_threshold(0.90, table, 60) == pytest.approx(0.945)  # halfway on log frames
+    assert length_threshold(0.90, table, 500) == pytest.approx(0.96)  # past the last entry: the last
+    assert length_threshold(0.95, table, 30) == 0.95  # never below the card's own threshold
+    assert length_threshold(0.90, None, 120) == length_threshold(0.90, (), 120) == 0.90
+
+    card = ModelCard(arch="a", threshold=0.4, image_threshold=0.7, video_rule="peak", video_threshold=0.90,
+                     video_length_thresholds=table)
+    again = ModelCard.from_json(card.to_json())  # JSON turns the pairs into lists; the card turns them back
+    assert again == card and again.video_threshold_for(60) == pytest.approx(0.945)
+    rule, whole, note = video_card(card, "whole", 120)
+    assert (rule, whole.threshold) == ("peak", 0.96)
+    assert note.startswith("threshold 0.9600 for 120 sampled frames (0.9000 for short clips)")
+    assert video_card(card, "whole", 6)[1:] == (card.replace(threshold=0.90), None)
+    assert video_card(card, "fast", 120)[1:] == (card, None)  # calibrated on whole-mode scores only
+
+
 # -- end to end ----------------------------------------------------------------------------------------------
 def write_clip(path: Path, frames, fps: int = 10, codec: str = "mpeg4") -> Path:
     import av
@@ -316,6 +340,10 @@ def test_detect_video_skips_failed_frames_and_scales_boxes(clips):
     calibrated = card.replace(video_rule="peak", video_threshold=0.95)
     video = detect_video(ScriptedClient([0.2, 0.9, 0.4, 0.3], calibrated), clips["street"], limits)
     assert (video.rule, video.threshold, video.label) == ("peak", 0.95, "Real")
+    longer = calibrated.replace(video_threshold=0.85, video_length_thresholds=((2, 0.85), (4, 0.92)))
+    video = detect_video(ScriptedClient([0.2, 0.9, 0.4, 0.3], longer), clips["street"], limits)
+    assert (video.threshold, video.label) == (0.92, "Real")  # 0.9 would be Fake for 2 frames, not for 4
+    assert any(note.startswith("threshold 0.9200 for 4 sampled frames") for note in video.notes)
     assert video.fake_probability == pytest.approx(0.9) and video.logit == pytest.approx(math.log(9))
     assert video.peak_image is None and video.heatmap is None
 
@@ -365,7 +393,8 @@ def test_detect_video_end_to_end(triton_server, clips):
 
     limits = VideoLimits(sample_fps=2.0)
     with DeepfakeClient(triton_server.grpc_url, model=MODEL) as client:
-        rule, card, _ = video_card(client.model_info().card, "whole")  # the served card's calibrated rule
+        served = client.model_info().card
+        rule = video_card(served, "whole")[0]  # the served card's calibrated rule
         video = detect_video(client, clips["street"], limits, heatmap=True, mode="whole", concurrency=2)
         face = detect_video(client, str(clips["face"]), limits, mode="whole")
         single = client.detect(video.peak_image, mode="whole")
@@ -388,7 +417,8 @@ def test_detect_video_end_to_end(triton_server, clips):
             for region in frame.regions:
                 x0, y0, x1, y1 = region.box
                 assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
-        # the peak is the highest frame; the verdict the rule's score under the card's threshold
+        # the peak is the highest frame; the verdict the rule's score under the card's threshold for its length
+        card = video_card(served, "whole", len(detection.frames))[1]
         scores = [f.fake_probability for f in detection.frames]
         assert detection.peak.fake_probability == max(scores)
         assert detection.peak_time_s == detection.peak.time_s

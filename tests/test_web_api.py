@@ -662,7 +662,7 @@ def test_a_short_video_gets_a_verdict_a_timeline_and_its_peak_frame(live_web_url
     assert result["filename"] == "clip.mp4" and result["mode"] == "whole"
     served_card = read_card(Path(__file__).resolve().parents[1] / DEMO_CHECKPOINTS[0])  # what conftest serves
     assert result["rule"] == served_card.video_rule, "the rule calibrated on validation videos travels with the model"
-    assert result["threshold"] == pytest.approx(served_card.video_threshold, abs=1e-6)
+    assert result["threshold"] == pytest.approx(served_card.video_threshold_for(6), abs=1e-6)
     assert (result["video"]["width"], result["video"]["height"]) == (384, 288)
     assert result["video"]["codec"] == "h264" and result["video"]["duration_s"] == pytest.approx(3.0, abs=0.15)
     assert [frame["time_s"] for frame in result["timeline"]] == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5])

@@ -218,7 +218,7 @@ def refit_head(checkpoint: str | Path, root: str | Path, out: str | Path, option
                           "left_out": int((table.labels < 0).sum())},
               "self_blend_crops": len(blend_paths), "seconds": round(time.perf_counter() - started, 1)}
     card = card.replace(threshold=threshold, metrics={"validation": compute_metrics(val_labels, scores, threshold)},
-                        image_threshold=None, video_rule=None, video_threshold=None,
+                        image_threshold=None, video_rule=None, video_threshold=None, video_length_thresholds=None,
                         extra={**card.extra, "head_refit": record})
     save_checkpoint(out, model, card)
     return record

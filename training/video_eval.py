@@ -13,11 +13,12 @@ exactly as client/video.py does with a server's answers.
 one (edited, unedited) pair of it tie, and ties go to the simpler rule: peak, then top3_mean, then
 track_median) and the lowest threshold at which at most ``max_false_alarm`` of the unedited validation videos
 are called Fake, and stores both in the checkpoint's card (``video_rule``, ``video_threshold``) with the
-validation report (``metrics["video_validation"]``).
-``evaluate_videos`` reports, on a split, under the card's rule and threshold: ROC-AUC overall, per edit
-family and per footage kind, the share of edited videos caught, the false-alarm rate, whether every
-unedited camera-footage segment (vtest.avi/tree.avi) is called Real, and with ``out_dir`` the JSON report
-and a plot of fake probability over time for real/edited twins.
+validation report (``metrics["video_validation"]``), and the thresholds that hold that rate on longer videos
+(``video_length_thresholds``, training/video_length.py).
+``evaluate_videos`` reports, on a split, under the card's rule and each video's threshold for its length:
+ROC-AUC overall, per edit family and per footage kind, the share of edited videos caught, the false-alarm
+rate, whether every unedited camera-footage segment (vtest.avi/tree.avi) is called Real, and with ``out_dir``
+the JSON report and a plot of fake probability over time for real/edited twins.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from tqdm import tqdm
 
 from deepfake_edge.checkpoint import load_checkpoint, read_card, save_checkpoint
 from deepfake_edge.copy_move import copy_move_score
-from deepfake_edge.model_card import LABELS, ModelCard
+from deepfake_edge.model_card import LABELS, ModelCard, length_threshold
 from deepfake_edge.regions import DEFAULT_MAX_FALSE_ALARM, analyse
 from deepfake_edge.tracks import DEFAULT_VIDEO_RULE, VIDEO_RULES, associate, video_score
+from deepfake_edge.training.video_length import length_thresholds
 from deepfake_edge.training.video_synth import VIDEOS_FILE
 from deepfake_edge.training.whole_image import copy_move_support, false_alarm_threshold, forward_rows, served_session
 from deepfake_edge.video import VideoLimits, VideoReader
@@ -149,10 +151,6 @@ def _auc(real: np.ndarray, fake: np.ndarray) -> float:
     return float(roc_auc_score(np.r_[np.zeros(len(real)), np.ones(len(fake))], np.r_[real, fake]))
 
 
-def _rate(values: np.ndarray, threshold: float) -> float:
-    return float(np.mean(values >= threshold)) if len(values) else float("nan")
-
-
 def rule_aucs(scores: Sequence[VideoScore]) -> dict[str, float]:
     """Video ROC-AUC (all edited vs all unedited videos) of every rule."""
     return {rule: _auc(np.array([s.scores[rule] for s in scores if s.label == 0]),
@@ -173,25 +171,42 @@ def choose_rule(aucs: dict[str, float], pairs: int) -> str:
     return next(r for r in order if r in valid and valid[r] > best - (1.0 / pairs - _FLOAT_SLACK))
 
 
-def video_report(scores: Sequence[VideoScore], rule: str, threshold: float) -> dict[str, Any]:
-    """ROC-AUC, caught share and false alarms under ``rule`` at ``threshold``: overall, per edit family (against
-    every unedited video), per footage kind (against the unedited videos of that kind); the twin accuracy
-    (edited scored above its own unedited twin); and how the unedited camera footage is called."""
+LengthTable = Sequence[tuple[int, float]] | None
+
+
+def called_fake(video: VideoScore, rule: str, threshold: float, length_table: LengthTable = None) -> bool:
+    """Whether ``video`` is called Fake under ``rule`` at ``threshold`` raised for its length by ``length_table``
+    (``ModelCard.video_length_thresholds``), as client/video.py calls it."""
+    return video.scores[rule] >= length_threshold(threshold, length_table, len(video.frames))
+
+
+def video_report(scores: Sequence[VideoScore], rule: str, threshold: float,
+                 length_table: LengthTable = None) -> dict[str, Any]:
+    """ROC-AUC, caught share and false alarms under ``rule`` at ``threshold`` (raised for long videos by
+    ``length_table``, :func:`called_fake`): overall, per edit family (against every unedited video), per
+    footage kind (against the unedited videos of that kind); the twin accuracy (edited scored above its own
+    unedited twin); and how the unedited camera footage is called."""
     if rule not in VIDEO_RULES:
         raise ValueError(f"unknown video rule {rule!r}; known: {', '.join(VIDEO_RULES)}")
+
+    def share_called(videos: Sequence[VideoScore]) -> float:
+        if not videos:
+            return float("nan")
+        return float(np.mean([called_fake(v, rule, threshold, length_table) for v in videos]))
+
     real = np.array([s.scores[rule] for s in scores if s.label == 0])
     fake_all = [s for s in scores if s.label == 1]
     twins = {(s.stem, s.label): s.scores[rule] for s in scores}
     paired = [(twins[(stem, 0)], twins[(stem, 1)]) for stem, label in twins if label == 1 and (stem, 0) in twins]
-    camera_real = np.array([s.scores[rule] for s in scores if s.label == 0 and s.footage == "camera"])
-    camera_called_real = float(np.mean(camera_real < threshold)) if len(camera_real) else float("nan")
+    camera_real = [s for s in scores if s.label == 0 and s.footage == "camera"]
+    camera_called_real = 1.0 - share_called(camera_real)
     summary: dict[str, Any] = {
-        "rule": rule, "threshold": float(threshold), "videos_unedited": int(len(real)),
-        "false_alarm_rate": _rate(real, threshold),
+        "rule": rule, "threshold": float(threshold),
+        "length_thresholds": [list(entry) for entry in length_table or ()],
+        "videos_unedited": int(len(real)), "false_alarm_rate": share_called([s for s in scores if s.label == 0]),
         "twin_accuracy": float(np.mean([f > r for r, f in paired])) if paired else float("nan"),
-        "camera_unedited": {"videos": int(len(camera_real)),
-                            "called_real": camera_called_real,
-                            "all_real": bool(len(camera_real) and np.all(camera_real < threshold))},
+        "camera_unedited": {"videos": len(camera_real), "called_real": camera_called_real,
+                            "all_real": bool(camera_real and camera_called_real == 1.0)},
         "rules_roc_auc": rule_aucs(scores),
         "frames_scored": int(sum(len(s.frames) for s in scores)),
         "seconds_per_video": float(np.mean([s.seconds for s in scores])) if scores else float("nan"),
@@ -204,16 +219,17 @@ def video_report(scores: Sequence[VideoScore], rule: str, threshold: float) -> d
         rows[family] = [s for s in fake_all if s.family == family]
     for name, members in rows.items():
         fake = np.array([s.scores[rule] for s in members])
-        summary[name] = {"videos_edited": int(len(fake)), "roc_auc": _auc(real, fake), "caught": _rate(fake, threshold)}
+        summary[name] = {"videos_edited": int(len(fake)), "roc_auc": _auc(real, fake), "caught": share_called(members)}
         if checked:
             summary[name]["copy_move_found"] = _found_share(members)
     summary["footage"] = {}
     for kind in sorted({s.footage for s in scores}):
-        kind_real = np.array([s.scores[rule] for s in scores if s.label == 0 and s.footage == kind])
-        kind_fake = np.array([s.scores[rule] for s in fake_all if s.footage == kind])
-        summary["footage"][kind] = {"videos_edited": int(len(kind_fake)), "videos_unedited": int(len(kind_real)),
-                                    "roc_auc": _auc(kind_real, kind_fake), "caught": _rate(kind_fake, threshold),
-                                    "false_alarm_rate": _rate(kind_real, threshold)}
+        kind_real = [s for s in scores if s.label == 0 and s.footage == kind]
+        kind_fake = [s for s in fake_all if s.footage == kind]
+        summary["footage"][kind] = {"videos_edited": len(kind_fake), "videos_unedited": len(kind_real),
+                                    "roc_auc": _auc(np.array([s.scores[rule] for s in kind_real]),
+                                                    np.array([s.scores[rule] for s in kind_fake])),
+                                    "caught": share_called(kind_fake), "false_alarm_rate": share_called(kind_real)}
     return summary
 
 
@@ -222,14 +238,16 @@ def _found_share(videos: Sequence[VideoScore]) -> float:
     return float(np.mean([any(f.copy_move_support for f in s.frames) for s in videos])) if videos else float("nan")
 
 
-def video_rows(scores: Sequence[VideoScore], rule: str, threshold: float) -> list[dict[str, Any]]:
-    """One JSON row per video: its score under ``rule``, the verdict, its timeline and face tracks."""
+def video_rows(scores: Sequence[VideoScore], rule: str, threshold: float,
+               length_table: LengthTable = None) -> list[dict[str, Any]]:
+    """One JSON row per video: its score under ``rule``, its threshold, the verdict, its timeline and face tracks."""
     rows = []
     for s in scores:
         peak = max(s.frames, key=lambda f: f.score)
         rows.append({"stem": s.stem, "label": LABELS[s.label], "family": s.family, "footage": s.footage,
                      "source": s.source, "score": round(s.scores[rule], 6),
-                     "called": LABELS[int(s.scores[rule] >= threshold)],
+                     "threshold": round(length_threshold(threshold, length_table, len(s.frames)), 6),
+                     "called": LABELS[int(called_fake(s, rule, threshold, length_table))],
                      "scores": {r: round(v, 6) for r, v in s.scores.items()}, "face_tracks": s.tracks,
                      "peak_time_s": round(peak.time_s, 3), "notes": list(s.notes),
                      "timeline": [[round(f.time_s, 3), round(f.score, 6)] for f in s.frames]})
@@ -243,31 +261,35 @@ def _without_rows(summary: dict[str, Any]) -> dict[str, Any]:
 def calibrate_videos(checkpoint: str | Path, root: str | Path, max_false_alarm: float = DEFAULT_MAX_FALSE_ALARM,
                      limits: VideoLimits = VideoLimits(), max_pairs: int | None = None,
                      progress: bool = True) -> dict[str, Any]:
-    """Set ``video_rule`` and ``video_threshold`` in ``checkpoint``'s card from ``root``'s validation videos
-    (the checkpoint is rewritten in place, same dtype); returns the validation report, which the card keeps
-    in ``metrics["video_validation"]`` (without the per-video rows)."""
+    """Set ``video_rule``, ``video_threshold`` and ``video_length_thresholds`` in ``checkpoint``'s card from
+    ``root``'s validation videos (the checkpoint is rewritten in place, same dtype); returns the validation
+    report, which the card keeps in ``metrics["video_validation"]`` (without the per-video rows)."""
     if not 0.0 <= max_false_alarm < 1.0:
         raise ValueError(f"max_false_alarm must be in [0, 1), got {max_false_alarm}")
     scores = score_videos(checkpoint, root, "validation", limits, max_pairs, progress)
     aucs = rule_aucs(scores)
     rule = choose_rule(aucs, pairs=sum(s.label == 0 for s in scores) * sum(s.label == 1 for s in scores))
     threshold = false_alarm_threshold(np.array([s.scores[rule] for s in scores if s.label == 0]), max_false_alarm)
+    unedited = [s for s in scores if s.label == 0]
+    table = length_thresholds([s.scores[rule] for s in unedited], [len(s.frames) for s in unedited], threshold,
+                              max_false_alarm)
     validation = {"split": "validation", "max_false_alarm": max_false_alarm, "tie_order": list(RULE_TIE_ORDER),
-                  **video_report(scores, rule, threshold)}
+                  **video_report(scores, rule, threshold, table)}
     model, card = load_checkpoint(checkpoint)
     dtype = next(model.parameters()).dtype
     metrics = {**card.metrics, "video_validation": validation}
-    save_checkpoint(checkpoint, model, card.replace(video_rule=rule, video_threshold=threshold, metrics=metrics),
-                    dtype=dtype)
-    return {**validation, "videos": video_rows(scores, rule, threshold)}
+    save_checkpoint(checkpoint, model, card.replace(video_rule=rule, video_threshold=threshold,
+                                                    video_length_thresholds=table, metrics=metrics), dtype=dtype)
+    return {**validation, "videos": video_rows(scores, rule, threshold, table)}
 
 
-def card_video_rule(card: ModelCard) -> tuple[str, float]:
-    """The rule and threshold video evaluation applies: exactly what client/video.py serves in whole mode."""
+def card_video_rule(card: ModelCard) -> tuple[str, float, LengthTable]:
+    """The rule, threshold and length thresholds video evaluation applies: exactly what client/video.py
+    serves in whole mode."""
     from deepfake_edge.client.video import video_card
 
     rule, whole, _ = video_card(card, "whole")
-    return rule, whole.threshold
+    return rule, whole.threshold, card.video_length_thresholds if rule == card.video_rule else None
 
 
 def evaluate_videos(checkpoint: str | Path, root: str | Path, split: str = "test", out_dir: str | Path | None = None,
@@ -277,24 +299,25 @@ def evaluate_videos(checkpoint: str | Path, root: str | Path, split: str = "test
     with a ``videos`` list of per-video rows; with ``out_dir``, also ``video_report.json`` and
     ``video_timelines.png`` (fake probability over time of up to ``plot_pairs`` real/edited twins)."""
     card = read_card(checkpoint)
-    rule, threshold = card_video_rule(card)
+    rule, threshold, table = card_video_rule(card)
     scores = score_videos(checkpoint, root, split, limits, max_pairs, progress)
     summary = {"split": split, "calibrated": card.video_rule is not None and card.video_threshold is not None,
-               **video_report(scores, rule, threshold), "videos": video_rows(scores, rule, threshold)}
+               **video_report(scores, rule, threshold, table), "videos": video_rows(scores, rule, threshold, table)}
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / REPORT_FILE).write_text(json.dumps(summary, indent=1) + "\n")
-        plot_timelines(scores, rule, threshold, out_dir / PLOT_FILE, plot_pairs,
+        plot_timelines(scores, rule, threshold, out_dir / PLOT_FILE, plot_pairs, table,
                        title=f"{Path(checkpoint).name} on {split} videos")
         summary["files"] = [str(out_dir / REPORT_FILE), str(out_dir / PLOT_FILE)]
     return summary
 
 
 def plot_timelines(scores: Sequence[VideoScore], rule: str, threshold: float, path: Path, max_pairs: int = 6,
-                   title: str = "") -> Path:
+                   length_table: LengthTable = None, title: str = "") -> Path:
     """Fake probability of each sampled frame over time, unedited twin against edited, for up to
-    ``max_pairs`` pairs (one per family first); logit axis, labelled in probabilities."""
+    ``max_pairs`` pairs (one per family first), with the pair's threshold for its length; logit axis,
+    labelled in probabilities."""
     from deepfake_edge.training.plots import _logit, _save, plt
 
     by_key = {(s.stem, s.label): s for s in scores}
@@ -311,14 +334,14 @@ def plot_timelines(scores: Sequence[VideoScore], rule: str, threshold: float, pa
     rows = (len(chosen) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.3 * rows), squeeze=False)
     ticks = np.array([0.01, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999])
-    cut = float(_logit(np.array([threshold]))[0])
     for ax, stem in zip(axes.flat, chosen):
+        cut = length_threshold(threshold, length_table, len(by_key[(stem, 0)].frames))
         for label, colour in ((0, "tab:blue"), (1, "tab:red")):
             video = by_key[(stem, label)]
             times = [f.time_s for f in video.frames]
             ax.plot(times, _logit(np.array([f.score for f in video.frames])), marker="o", ms=3, color=colour,
                     label=f"{LABELS[label].lower()} ({rule} {video.scores[rule]:.3f})")
-        ax.axhline(cut, color="black", ls="--", lw=1, label=f"threshold {threshold:.4f}")
+        ax.axhline(float(_logit(np.array([cut]))[0]), color="black", ls="--", lw=1, label=f"threshold {cut:.4f}")
         ax.set_yticks(_logit(ticks), [f"{t:g}" for t in ticks])
         ax.set(xlabel="time (s)", ylabel="fake probability", title=stem)
         ax.grid(alpha=0.3)
@@ -334,7 +357,8 @@ def format_video_report(summary: dict[str, Any]) -> str:
     checked = "copy_move_found_unedited" in summary
     found = (f"; a copy-move found in a frame of {summary['copy_move_found_unedited']:.1%} of them" if checked
              else "")
-    lines = [f"rule {summary['rule']}, threshold {summary['threshold']:.4f}: false alarms on "
+    longer = "".join(f", {t:.4f} at {n} frames" for n, t in summary["length_thresholds"][1:])
+    lines = [f"rule {summary['rule']}, threshold {summary['threshold']:.4f}{longer}: false alarms on "
              f"{summary['videos_unedited']} unedited videos {summary['false_alarm_rate']:.1%}{found}; "
              f"edited above its twin {summary['twin_accuracy']:.1%}",
              f"unedited camera footage called Real: {summary['camera_unedited']['called_real']:.1%} of "
@@ -367,7 +391,8 @@ def run_calibrate_videos(args: Any) -> int:
         validation = calibrate_videos(args.checkpoint, args.data, args.max_false_alarm)
     except (ValueError, FileNotFoundError) as error:
         raise CommandError(str(error)) from error
-    print(f"{args.checkpoint}: video_rule {validation['rule']!r} and video_threshold set on validation videos\n"
+    print(f"{args.checkpoint}: video_rule {validation['rule']!r}, video_threshold and video_length_thresholds set "
+          f"on validation videos\n"
           f"{format_video_report(validation)}")
     return 0
 
