@@ -149,7 +149,7 @@ def _stop_on_signals() -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from deepfake_edge.server.service import TritonService
     from deepfake_edge.server.supervisor import RestartPolicy, TritonSupervisor
-    from deepfake_edge.server.triton import TritonServerError, check_port_free
+    from deepfake_edge.server.triton import TritonServerError, check_port_free, reserve_ports
 
     if not args.model_repository.is_dir():
         raise CommandError(f"model repository {args.model_repository} does not exist; build it with "
@@ -166,6 +166,7 @@ def run_serve(args: argparse.Namespace) -> int:
         with ExitStack() as stack:
             if not args.no_web:
                 check_port_free(args.host, args.web_port, "web")
+                reserve_ports(args.web_port)  # no private port of the servers below may take it
             admin_key, key_note = _admin_key_for_serve(stack)
             if args.replicas > 1:
                 return _serve_replicas(args, stack, admin_key, key_note)

@@ -37,6 +37,7 @@ from deepfake_edge.server.triton import (
     check_port_free,
     free_port,
     remove_stale_workdirs,
+    reserve_ports,
 )
 from deepfake_edge.serving_contract import GRPC_PORT, HTTP_PORT, METRICS_PORT
 
@@ -90,6 +91,7 @@ class ReplicaSet:
         self.admin_key = admin_key or generate_admin_key()
         self.policy, self.check_interval_s, self.poll_interval_s = policy, check_interval_s, poll_interval_s
         base = Path(log_file) if log_file is not None else None
+        reserve_ports(http_port, grpc_port, metrics_port)
         self.slots = [_Slot(f"r{i}", free_port(), free_port(), free_port(),
                             base.with_name(f"{base.stem}.r{i}{base.suffix}") if base is not None else None)
                       for i in range(replicas)]

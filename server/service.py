@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from deepfake_edge.server.http_gateway import DEFAULT_MAX_BODY_BYTES, HttpGateway
-from deepfake_edge.server.triton import TritonServer, client_host, check_port_free, free_port
+from deepfake_edge.server.triton import TritonServer, check_port_free, client_host, free_port, reserve_ports
 from deepfake_edge.serving_contract import HTTP_PORT
 
 
@@ -29,6 +29,7 @@ class TritonService:
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, **options: Any) -> None:
         self.public_http_port = int(options.get("http_port", HTTP_PORT))
         host = options.get("host", "127.0.0.1")
+        reserve_ports(self.public_http_port, options.get("grpc_port"), options.get("metrics_port"))
         if http_gateway:  # Triton's own HTTP endpoint moves to a private loopback port
             options = {**options, "http_port": free_port("127.0.0.1"), "http_host": "127.0.0.1"}
         self.triton = TritonServer(repository, **options)

@@ -141,6 +141,15 @@ def free_port(host: str = "127.0.0.1") -> int:
     raise OSError(f"no free TCP port on {host} that this process has not already been given")
 
 
+def reserve_ports(*ports: int | None) -> None:
+    """Never give ``ports`` from :func:`free_port` in this process: they are promised to something that has
+    not bound them yet (a server's public ports while it starts, the web page's). Without this, a private
+    port picked by ``serve`` could be the gRPC port its caller had just picked, and Triton refuses to
+    start with HTTP and gRPC on one port."""
+    with _handed_out_lock:
+        _handed_out_ports.update(int(port) for port in ports if port)
+
+
 def check_port_free(host: str, port: int, purpose: str) -> None:
     """Raise ``PortInUseError`` naming ``port`` if it cannot be bound on ``host``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -205,11 +205,11 @@ def test_stale_regions_of_dead_launchers_are_removed_and_nothing_else() -> None:
             path.unlink(missing_ok=True)
 
 
-def test_free_port_never_hands_out_the_same_port_twice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The OS may offer a just-probed port again; three calls for HTTP, gRPC and metrics must still differ."""
+def os_offers(monkeypatch: pytest.MonkeyPatch, ports: list[int]) -> None:
+    """Make the OS offer ``ports``, in order, to :func:`free_port`'s probes, and forget every port handed out."""
     from deepfake_edge.server import triton
 
-    offered = iter([50001, 50001, 50002, 50001, 50002, 50003])
+    offered = iter(ports)
 
     class FakeSocket:
         def __init__(self, *args) -> None:
@@ -229,4 +229,24 @@ def test_free_port_never_hands_out_the_same_port_twice(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(triton, "_handed_out_ports", set())
     monkeypatch.setattr(triton.socket, "socket", FakeSocket)
+
+
+def test_free_port_never_hands_out_the_same_port_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OS may offer a just-probed port again; three calls for HTTP, gRPC and metrics must still differ."""
+    from deepfake_edge.server import triton
+
+    os_offers(monkeypatch, [50001, 50001, 50002, 50001, 50002, 50003])
     assert [triton.free_port() for _ in range(3)] == [50001, 50002, 50003]
+
+
+def test_ports_promised_to_a_starting_server_are_never_handed_out(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    """``serve`` is given its public ports by its caller, which picked them free but has not bound them; the
+    private HTTP port behind nginx must not be one of them (Triton refused HTTP and gRPC on one port)."""
+    from deepfake_edge.server import triton
+    from deepfake_edge.server.service import TritonService
+
+    os_offers(monkeypatch, [50011, 50012, 50013, 50014])
+    triton.reserve_ports(50011, None)  # the web page's port; None (no such port) is ignored
+    service = TritonService(tmp_path, http_port=50012, grpc_port=50013, metrics_port=40000)
+    assert service.triton.http_port == 50014 and service.public_http_port == 50012
