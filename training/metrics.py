@@ -12,6 +12,13 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
 
+def logit(probability: Any) -> np.ndarray:
+    """``log(p / (1 - p))`` of fake probabilities, clipped to [1e-7, 1 - 1e-7] first: in float32, 1 - p
+    underflows above a logit of ~16, so both ends are cut there and stay finite and symmetric."""
+    p = np.clip(np.asarray(probability, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p))
+
+
 def _as_arrays(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels, dtype=np.int64).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()

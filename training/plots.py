@@ -13,6 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first
 import numpy as np  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 
+from deepfake_edge.training.metrics import logit  # noqa: E402
+
 
 def plot_roc(labels: Sequence[int], scores: Sequence[float], metrics: dict[str, Any], path: Path, title: str) -> Path:
     """ROC curve with AUC/EER in the legend and the operating point at the card's threshold."""
@@ -71,8 +73,8 @@ def plot_twins(real: np.ndarray, fake: np.ndarray, metrics: dict[str, Any], path
     lines) has to live with. Logits beyond +-16 sit on the edges.
     """
     threshold = metrics["threshold"]
-    real_logit, fake_logit = _logit(real), _logit(fake)
-    cut = float(_logit(np.array([threshold]))[0])
+    real_logit, fake_logit = logit(real), logit(fake)
+    cut = float(logit(np.array([threshold]))[0])
     fig, ax = plt.subplots(figsize=(5.5, 5.5))
     ax.scatter(real_logit, fake_logit, s=4, alpha=0.25, linewidths=0)
     low = float(min(real_logit.min(), fake_logit.min(), cut)) - 0.5
@@ -85,12 +87,6 @@ def plot_twins(real: np.ndarray, fake: np.ndarray, metrics: dict[str, Any], path
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     return _save(fig, path)
-
-
-def _logit(probability: np.ndarray) -> np.ndarray:
-    # In float32, 1 - p underflows above logit ~16: clip both ends there so the axes stay finite and symmetric.
-    p = np.clip(np.asarray(probability, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return np.log(p / (1 - p))
 
 
 def _save(fig: "plt.Figure", path: Path) -> Path:

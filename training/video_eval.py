@@ -318,7 +318,8 @@ def plot_timelines(scores: Sequence[VideoScore], rule: str, threshold: float, pa
     """Fake probability of each sampled frame over time, unedited twin against edited, for up to
     ``max_pairs`` pairs (one per family first), with the pair's threshold for its length; logit axis,
     labelled in probabilities."""
-    from deepfake_edge.training.plots import _logit, _save, plt
+    from deepfake_edge.training.metrics import logit
+    from deepfake_edge.training.plots import _save, plt
 
     by_key = {(s.stem, s.label): s for s in scores}
     stems = sorted({s.stem for s in scores if (s.stem, 0) in by_key and (s.stem, 1) in by_key})
@@ -339,10 +340,10 @@ def plot_timelines(scores: Sequence[VideoScore], rule: str, threshold: float, pa
         for label, colour in ((0, "tab:blue"), (1, "tab:red")):
             video = by_key[(stem, label)]
             times = [f.time_s for f in video.frames]
-            ax.plot(times, _logit(np.array([f.score for f in video.frames])), marker="o", ms=3, color=colour,
+            ax.plot(times, logit(np.array([f.score for f in video.frames])), marker="o", ms=3, color=colour,
                     label=f"{LABELS[label].lower()} ({rule} {video.scores[rule]:.3f})")
-        ax.axhline(float(_logit(np.array([cut]))[0]), color="black", ls="--", lw=1, label=f"threshold {cut:.4f}")
-        ax.set_yticks(_logit(ticks), [f"{t:g}" for t in ticks])
+        ax.axhline(float(logit(np.array([cut]))[0]), color="black", ls="--", lw=1, label=f"threshold {cut:.4f}")
+        ax.set_yticks(logit(ticks), [f"{t:g}" for t in ticks])
         ax.set(xlabel="time (s)", ylabel="fake probability", title=stem)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")

@@ -29,10 +29,10 @@ from typing import Sequence
 
 import numpy as np
 
+from deepfake_edge.training.metrics import logit
+
 # Sampled frames: 7.5 to 60 s at the default 2 frames a second; 120 is VideoReader's cap on frames per video.
 LENGTHS = (15, 30, 60, 120)
-_EPSILON = 1e-7  # keeps logits finite for scores of exactly 0 or 1
-EULER_GAMMA = 0.5772156649015329
 
 
 def length_thresholds(scores: Sequence[float], frames: Sequence[int], threshold: float, max_false_alarm: float,
@@ -49,13 +49,12 @@ def length_thresholds(scores: Sequence[float], frames: Sequence[int], threshold:
                          f"got {len(scores)} scores and {len(frames)} counts")
     if not 0.0 < max_false_alarm < 1.0:
         raise ValueError(f"max_false_alarm must be in (0, 1), got {max_false_alarm}")
-    clipped = np.clip(np.asarray(scores, dtype=np.float64), _EPSILON, 1.0 - _EPSILON)
-    logits = np.log(clipped / (1.0 - clipped))
+    logits = logit(scores)
     beta = float(logits.std(ddof=1)) * math.sqrt(6.0) / math.pi  # a Gumbel's sd is beta * pi / sqrt(6)
-    mu = float(logits.mean()) - EULER_GAMMA * beta  # and its mean mu + gamma * beta
+    mu = float(logits.mean()) - np.euler_gamma * beta  # and its mean mu + gamma * beta
     median = int(np.median(frames))
     table = [(median, float(threshold))]
     for n in sorted(n for n in lengths if n > median):
-        logit = mu + beta * (math.log(n / median) - math.log(-math.log(1.0 - max_false_alarm)))
-        table.append((n, max(table[-1][1], 1.0 / (1.0 + math.exp(-logit)))))
+        cut = mu + beta * (math.log(n / median) - math.log(-math.log(1.0 - max_false_alarm)))
+        table.append((n, max(table[-1][1], 1.0 / (1.0 + math.exp(-cut)))))
     return tuple(table)
